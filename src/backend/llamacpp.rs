@@ -1,0 +1,290 @@
+//! The llama.cpp `llama-server` adapter: genuine llama-server command lines, `LLAMA_ARG_*` env
+//! files, and failure classes read from llama.cpp's own log lines (reference/backends.md §C).
+//!
+//! Every llama-server flag is fixed at start, so any change of a flag means a restart.
+
+use std::collections::BTreeMap;
+
+use super::{Backend, Failure, FailureClass, LaunchPlan, Rejection, find_lines, last_lines};
+use crate::space::{Apply, BackendKind, BackendSpec, Candidate, Param, Value};
+
+/// llama-server flags and their environment forms (`common/arg.cpp`). `-tb` has none.
+const FLAG_ENV: &[(&[&str], &str)] = &[
+    (&["-m", "--model"], "LLAMA_ARG_MODEL"),
+    (&["-c", "--ctx-size"], "LLAMA_ARG_CTX_SIZE"),
+    (&["-np", "--parallel"], "LLAMA_ARG_N_PARALLEL"),
+    (&["-fa", "--flash-attn"], "LLAMA_ARG_FLASH_ATTN"),
+    (&["-ctk", "--cache-type-k"], "LLAMA_ARG_CACHE_TYPE_K"),
+    (&["-ctv", "--cache-type-v"], "LLAMA_ARG_CACHE_TYPE_V"),
+    (&["-b", "--batch-size"], "LLAMA_ARG_BATCH"),
+    (&["-ub", "--ubatch-size"], "LLAMA_ARG_UBATCH"),
+    (&["-t", "--threads"], "LLAMA_ARG_THREADS"),
+    (&["-ngl", "--n-gpu-layers"], "LLAMA_ARG_N_GPU_LAYERS"),
+    (&["-kvu", "--kv-unified"], "LLAMA_ARG_KV_UNIFIED"),
+    (&["-cb", "--cont-batching"], "LLAMA_ARG_CONT_BATCHING"),
+    (&["-fit", "--fit"], "LLAMA_ARG_FIT"),
+    (&["--cache-reuse"], "LLAMA_ARG_CACHE_REUSE"),
+    (&["-cram", "--cache-ram"], "LLAMA_ARG_CACHE_RAM"),
+    (&["--metrics"], "LLAMA_ARG_ENDPOINT_METRICS"),
+    (&["-a", "--alias"], "LLAMA_ARG_ALIAS"),
+    (&["-to", "--timeout"], "LLAMA_ARG_TIMEOUT"),
+];
+
+/// The environment variable llama-server reads for `flag`, if it has one.
+pub fn env_name(flag: &str) -> Option<&'static str> {
+    FLAG_ENV
+        .iter()
+        .find(|(flags, _)| flags.contains(&flag))
+        .map(|(_, env)| *env)
+}
+
+/// Adapter for llama.cpp's `llama-server` (or the bundled launcher with the same flags).
+pub struct LlamaCpp {
+    spec: BackendSpec,
+    params: Vec<Param>,
+}
+
+impl LlamaCpp {
+    pub fn new(spec: BackendSpec, params: Vec<Param>) -> LlamaCpp {
+        LlamaCpp { spec, params }
+    }
+}
+
+impl Backend for LlamaCpp {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Llamacpp
+    }
+
+    fn plan(&self, candidate: &Candidate) -> Result<LaunchPlan, Rejection> {
+        let mut model = self.spec.model.clone();
+        let mut settings: Vec<(String, Option<String>)> = Vec::new(); // (flag, value) in order
+        let mut env = self.spec.env.clone();
+        let mut request_options = serde_json::Map::new();
+
+        for param in &self.params {
+            let value = candidate.get(&param.name).ok_or_else(|| Rejection {
+                message: format!("candidate has no value for '{}'", param.name),
+            })?;
+            match &param.apply {
+                Apply::Flags(flags) => {
+                    for flag in flags {
+                        match value {
+                            Value::Bool(true) => settings.push((flag.clone(), None)),
+                            Value::Bool(false) => {}
+                            other => settings.push((flag.clone(), Some(other.to_string()))),
+                        }
+                    }
+                }
+                Apply::Env(name) => {
+                    env.insert(name.clone(), value.to_string());
+                }
+                Apply::Option(name) => {
+                    request_options.insert(
+                        name.clone(),
+                        serde_json::to_value(value).expect("values serialize"),
+                    );
+                }
+                Apply::Template(_) => {
+                    model = model.replace(&format!("{{{}}}", param.name), &value.to_string());
+                }
+            }
+        }
+
+        let mut args = vec!["-m".to_string(), model.clone()];
+        for (flag, value) in &settings {
+            args.push(flag.clone());
+            args.extend(value.clone());
+        }
+        args.extend(self.spec.args.iter().cloned());
+
+        // The same settings as LLAMA_ARG_* variables; the fixed args are parsed the same way.
+        let mut deploy_env = BTreeMap::new();
+        let mut args_without_env = Vec::new();
+        let mut i = 0;
+        while i < args.len() {
+            let flag = &args[i];
+            let value = args
+                .get(i + 1)
+                .filter(|v| !v.starts_with('-') || v.parse::<f64>().is_ok());
+            match (env_name(flag), value) {
+                (Some(name), Some(v)) => {
+                    deploy_env.insert(name.to_string(), v.clone());
+                    i += 2;
+                }
+                (Some(name), None) => {
+                    deploy_env.insert(name.to_string(), "1".to_string());
+                    i += 1;
+                }
+                (None, v) => {
+                    args_without_env.push(match v {
+                        Some(v) => format!("{flag} {v}"),
+                        None => flag.clone(),
+                    });
+                    i += if v.is_some() { 2 } else { 1 };
+                }
+            }
+        }
+        deploy_env.extend(env.iter().map(|(k, v)| (k.clone(), v.clone())));
+
+        Ok(LaunchPlan {
+            program: self.spec.command[0].clone(),
+            args: self.spec.command[1..].iter().cloned().chain(args).collect(),
+            env,
+            deploy_env,
+            args_without_env,
+            request_options,
+            model,
+        })
+    }
+
+    fn bind_args(&self, port: u16) -> Vec<String> {
+        vec![
+            "--host".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            port.to_string(),
+        ]
+    }
+
+    fn health_path(&self) -> &'static str {
+        "/health"
+    }
+
+    fn version_args(&self) -> Vec<String> {
+        vec!["--version".into()]
+    }
+
+    fn classify(&self, log_tail: &str, exited: bool) -> Failure {
+        // Most specific first (reference/backends.md §C.5, Ollama's OOM matcher).
+        const CLASSES: &[(FailureClass, &[&str])] = &[
+            (
+                FailureClass::InvalidCombination,
+                &[
+                    "quantized V cache",
+                    "requires Flash Attention",
+                    "requires flash_attn",
+                    "does not support different K",
+                ],
+            ),
+            (
+                FailureClass::Oom,
+                &[
+                    "out of memory",
+                    "cudaMalloc failed",
+                    "failed to allocate",
+                    "allocation failed",
+                    "not enough memory",
+                    "insufficient memory",
+                    "out of device memory",
+                ],
+            ),
+            (
+                FailureClass::InvalidArgument,
+                &["error: invalid argument", "error while handling argument", "invalid value"],
+            ),
+            (
+                FailureClass::PortInUse,
+                &["address already in use", "couldn't bind", "exiting due to HTTP server error"],
+            ),
+            (
+                FailureClass::LoadError,
+                &["failed to load model", "exiting due to model loading error", "No such file"],
+            ),
+        ];
+        for (class, patterns) in CLASSES {
+            if let Some(message) = find_lines(log_tail, patterns) {
+                return Failure {
+                    class: *class,
+                    message,
+                };
+            }
+        }
+        Failure {
+            class: if exited {
+                FailureClass::Crashed
+            } else {
+                FailureClass::NeverReady
+            },
+            message: last_lines(log_tail, 5),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::space::Space;
+    use std::path::Path;
+
+    fn space() -> Space {
+        Space::from_toml(
+            r#"
+[study]
+name = "t"
+[backend]
+kind = "llamacpp"
+command = ["/opt/llama-server"]
+model = "/m/SmolLM2-{quant}.gguf"
+args = ["--metrics"]
+[params]
+parallel = { values = [1, 4], flag = "-np" }
+kv = { values = ["f16", "q8_0"], flags = ["-ctk", "-ctv"] }
+quant = { values = ["Q4_0", "Q8_0"], template = "model" }
+threads_batch = { values = [1, 2], flag = "-tb" }
+"#,
+            "t.toml",
+            Path::new("/"),
+        )
+        .unwrap()
+    }
+
+    fn candidate(pairs: &[(&str, Value)]) -> Candidate {
+        Candidate(pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+    }
+
+    #[test]
+    fn plan_emits_llama_server_command_line_and_env_file() {
+        let space = space();
+        let backend = LlamaCpp::new(space.backend.clone(), space.params.clone());
+        let plan = backend
+            .plan(&candidate(&[
+                ("parallel", Value::Int(4)),
+                ("kv", Value::Str("q8_0".into())),
+                ("quant", Value::Str("Q4_0".into())),
+                ("threads_batch", Value::Int(2)),
+            ]))
+            .unwrap();
+        assert_eq!(plan.program, "/opt/llama-server");
+        assert_eq!(
+            plan.args.join(" "),
+            "-m /m/SmolLM2-Q4_0.gguf -ctk q8_0 -ctv q8_0 -np 4 -tb 2 --metrics"
+        );
+        let env: Vec<String> = plan.deploy_env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        assert_eq!(
+            env,
+            [
+                "LLAMA_ARG_CACHE_TYPE_K=q8_0",
+                "LLAMA_ARG_CACHE_TYPE_V=q8_0",
+                "LLAMA_ARG_ENDPOINT_METRICS=1",
+                "LLAMA_ARG_MODEL=/m/SmolLM2-Q4_0.gguf",
+                "LLAMA_ARG_N_PARALLEL=4",
+            ]
+        );
+        assert_eq!(plan.args_without_env, ["-tb 2"]);
+    }
+
+    #[test]
+    fn classify_reads_llama_cpp_messages() {
+        let space = space();
+        let b = LlamaCpp::new(space.backend.clone(), space.params.clone());
+        let f = b.classify(
+            "llama_init_from_model: quantized V cache requires flash_attn to be enabled\nmain: exiting due to model loading error",
+            true,
+        );
+        assert_eq!(f.class, FailureClass::InvalidCombination);
+        assert!(f.message.contains("quantized V cache"));
+        assert_eq!(b.classify("gguf_init: failed to load model '/x'", true).class, FailureClass::LoadError);
+        assert_eq!(b.classify("segfault", true).class, FailureClass::Crashed);
+        assert_eq!(b.classify("loading...", false).class, FailureClass::NeverReady);
+    }
+}

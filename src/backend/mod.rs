@@ -1,0 +1,134 @@
+//! Backends: how a `Candidate` becomes a server process, and how a failed start is read.
+//!
+//! An adapter holds data, not process logic: [`Backend::plan`] is pure and turns a candidate into
+//! a [`LaunchPlan`] (program, arguments, environment, per-request options, and the same settings
+//! in the form an operator deploys). [`process::Server`] owns the running process. The daemon
+//! wires the two together.
+
+pub mod llamacpp;
+pub mod process;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::space::{BackendKind, BackendSpec, Candidate};
+
+/// Everything needed to start one configuration, and to deploy it later.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaunchPlan {
+    /// Program to run, as given in the space file (a path or a name looked up on PATH).
+    pub program: String,
+    /// Arguments, without the loopback host/port the tuner adds for itself.
+    pub args: Vec<String>,
+    /// Environment added to the server process.
+    pub env: BTreeMap<String, String>,
+    /// The same settings as an env file (e.g. llama-server's `LLAMA_ARG_*`).
+    pub deploy_env: BTreeMap<String, String>,
+    /// Flags that have no environment form, so an env file cannot carry them.
+    pub args_without_env: Vec<String>,
+    /// Options sent with every request (no restart needed to change them).
+    pub request_options: serde_json::Map<String, serde_json::Value>,
+    /// Model path or name the server is started with.
+    pub model: String,
+}
+
+impl LaunchPlan {
+    /// Identity of the server process this plan starts: two plans with the same key can share
+    /// one running server.
+    pub fn process_key(&self) -> String {
+        serde_json::to_string(&(&self.program, &self.args, &self.env)).expect("plain data")
+    }
+}
+
+/// A candidate the backend refuses before launching (a known-invalid combination).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct Rejection {
+    pub message: String,
+}
+
+/// Why a configuration could not be served. Stored as the trial's error class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureClass {
+    /// The server ran out of memory (host or device).
+    Oom,
+    /// The settings contradict each other (e.g. a quantized V cache without flash attention).
+    InvalidCombination,
+    /// The server rejected a flag or value.
+    InvalidArgument,
+    /// The model could not be loaded (missing or unreadable file).
+    LoadError,
+    /// The server did not become ready before the deadline.
+    NeverReady,
+    /// The server exited or was killed while starting or serving.
+    Crashed,
+    /// The server could not bind its port.
+    PortInUse,
+}
+
+impl FailureClass {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FailureClass::Oom => "oom",
+            FailureClass::InvalidCombination => "invalid-combination",
+            FailureClass::InvalidArgument => "invalid-argument",
+            FailureClass::LoadError => "load-error",
+            FailureClass::NeverReady => "never-ready",
+            FailureClass::Crashed => "crashed",
+            FailureClass::PortInUse => "port-in-use",
+        }
+    }
+}
+
+/// A classified failure with the server's own words.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub class: FailureClass,
+    /// The log line(s) that explain it, as the server printed them.
+    pub message: String,
+}
+
+/// An inference-server adapter.
+pub trait Backend: Send + Sync {
+    fn kind(&self) -> BackendKind;
+    /// Turn a candidate into a launch plan. Pure; `Err` for known-invalid combinations.
+    fn plan(&self, candidate: &Candidate) -> Result<LaunchPlan, Rejection>;
+    /// Arguments that bind the server to `127.0.0.1:port`.
+    fn bind_args(&self, port: u16) -> Vec<String>;
+    /// Path polled for readiness (200 = ready).
+    fn health_path(&self) -> &'static str;
+    /// Arguments that make the program print its version and exit.
+    fn version_args(&self) -> Vec<String>;
+    /// Read a failed start or a crash from the server's log tail.
+    /// `exited` is false when the server was still running but never got ready.
+    fn classify(&self, log_tail: &str, exited: bool) -> Failure;
+}
+
+/// Build the adapter a space file names.
+pub fn from_spec(spec: &BackendSpec, params: &[crate::space::Param]) -> Box<dyn Backend> {
+    match spec.kind {
+        BackendKind::Llamacpp => Box::new(llamacpp::LlamaCpp::new(spec.clone(), params.to_vec())),
+    }
+}
+
+/// Pick the log lines matching the first pattern found, most specific first; else the last lines.
+pub(crate) fn find_lines(log_tail: &str, patterns: &[&str]) -> Option<String> {
+    for pattern in patterns {
+        let lines: Vec<&str> = log_tail
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().contains(&pattern.to_ascii_lowercase()))
+            .collect();
+        if !lines.is_empty() {
+            return Some(lines.iter().take(3).copied().collect::<Vec<_>>().join("\n"));
+        }
+    }
+    None
+}
+
+/// The last `n` non-empty lines of a log.
+pub(crate) fn last_lines(log_tail: &str, n: usize) -> String {
+    let lines: Vec<&str> = log_tail.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

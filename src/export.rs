@@ -1,0 +1,148 @@
+//! Deployable files for a trial: an env file, a command line, or JSON. Pure formatting of store
+//! types, plus one atomic writer (temp file in the same folder, fsync, rename).
+
+use std::io::Write;
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::trial::{Study, Trial};
+
+/// Output formats of `export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// The server's environment variables (`LLAMA_ARG_*` for llama-server).
+    Env,
+    /// The server's command line.
+    Args,
+    /// Parameters, launch plan and metrics as JSON.
+    Json,
+}
+
+/// Why a trial cannot be exported.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("trial {0} has no launch plan (it was never planned)")]
+    NoPlan(i64),
+    #[error("writing '{path}'")]
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Render `trial` of `study` in `format`.
+pub fn render(study: &Study, trial: &Trial, format: Format) -> Result<String, Error> {
+    let plan = trial.plan.as_ref().ok_or(Error::NoPlan(trial.number))?;
+    Ok(match format {
+        Format::Env => {
+            let mut out = format!(
+                "# infertune study '{}', trial {} ({})\n# {}\n",
+                study.name,
+                trial.number,
+                if trial.is_feasible() { "meets every SLO" } else { "does NOT meet every SLO" },
+                trial.params.brief()
+            );
+            for flag in &plan.args_without_env {
+                out.push_str(&format!(
+                    "# '{flag}' has no environment form; pass it on the command line\n"
+                ));
+            }
+            for (k, v) in &plan.deploy_env {
+                out.push_str(&format!("{k}={}\n", shell_quote(v)));
+            }
+            out
+        }
+        Format::Args => {
+            let words: Vec<String> = std::iter::once(&plan.program)
+                .chain(&plan.args)
+                .map(|w| shell_quote(w))
+                .collect();
+            let env: Vec<String> = plan
+                .env
+                .iter()
+                .map(|(k, v)| format!("{k}={}", shell_quote(v)))
+                .collect();
+            let mut line = env;
+            line.extend(words);
+            line.join(" ") + "\n"
+        }
+        Format::Json => {
+            let doc = json!({
+                "study": study.name,
+                "backend": study.backend,
+                "trial": trial.number,
+                "state": trial.state,
+                "meets_slos": trial.is_feasible(),
+                "params": trial.params,
+                "objective": {"metric": study.objective_metric, "value": trial.objective},
+                "violations": trial.violations,
+                "metrics": crate::store::trial_metrics(trial),
+                "plan": plan,
+            });
+            serde_json::to_string_pretty(&doc).expect("plain data") + "\n"
+        }
+    })
+}
+
+/// Quote for POSIX shells and env files: bare when safe, else single quotes.
+pub fn shell_quote(s: &str) -> String {
+    let safe = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-./:@%+,=".contains(c));
+    if safe {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// Write `contents` to `path` atomically: readers see the old file or the new one, never a mix.
+pub fn write_atomic(path: &Path, contents: &str) -> Result<(), Error> {
+    let err = |source| Error::Write {
+        path: path.display().to_string(),
+        source,
+    };
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(contents.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("q8_0"), "q8_0");
+        assert_eq!(shell_quote("/a b/m.gguf"), "'/a b/m.gguf'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(shell_quote("$(rm -rf /)"), "'$(rm -rf /)'");
+    }
+
+    #[test]
+    fn atomic_write_replaces_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("best.env");
+        write_atomic(&p, "A=1\n").unwrap();
+        write_atomic(&p, "B=2\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "B=2\n");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file left");
+    }
+}

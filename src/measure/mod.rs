@@ -1,0 +1,453 @@
+//! Per-request samples and what they add up to: `Sample` → [`summarize`] → `Summary`, then
+//! [`judge`] against the study's objective and SLOs → `Verdict`.
+//!
+//! Pure functions over plain values: no HTTP, no processes, no SQL. Definitions follow
+//! `vllm bench serve` (DESIGN.md §5); every metric name maps to its definition in [`DEFINITIONS`],
+//! which is stored with each trial's figures. Percentiles use linear interpolation between closest
+//! ranks (numpy's default), over successful, non-warm-up requests only.
+
+pub mod system;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::space::{Direction, Objective, Slo};
+
+/// Why a request failed. A failed request is data, never an abort.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Could not connect, or the connection broke before a response.
+    Connect,
+    /// The server answered with a non-2xx status.
+    Status,
+    /// The response did not finish within the request timeout.
+    Timeout,
+    /// The stream ended without any content, or cut off mid-response.
+    Truncated,
+    /// The stream carried something that is not the protocol's JSON.
+    Malformed,
+}
+
+/// The server's own timing figures for one request (llama.cpp `timings`).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct ServerTimings {
+    pub prompt_tokens: u32,
+    pub prompt_ms: f64,
+    pub predicted_tokens: u32,
+    pub predicted_ms: f64,
+    /// Prompt tokens served from the server's cache.
+    pub cached_tokens: u32,
+}
+
+/// One request, as the client saw it. Offsets are from the start of the workload run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// Index of the prompt in the dataset.
+    pub prompt_index: usize,
+    /// Warm-up requests are recorded but excluded from every figure.
+    pub is_warmup: bool,
+    /// When the request was sent.
+    pub sent: Duration,
+    /// When the first chunk carrying content arrived; `None` if none did.
+    pub first_token: Option<Duration>,
+    /// When the last content chunk (or the error) arrived.
+    pub end: Duration,
+    /// Gaps between successive content chunks, in order.
+    pub chunk_gaps: Vec<Duration>,
+    /// Output tokens: the server's `usage.completion_tokens`, else the count of content chunks.
+    pub output_tokens: u32,
+    /// Prompt tokens per the server's usage, when reported.
+    pub prompt_tokens: Option<u32>,
+    /// HTTP status; 0 when no response arrived.
+    pub status: u16,
+    pub error: Option<ErrorKind>,
+    /// Short error text for failed requests.
+    pub error_message: Option<String>,
+    pub server: Option<ServerTimings>,
+}
+
+impl Sample {
+    pub fn is_ok(&self) -> bool {
+        self.error.is_none()
+    }
+    pub fn ttft(&self) -> Option<Duration> {
+        self.first_token.map(|t| t.saturating_sub(self.sent))
+    }
+    pub fn e2e(&self) -> Duration {
+        self.end.saturating_sub(self.sent)
+    }
+    /// (E2E − TTFT) / (output tokens − 1); `None` with fewer than two tokens.
+    pub fn tpot(&self) -> Option<Duration> {
+        let ttft = self.ttft()?;
+        (self.output_tokens > 1).then(|| (self.e2e().saturating_sub(ttft)) / (self.output_tokens - 1))
+    }
+}
+
+/// Per-request thresholds for goodput: a request is "good" when it succeeded and meets each.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RequestSlo {
+    pub ttft_ms: Option<f64>,
+    pub tpot_ms: Option<f64>,
+    pub e2e_ms: Option<f64>,
+}
+
+impl RequestSlo {
+    /// Per-request thresholds taken from the study's percentile SLOs (`ttft_p95_ms` → each
+    /// request's TTFT must be within that limit to count toward goodput).
+    pub fn from_slos(slos: &[Slo]) -> RequestSlo {
+        let find = |m: &str| slos.iter().find(|s| s.metric == m).map(|s| s.limit);
+        RequestSlo {
+            ttft_ms: find("ttft_p95_ms"),
+            tpot_ms: find("tpot_p95_ms"),
+            e2e_ms: find("e2e_p95_ms"),
+        }
+    }
+}
+
+/// Definitions, stamped on every stored figure.
+pub const DEFINITIONS: &[(&str, &str)] = &[
+    ("ttft", "request sent -> first streamed chunk carrying content; successful requests"),
+    ("tpot", "(e2e - ttft) / (output tokens - 1); requests with >= 2 output tokens"),
+    ("itl", "gaps between successive content chunks, pooled over requests"),
+    ("e2e", "request sent -> last content chunk; successful requests"),
+    ("output_tok_per_s", "sum of output tokens of successful requests / measured wall time"),
+    ("req_per_s", "successful requests / measured wall time"),
+    ("success_rate", "successful requests / measured requests"),
+    ("goodput_rps", "successful requests meeting every per-request SLO (ttft, tpot, e2e limits) / measured wall time"),
+    ("peak_rss_bytes", "highest summed RSS of the server's process tree, sampled during the workload"),
+    ("server_decode_tok_per_s", "server-reported predicted tokens / predicted ms, summed over requests"),
+    ("server_prompt_tok_per_s", "server-reported prompt tokens / prompt ms, summed over requests"),
+    ("client_decode_tok_per_s", "client (output tokens - 1) / (e2e - ttft), summed over requests; compare with server_decode_tok_per_s"),
+    ("percentiles", "linear interpolation between closest ranks (numpy default); n = sample count"),
+];
+
+/// A percentile summary of one latency, in milliseconds, with its sample count.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Dist {
+    pub n: usize,
+    pub mean: f64,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Dist {
+    /// Summarise values (any unit). An empty slice gives all zeros with `n = 0`.
+    pub fn of(values: &[f64]) -> Dist {
+        if values.is_empty() {
+            return Dist::default();
+        }
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        Dist {
+            n: sorted.len(),
+            mean: sorted.iter().sum::<f64>() / sorted.len() as f64,
+            p50: percentile(&sorted, 50.0),
+            p95: percentile(&sorted, 95.0),
+            p99: percentile(&sorted, 99.0),
+            max: *sorted.last().expect("non-empty"),
+        }
+    }
+}
+
+/// `p`-th percentile of sorted values, linear interpolation between closest ranks.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    match sorted.len() {
+        0 => f64::NAN,
+        1 => sorted[0],
+        n => {
+            let rank = p / 100.0 * (n - 1) as f64;
+            let lo = rank.floor() as usize;
+            let hi = rank.ceil() as usize;
+            sorted[lo] + (sorted[hi] - sorted[lo]) * (rank - lo as f64)
+        }
+    }
+}
+
+/// What one trial's workload amounted to.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Summary {
+    /// Measured (non-warm-up) requests.
+    pub requests: usize,
+    pub succeeded: usize,
+    /// Failed requests by kind.
+    pub errors: BTreeMap<String, usize>,
+    pub wall_s: f64,
+    pub ttft_ms: Dist,
+    pub tpot_ms: Dist,
+    pub itl_ms: Dist,
+    pub e2e_ms: Dist,
+    pub output_tokens: u64,
+    pub output_tok_per_s: f64,
+    pub req_per_s: f64,
+    pub success_rate: f64,
+    pub goodput_rps: f64,
+    /// 0 until the resource sampler fills it.
+    pub peak_rss_bytes: u64,
+    pub server_prompt_tok_per_s: Option<f64>,
+    pub server_decode_tok_per_s: Option<f64>,
+    pub client_decode_tok_per_s: Option<f64>,
+    /// CPU time the tuner's own process used during the workload, in ms.
+    pub client_cpu_ms: f64,
+}
+
+impl Summary {
+    /// The value of a named metric, as used by objectives, SLOs and `--sort`.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        Some(match name {
+            "ttft_p50_ms" => self.ttft_ms.p50,
+            "ttft_p95_ms" => self.ttft_ms.p95,
+            "ttft_p99_ms" => self.ttft_ms.p99,
+            "tpot_p50_ms" => self.tpot_ms.p50,
+            "tpot_p95_ms" => self.tpot_ms.p95,
+            "itl_p50_ms" => self.itl_ms.p50,
+            "itl_p95_ms" => self.itl_ms.p95,
+            "e2e_p50_ms" => self.e2e_ms.p50,
+            "e2e_p95_ms" => self.e2e_ms.p95,
+            "output_tok_per_s" => self.output_tok_per_s,
+            "req_per_s" => self.req_per_s,
+            "success_rate" => self.success_rate,
+            "goodput_rps" => self.goodput_rps,
+            "peak_rss_mb" => self.peak_rss_bytes as f64 / (1024.0 * 1024.0),
+            "peak_rss_bytes" => self.peak_rss_bytes as f64,
+            _ => return None,
+        })
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Summarise the measured samples of one run. `wall` is the measured span (after warm-up).
+pub fn summarize(samples: &[Sample], wall: Duration, request_slo: &RequestSlo) -> Summary {
+    let measured: Vec<&Sample> = samples.iter().filter(|s| !s.is_warmup).collect();
+    let ok: Vec<&Sample> = measured.iter().copied().filter(|s| s.is_ok()).collect();
+    let wall_s = wall.as_secs_f64().max(1e-9);
+
+    let mut errors = BTreeMap::new();
+    for s in measured.iter().filter(|s| !s.is_ok()) {
+        let kind = serde_json::to_value(s.error.expect("failed sample has a kind"))
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        *errors.entry(kind).or_insert(0) += 1;
+    }
+
+    let ttft: Vec<f64> = ok.iter().filter_map(|s| s.ttft()).map(ms).collect();
+    let tpot: Vec<f64> = ok.iter().filter_map(|s| s.tpot()).map(ms).collect();
+    let itl: Vec<f64> = ok.iter().flat_map(|s| s.chunk_gaps.iter().copied().map(ms)).collect();
+    let e2e: Vec<f64> = ok.iter().map(|s| ms(s.e2e())).collect();
+    let output_tokens: u64 = ok.iter().map(|s| u64::from(s.output_tokens)).sum();
+
+    let good = ok
+        .iter()
+        .filter(|s| {
+            let ttft_ok = request_slo
+                .ttft_ms
+                .is_none_or(|l| s.ttft().is_some_and(|t| ms(t) <= l));
+            // A one-token answer counts as TPOT 0, as in vLLM's goodput.
+            let tpot_ok = request_slo
+                .tpot_ms
+                .is_none_or(|l| s.tpot().map_or(0.0, ms) <= l);
+            let e2e_ok = request_slo.e2e_ms.is_none_or(|l| ms(s.e2e()) <= l);
+            ttft_ok && tpot_ok && e2e_ok
+        })
+        .count();
+
+    let timings: Vec<ServerTimings> = ok.iter().filter_map(|s| s.server).collect();
+    let rate = |tokens: f64, millis: f64| (millis > 0.0).then(|| tokens / (millis / 1000.0));
+    let server_prompt_tok_per_s = rate(
+        timings.iter().map(|t| f64::from(t.prompt_tokens)).sum(),
+        timings.iter().map(|t| t.prompt_ms).sum(),
+    );
+    let server_decode_tok_per_s = rate(
+        timings.iter().map(|t| f64::from(t.predicted_tokens)).sum(),
+        timings.iter().map(|t| t.predicted_ms).sum(),
+    );
+    let decoding: Vec<&&Sample> = ok.iter().filter(|s| s.tpot().is_some()).collect();
+    let client_decode_tok_per_s = rate(
+        decoding.iter().map(|s| f64::from(s.output_tokens - 1)).sum(),
+        decoding
+            .iter()
+            .map(|s| ms(s.e2e().saturating_sub(s.ttft().expect("tpot implies ttft"))))
+            .sum(),
+    );
+
+    Summary {
+        requests: measured.len(),
+        succeeded: ok.len(),
+        errors,
+        wall_s,
+        ttft_ms: Dist::of(&ttft),
+        tpot_ms: Dist::of(&tpot),
+        itl_ms: Dist::of(&itl),
+        e2e_ms: Dist::of(&e2e),
+        output_tokens,
+        output_tok_per_s: output_tokens as f64 / wall_s,
+        req_per_s: ok.len() as f64 / wall_s,
+        success_rate: if measured.is_empty() {
+            0.0
+        } else {
+            ok.len() as f64 / measured.len() as f64
+        },
+        goodput_rps: good as f64 / wall_s,
+        peak_rss_bytes: 0,
+        server_prompt_tok_per_s,
+        server_decode_tok_per_s,
+        client_decode_tok_per_s,
+        client_cpu_ms: 0.0,
+    }
+}
+
+/// A finished trial's standing: its objective value and how far it misses each SLO.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub objective: f64,
+    /// Graded violation per SLO metric: 0 when met, else the relative shortfall
+    /// (|value − limit| / limit).
+    pub violations: BTreeMap<String, f64>,
+    /// Sum of the graded violations; 0 means every SLO is met.
+    pub violation: f64,
+}
+
+impl Verdict {
+    pub fn is_feasible(&self) -> bool {
+        self.violation == 0.0
+    }
+}
+
+/// Grade a summary against the objective and the SLOs.
+pub fn judge(summary: &Summary, objective: &Objective, slos: &[Slo]) -> Verdict {
+    let objective_value = summary.metric(&objective.metric).unwrap_or(f64::NAN);
+    let mut violations = BTreeMap::new();
+    for slo in slos {
+        let value = summary.metric(&slo.metric).unwrap_or(f64::NAN);
+        let shortfall = if slo.is_upper_bound {
+            value - slo.limit
+        } else {
+            slo.limit - value
+        };
+        let graded = if value.is_nan() {
+            1.0
+        } else if shortfall > 0.0 {
+            shortfall / slo.limit.abs().max(1e-9)
+        } else {
+            0.0
+        };
+        violations.insert(slo.metric.clone(), graded);
+    }
+    // No successful request: the latency figures are empty, which must not read as "met".
+    if summary.succeeded == 0 {
+        violations.insert("success_rate".into(), 1.0);
+    }
+    let violation = violations.values().sum();
+    Verdict {
+        objective: objective_value,
+        violations,
+        violation,
+    }
+}
+
+/// Whether `a` is a better objective value than `b` in the given direction.
+pub fn is_better(direction: Direction, a: f64, b: f64) -> bool {
+    match direction {
+        Direction::Maximize => a > b,
+        Direction::Minimize => a < b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(sent_ms: u64, first_ms: u64, end_ms: u64, tokens: u32) -> Sample {
+        Sample {
+            prompt_index: 0,
+            is_warmup: false,
+            sent: Duration::from_millis(sent_ms),
+            first_token: Some(Duration::from_millis(first_ms)),
+            end: Duration::from_millis(end_ms),
+            chunk_gaps: vec![Duration::from_millis(10); tokens.saturating_sub(1) as usize],
+            output_tokens: tokens,
+            prompt_tokens: Some(20),
+            status: 200,
+            error: None,
+            error_message: None,
+            server: Some(ServerTimings {
+                prompt_tokens: 20,
+                prompt_ms: 100.0,
+                predicted_tokens: tokens,
+                predicted_ms: 10.0 * f64::from(tokens),
+                cached_tokens: 0,
+            }),
+        }
+    }
+
+    #[test]
+    fn percentile_interpolates_like_numpy() {
+        let v = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(percentile(&v, 50.0), 2.5);
+        assert!((percentile(&v, 95.0) - 3.85).abs() < 1e-12);
+        assert_eq!(percentile(&v, 0.0), 1.0);
+        assert_eq!(percentile(&v, 100.0), 4.0);
+        assert_eq!(percentile(&[7.0], 95.0), 7.0);
+    }
+
+    #[test]
+    fn summarize_exact_values() {
+        let mut failed = sample(0, 0, 50, 0);
+        failed.error = Some(ErrorKind::Status);
+        failed.first_token = None;
+        let mut warm = sample(0, 5000, 9000, 50);
+        warm.is_warmup = true;
+        let samples = vec![
+            sample(0, 100, 1090, 100), // ttft 100, tpot (990)/99 = 10
+            sample(0, 300, 1290, 100), // ttft 300, tpot 10
+            failed,
+            warm,
+        ];
+        let slo = RequestSlo { ttft_ms: Some(200.0), ..Default::default() };
+        let s = summarize(&samples, Duration::from_secs(2), &slo);
+        assert_eq!(s.requests, 3);
+        assert_eq!(s.succeeded, 2);
+        assert_eq!(s.errors.get("status"), Some(&1));
+        assert_eq!(s.ttft_ms.p50, 200.0);
+        assert_eq!(s.ttft_ms.n, 2);
+        assert!((s.tpot_ms.p50 - 10.0).abs() < 1e-9);
+        assert_eq!(s.output_tokens, 200);
+        assert_eq!(s.output_tok_per_s, 100.0);
+        assert_eq!(s.req_per_s, 1.0);
+        assert!((s.success_rate - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!(s.goodput_rps, 0.5); // only the 100 ms request meets TTFT <= 200 ms
+        assert_eq!(s.server_decode_tok_per_s, Some(100.0));
+        assert_eq!(s.itl_ms.n, 198);
+    }
+
+    #[test]
+    fn judge_grades_violations() {
+        let s = Summary {
+            succeeded: 1,
+            ttft_ms: Dist { p95: 1500.0, ..Default::default() },
+            success_rate: 0.9,
+            goodput_rps: 2.0,
+            ..Default::default()
+        };
+        let slos = vec![
+            Slo { metric: "ttft_p95_ms".into(), is_upper_bound: true, limit: 1000.0 },
+            Slo { metric: "success_rate".into(), is_upper_bound: false, limit: 1.0 },
+        ];
+        let objective = Objective { metric: "goodput_rps".into(), direction: Direction::Maximize };
+        let v = judge(&s, &objective, &slos);
+        assert_eq!(v.objective, 2.0);
+        assert_eq!(v.violations["ttft_p95_ms"], 0.5);
+        assert!((v.violations["success_rate"] - 0.1).abs() < 1e-12);
+        assert!(!v.is_feasible());
+        let relaxed = vec![Slo { metric: "ttft_p95_ms".into(), is_upper_bound: true, limit: 2000.0 }];
+        assert!(judge(&s, &objective, &relaxed).is_feasible());
+    }
+}

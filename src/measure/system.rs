@@ -1,0 +1,115 @@
+//! Resource readings of this machine and of a server's process tree (sysinfo).
+//!
+//! One long-lived `sysinfo::System` per sampler, as sysinfo recommends. Owns: the host
+//! fingerprint facts (CPU, cores, RAM), peak RSS of a process tree, and this process's own CPU
+//! time. Does not know what the processes are.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+
+/// Facts about the host that make a study's figures comparable, stored with the study.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Host {
+    pub cpu_model: String,
+    pub logical_cores: usize,
+    pub physical_cores: Option<usize>,
+    pub ram_bytes: u64,
+    pub os: String,
+}
+
+/// Read the host facts.
+pub fn host() -> Host {
+    let mut sys = System::new().expect("sysinfo supports this platform");
+    sys.refresh_memory();
+    sys.refresh_cpu_all();
+    Host {
+        cpu_model: sys
+            .cpus()
+            .first()
+            .map(|c| c.brand().trim().to_string())
+            .unwrap_or_default(),
+        logical_cores: sys.cpus().len(),
+        physical_cores: System::physical_core_count().ok(),
+        ram_bytes: sys.total_memory(),
+        os: System::long_os_version().unwrap_or_default(),
+    }
+}
+
+/// Samples the summed RSS of a process and all its descendants.
+pub struct TreeSampler {
+    sys: System,
+    root: Pid,
+}
+
+impl TreeSampler {
+    pub fn new(root_pid: u32) -> TreeSampler {
+        TreeSampler {
+            sys: System::new().expect("sysinfo supports this platform"),
+            root: Pid::from_u32(root_pid),
+        }
+    }
+
+    /// Current summed RSS of the tree, in bytes; 0 once the root has exited.
+    pub fn rss_bytes(&mut self) -> u64 {
+        self.sys.refresh_processes_specifics(
+            ProcessesToUpdate::All,
+            true,
+            ProcessRefreshKind::nothing().with_memory(),
+        );
+        let procs = self.sys.processes();
+        if !procs.contains_key(&self.root) {
+            return 0;
+        }
+        // Walk parent links: a process is in the tree if its ancestry reaches the root.
+        let mut tree: HashSet<Pid> = HashSet::from([self.root]);
+        let mut grew = true;
+        while grew {
+            grew = false;
+            for (pid, p) in procs {
+                if !tree.contains(pid) && p.parent().is_some_and(|pp| tree.contains(&pp)) {
+                    tree.insert(*pid);
+                    grew = true;
+                }
+            }
+        }
+        tree.iter()
+            .filter_map(|pid| procs.get(pid))
+            .map(|p| p.memory())
+            .sum()
+    }
+}
+
+/// CPU time (user + system) this process has used so far.
+pub fn own_cpu_time() -> Duration {
+    // SAFETY: getrusage only writes into the struct we pass.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_tree_has_memory() {
+        let mut s = TreeSampler::new(std::process::id());
+        assert!(s.rss_bytes() > 1024 * 1024);
+    }
+
+    #[test]
+    fn host_facts_are_read() {
+        let h = host();
+        assert!(h.logical_cores >= 1);
+        assert!(h.ram_bytes > 0);
+    }
+}

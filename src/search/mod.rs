@@ -1,0 +1,47 @@
+//! Search strategies: which candidate to try next, learning from finished trials.
+//!
+//! A strategy never sees processes, HTTP or SQL: it gets the `Space`, proposes `Candidate`s and
+//! observes `Trial`s. Resume replays stored trials through `observe` in number order.
+
+pub mod grid;
+pub mod random;
+
+use crate::space::{Candidate, Domain, Space, StrategyKind, Value};
+use crate::trial::Trial;
+
+/// A search strategy (propose / observe).
+pub trait Strategy: Send {
+    fn name(&self) -> &'static str;
+    /// Next point to try; `None` when the space is exhausted. Must be cheap.
+    fn propose(&mut self, space: &Space) -> Option<Candidate>;
+    /// Learn from a finished trial. Resume replays stored trials through this.
+    fn observe(&mut self, trial: &Trial);
+}
+
+/// Build the strategy a space names.
+pub fn from_space(space: &Space) -> Box<dyn Strategy> {
+    match space.strategy {
+        StrategyKind::Grid => Box::new(grid::Grid::new(space)),
+        StrategyKind::Random => Box::new(random::Random::new(space.seed)),
+    }
+}
+
+/// Draw one value of `domain` uniformly (log-uniformly for `log` ranges).
+pub fn sample_value(domain: &Domain, rng: &mut impl rand::RngExt) -> Value {
+    match domain {
+        Domain::Values(values) => values[rng.random_range(0..values.len())].clone(),
+        Domain::Int { min, max, log, step } => {
+            let v = if *log {
+                let (lo, hi) = ((*min as f64).ln(), (*max as f64 + 1.0).ln());
+                (rng.random_range(lo..hi).exp().floor() as i64).clamp(*min, *max)
+            } else {
+                rng.random_range(*min..=*max)
+            };
+            let v = match step {
+                Some(s) => (min + ((v - min) as f64 / *s as f64).round() as i64 * s).min(*max),
+                None => v,
+            };
+            Value::Int(v)
+        }
+    }
+}

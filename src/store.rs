@@ -1,0 +1,645 @@
+//! The SQLite store: studies, trials and per-request samples. All SQL of the project lives here.
+//!
+//! `Store::open` sets WAL, `synchronous = NORMAL`, foreign keys and a busy timeout, then runs
+//! the embedded migrations. Queries are runtime-checked (`query_as` into private row types);
+//! public methods return domain types from `crate::trial`. Each trial is written the moment it
+//! ends, in one transaction with its samples.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{FromRow, SqlitePool};
+
+use crate::measure::Sample;
+use crate::space::{Candidate, Direction};
+use crate::trial::{
+    Fingerprint, INFEASIBLE_VIOLATION, Outcome, StageTimes, Study, StudyId, Trial, TrialId,
+    TrialState,
+};
+
+/// Store failures. Any of these ends a study: the record would be lost otherwise.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("opening database '{path}'")]
+    Open {
+        path: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("migrating database")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("database query failed")]
+    Query(#[from] sqlx::Error),
+    #[error("stored row is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Where the database lives when neither `--db` nor `INFERTUNE_DB` says:
+/// `$XDG_DATA_HOME/infertune/infertune.db`, else `~/.local/share/infertune/infertune.db`.
+pub fn default_path() -> PathBuf {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("infertune").join("infertune.db")
+}
+
+/// Current time as unix milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Hex SHA-256 of text (params, space files).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A handle on the database. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+/// A study to create.
+#[derive(Debug, Clone)]
+pub struct NewStudy<'a> {
+    pub name: &'a str,
+    pub backend: &'a str,
+    pub strategy: &'a str,
+    pub objective_metric: &'a str,
+    pub direction: Direction,
+    pub space_toml: &'a str,
+    pub fingerprint: &'a Fingerprint,
+}
+
+/// One line of `studies`: a study and its trial counts.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StudyOverview {
+    pub study: Study,
+    pub trials: i64,
+    pub complete: i64,
+    pub infeasible: i64,
+}
+
+#[derive(FromRow)]
+struct StudyRow {
+    id: i64,
+    name: String,
+    backend: String,
+    strategy: String,
+    objective_metric: String,
+    objective_direction: String,
+    space_toml: String,
+    fingerprint_json: String,
+    created_at_ms: i64,
+    stop_reason: Option<String>,
+}
+
+impl StudyRow {
+    fn into_study(self) -> Result<Study, Error> {
+        Ok(Study {
+            id: StudyId(self.id),
+            name: self.name,
+            backend: self.backend,
+            strategy: self.strategy,
+            objective_metric: self.objective_metric,
+            direction: match self.objective_direction.as_str() {
+                "maximize" => Direction::Maximize,
+                _ => Direction::Minimize,
+            },
+            space_toml: self.space_toml,
+            fingerprint: serde_json::from_str(&self.fingerprint_json)
+                .map_err(|e| Error::Corrupt(format!("study fingerprint: {e}")))?,
+            created_at_ms: self.created_at_ms,
+            stop_reason: self.stop_reason,
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct TrialRow {
+    id: i64,
+    number: i64,
+    state: String,
+    params_json: String,
+    plan_json: Option<String>,
+    objective: Option<f64>,
+    violation: Option<f64>,
+    violations_json: String,
+    summary_json: Option<String>,
+    ready_ms: Option<f64>,
+    workload_ms: Option<f64>,
+    error_class: Option<String>,
+    error_message: Option<String>,
+    started_at_ms: i64,
+    ended_at_ms: Option<i64>,
+}
+
+impl TrialRow {
+    fn into_trial(self) -> Result<Trial, Error> {
+        let corrupt = |what: &str, e: serde_json::Error| {
+            Error::Corrupt(format!("trial {} {what}: {e}", self.number))
+        };
+        Ok(Trial {
+            id: TrialId(self.id),
+            number: self.number,
+            state: TrialState::from_str(&self.state).map_err(Error::Corrupt)?,
+            params: serde_json::from_str(&self.params_json).map_err(|e| corrupt("params", e))?,
+            plan: match &self.plan_json {
+                Some(p) => Some(serde_json::from_str(p).map_err(|e| corrupt("plan", e))?),
+                None => None,
+            },
+            objective: self.objective,
+            violation: self.violation,
+            violations: serde_json::from_str(&self.violations_json)
+                .map_err(|e| corrupt("violations", e))?,
+            summary: match &self.summary_json {
+                Some(s) => Some(serde_json::from_str(s).map_err(|e| corrupt("summary", e))?),
+                None => None,
+            },
+            error_class: self.error_class,
+            error_message: self.error_message,
+            stages: StageTimes {
+                ready_ms: self.ready_ms,
+                workload_ms: self.workload_ms,
+            },
+            started_at_ms: self.started_at_ms,
+            ended_at_ms: self.ended_at_ms,
+        })
+    }
+}
+
+const TRIAL_COLUMNS: &str = "id, number, state, params_json, plan_json, objective, violation, violations_json, summary_json, ready_ms, workload_ms, error_class, error_message, started_at_ms, ended_at_ms";
+
+/// Everything the daemon knows once a trial ends.
+#[derive(Debug, Clone)]
+pub struct Finished<'a> {
+    pub outcome: &'a Outcome,
+    pub plan: Option<&'a crate::backend::LaunchPlan>,
+    pub stages: StageTimes,
+    pub samples: &'a [Sample],
+}
+
+impl Store {
+    /// Open (creating if missing) the database at `path` and bring its schema up to date.
+    pub async fn open(path: &Path) -> Result<Store, Error> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::Open {
+                path: path.display().to_string(),
+                source: sqlx::Error::Io(e),
+            })?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|source| Error::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
+        Store::migrated(pool).await
+    }
+
+    /// A private in-memory database, for tests.
+    pub async fn open_in_memory() -> Result<Store, Error> {
+        let options = SqliteConnectOptions::new()
+            .in_memory(true)
+            .foreign_keys(true);
+        // One connection: each in-memory connection would be its own database.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(|source| Error::Open {
+                path: ":memory:".into(),
+                source,
+            })?;
+        Store::migrated(pool).await
+    }
+
+    async fn migrated(pool: SqlitePool) -> Result<Store, Error> {
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .map_err(Error::Migrate)?;
+        Ok(Store { pool })
+    }
+
+    /// Create a study.
+    pub async fn create_study(&self, new: &NewStudy<'_>) -> Result<Study, Error> {
+        let fingerprint = serde_json::to_string(new.fingerprint).expect("plain data");
+        let direction = match new.direction {
+            Direction::Maximize => "maximize",
+            Direction::Minimize => "minimize",
+        };
+        sqlx::query(
+            r#"INSERT INTO studies
+                 (name, backend, strategy, objective_metric, objective_direction,
+                  space_toml, space_hash, fingerprint_json, created_at_ms)
+               VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"#,
+        )
+        .bind(new.name)
+        .bind(new.backend)
+        .bind(new.strategy)
+        .bind(new.objective_metric)
+        .bind(direction)
+        .bind(new.space_toml)
+        .bind(sha256_hex(new.space_toml.as_bytes()))
+        .bind(fingerprint)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        self.study(new.name)
+            .await?
+            .ok_or_else(|| Error::Corrupt(format!("study '{}' vanished after insert", new.name)))
+    }
+
+    /// The study named `name`, if any.
+    pub async fn study(&self, name: &str) -> Result<Option<Study>, Error> {
+        let row = sqlx::query_as::<_, StudyRow>(
+            r#"SELECT id, name, backend, strategy, objective_metric, objective_direction,
+                      space_toml, fingerprint_json, created_at_ms, stop_reason
+               FROM studies
+               WHERE name = ?1"#,
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(StudyRow::into_study).transpose()
+    }
+
+    /// Every study with its trial counts, oldest first.
+    pub async fn studies(&self) -> Result<Vec<StudyOverview>, Error> {
+        let rows = sqlx::query_as::<_, StudyRow>(
+            r#"SELECT id, name, backend, strategy, objective_metric, objective_direction,
+                      space_toml, fingerprint_json, created_at_ms, stop_reason
+               FROM studies
+               ORDER BY id"#,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::new();
+        for row in rows {
+            let study = row.into_study()?;
+            let (trials, complete, infeasible): (i64, i64, i64) = sqlx::query_as(
+                r#"SELECT COUNT(*),
+                          COALESCE(SUM(state = 'complete'), 0),
+                          COALESCE(SUM(state = 'infeasible'), 0)
+                   FROM trials
+                   WHERE study_id = ?1"#,
+            )
+            .bind(study.id.0)
+            .fetch_one(&self.pool)
+            .await?;
+            out.push(StudyOverview {
+                study,
+                trials,
+                complete,
+                infeasible,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Record why the study's run stopped.
+    pub async fn set_stop_reason(&self, study: StudyId, reason: &str) -> Result<(), Error> {
+        sqlx::query(
+            r#"UPDATE studies
+               SET stop_reason = ?2, ended_at_ms = ?3
+               WHERE id = ?1"#,
+        )
+        .bind(study.0)
+        .bind(reason)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Trials left `running` by a daemon that died become `interrupted`. Returns how many.
+    pub async fn mark_interrupted(&self, study: StudyId) -> Result<u64, Error> {
+        let done = sqlx::query(
+            r#"UPDATE trials
+               SET state = 'interrupted', ended_at_ms = ?2
+               WHERE study_id = ?1
+                 AND state = 'running'"#,
+        )
+        .bind(study.0)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Insert a `running` trial with the next number. Persisted before the server starts, so a
+    /// crash mid-trial leaves a trace.
+    pub async fn begin_trial(&self, study: StudyId, params: &Candidate) -> Result<(TrialId, i64), Error> {
+        let json = params.to_json();
+        let mut tx = self.pool.begin().await?;
+        let (number,): (i64,) = sqlx::query_as(
+            r#"SELECT COALESCE(MAX(number), 0) + 1
+               FROM trials
+               WHERE study_id = ?1"#,
+        )
+        .bind(study.0)
+        .fetch_one(&mut *tx)
+        .await?;
+        let id = sqlx::query(
+            r#"INSERT INTO trials (study_id, number, state, params_json, params_hash, started_at_ms)
+               VALUES (?1, ?2, 'running', ?3, ?4, ?5)"#,
+        )
+        .bind(study.0)
+        .bind(number)
+        .bind(&json)
+        .bind(sha256_hex(json.as_bytes()))
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?
+        .last_insert_rowid();
+        tx.commit().await?;
+        Ok((TrialId(id), number))
+    }
+
+    /// Write how a trial ended, with its samples, in one transaction.
+    pub async fn finish_trial(&self, trial: TrialId, finished: &Finished<'_>) -> Result<(), Error> {
+        let (summary, verdict, error_class, error_message) = match finished.outcome {
+            Outcome::Complete { summary, verdict } | Outcome::Pruned { summary, verdict } => {
+                (Some(summary), Some(verdict), None, None)
+            }
+            Outcome::Infeasible { class, message } => {
+                (None, None, Some(class.as_str()), Some(message.as_str()))
+            }
+            Outcome::Interrupted => (None, None, None, None),
+        };
+        let violation = match finished.outcome {
+            Outcome::Infeasible { .. } => Some(INFEASIBLE_VIOLATION),
+            _ => verdict.map(|v| v.violation),
+        };
+        let violations_json = verdict
+            .map(|v| serde_json::to_string(&v.violations).expect("plain data"))
+            .unwrap_or_else(|| "{}".into());
+        let metric = |name: &str| summary.and_then(|s| s.metric(name)).filter(|v| v.is_finite());
+
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            r#"UPDATE trials
+               SET state = ?2,
+                   plan_json = ?3,
+                   objective = ?4,
+                   violation = ?5,
+                   violations_json = ?6,
+                   summary_json = ?7,
+                   ttft_p50_ms = ?8,
+                   ttft_p95_ms = ?9,
+                   ttft_p99_ms = ?10,
+                   tpot_p50_ms = ?11,
+                   itl_p50_ms = ?12,
+                   e2e_p95_ms = ?13,
+                   output_tok_per_s = ?14,
+                   req_per_s = ?15,
+                   success_rate = ?16,
+                   goodput_rps = ?17,
+                   peak_rss_bytes = ?18,
+                   server_decode_tok_per_s = ?19,
+                   ready_ms = ?20,
+                   workload_ms = ?21,
+                   error_class = ?22,
+                   error_message = ?23,
+                   ended_at_ms = ?24
+               WHERE id = ?1"#,
+        )
+        .bind(trial.0)
+        .bind(finished.outcome.state().as_str())
+        .bind(finished.plan.map(|p| serde_json::to_string(p).expect("plain data")))
+        .bind(verdict.map(|v| v.objective).filter(|v| v.is_finite()))
+        .bind(violation)
+        .bind(violations_json)
+        .bind(summary.map(|s| serde_json::to_string(s).expect("plain data")))
+        .bind(metric("ttft_p50_ms"))
+        .bind(metric("ttft_p95_ms"))
+        .bind(metric("ttft_p99_ms"))
+        .bind(metric("tpot_p50_ms"))
+        .bind(metric("itl_p50_ms"))
+        .bind(metric("e2e_p95_ms"))
+        .bind(metric("output_tok_per_s"))
+        .bind(metric("req_per_s"))
+        .bind(metric("success_rate"))
+        .bind(metric("goodput_rps"))
+        .bind(summary.map(|s| s.peak_rss_bytes as i64))
+        .bind(summary.and_then(|s| s.server_decode_tok_per_s))
+        .bind(finished.stages.ready_ms)
+        .bind(finished.stages.workload_ms)
+        .bind(error_class)
+        .bind(error_message)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+
+        for (seq, s) in finished.samples.iter().enumerate() {
+            let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+            let itl: Vec<f64> = s.chunk_gaps.iter().map(|g| ms(*g)).collect();
+            sqlx::query(
+                r#"INSERT INTO samples
+                     (trial_id, seq, prompt_index, is_warmup, sent_ms, ttft_ms, tpot_ms, e2e_ms,
+                      output_tokens, prompt_tokens, status, error_kind, error_message,
+                      itl_ms_json, server_json)
+                   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"#,
+            )
+            .bind(trial.0)
+            .bind(seq as i64)
+            .bind(s.prompt_index as i64)
+            .bind(s.is_warmup)
+            .bind(ms(s.sent))
+            .bind(s.ttft().map(ms))
+            .bind(s.tpot().map(ms))
+            .bind(ms(s.e2e()))
+            .bind(i64::from(s.output_tokens))
+            .bind(s.prompt_tokens.map(i64::from))
+            .bind(i64::from(s.status))
+            .bind(s.error.map(|k| {
+                serde_json::to_value(k)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            }))
+            .bind(s.error_message.as_deref())
+            .bind(serde_json::to_string(&itl).expect("numbers"))
+            .bind(s.server.map(|t| serde_json::to_string(&t).expect("plain data")))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// All trials of a study, in trial-number order.
+    pub async fn trials(&self, study: StudyId) -> Result<Vec<Trial>, Error> {
+        // TRIAL_COLUMNS is a constant, so the query text is static in all but form.
+        let sql = format!("SELECT {TRIAL_COLUMNS} FROM trials WHERE study_id = ?1 ORDER BY number");
+        let rows = sqlx::query_as::<_, TrialRow>(sqlx::AssertSqlSafe(sql))
+            .bind(study.0)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(TrialRow::into_trial).collect()
+    }
+
+    /// Count of stored samples for a trial (measured and warm-up).
+    pub async fn sample_count(&self, trial: TrialId) -> Result<i64, Error> {
+        let (n,): (i64,) = sqlx::query_as(
+            r#"SELECT COUNT(*)
+               FROM samples
+               WHERE trial_id = ?1"#,
+        )
+        .bind(trial.0)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n)
+    }
+
+    /// `PRAGMA integrity_check`; `"ok"` when the file is sound.
+    pub async fn integrity_check(&self) -> Result<String, Error> {
+        let (result,): (String,) = sqlx::query_as("PRAGMA integrity_check")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(result)
+    }
+
+    /// Close the pool, flushing the WAL.
+    pub async fn close(self) {
+        self.pool.close().await;
+    }
+}
+
+/// Per-trial metric columns users sort on, by name.
+pub const SORTABLE: &[&str] = &[
+    "number",
+    "objective",
+    "violation",
+    "ttft_p50_ms",
+    "ttft_p95_ms",
+    "ttft_p99_ms",
+    "tpot_p50_ms",
+    "itl_p50_ms",
+    "e2e_p95_ms",
+    "output_tok_per_s",
+    "req_per_s",
+    "success_rate",
+    "goodput_rps",
+    "peak_rss_bytes",
+];
+
+/// The metrics a trial's JSON row carries, by name (`None` when not measured).
+pub fn trial_metrics(trial: &Trial) -> BTreeMap<&'static str, Option<f64>> {
+    SORTABLE
+        .iter()
+        .filter(|m| !matches!(**m, "number" | "objective" | "violation"))
+        .map(|m| (*m, trial.summary.as_ref().and_then(|s| s.metric(m))))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::measure::{Dist, Summary, Verdict};
+    use crate::space::Value;
+
+    fn fingerprint() -> Fingerprint {
+        Fingerprint {
+            engine_version: "test".into(),
+            model_sha256: BTreeMap::new(),
+            host: crate::measure::system::host(),
+        }
+    }
+
+    async fn study(store: &Store) -> Study {
+        store
+            .create_study(&NewStudy {
+                name: "s",
+                backend: "llamacpp",
+                strategy: "grid",
+                objective_metric: "goodput_rps",
+                direction: Direction::Maximize,
+                space_toml: "[study]",
+                fingerprint: &fingerprint(),
+            })
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn trial_round_trip() {
+        let store = Store::open_in_memory().await.unwrap();
+        let s = study(&store).await;
+        assert_eq!(store.study("s").await.unwrap().unwrap().id, s.id);
+        let params = Candidate([("np".to_string(), Value::Int(4))].into());
+        let (id, number) = store.begin_trial(s.id, &params).await.unwrap();
+        assert_eq!(number, 1);
+        let summary = Summary {
+            requests: 1,
+            succeeded: 1,
+            ttft_ms: Dist { p95: 120.0, n: 1, ..Default::default() },
+            output_tok_per_s: 42.0,
+            goodput_rps: 1.5,
+            peak_rss_bytes: 1 << 20,
+            ..Default::default()
+        };
+        let verdict = Verdict { objective: 1.5, violations: BTreeMap::from([("ttft_p95_ms".into(), 0.0)]), violation: 0.0 };
+        let outcome = Outcome::Complete { summary: summary.clone(), verdict };
+        store
+            .finish_trial(id, &Finished { outcome: &outcome, plan: None, stages: StageTimes { ready_ms: Some(900.0), workload_ms: Some(1.0) }, samples: &[] })
+            .await
+            .unwrap();
+        let trials = store.trials(s.id).await.unwrap();
+        assert_eq!(trials.len(), 1);
+        let t = &trials[0];
+        assert_eq!(t.state, TrialState::Complete);
+        assert_eq!(t.params, params);
+        assert_eq!(t.objective, Some(1.5));
+        assert_eq!(t.summary.as_ref().unwrap(), &summary);
+        assert_eq!(t.stages.ready_ms, Some(900.0));
+        assert!(t.is_feasible());
+        assert_eq!(trial_metrics(t)["output_tok_per_s"], Some(42.0));
+
+        let (id2, number2) = store.begin_trial(s.id, &params).await.unwrap();
+        assert_eq!(number2, 2);
+        assert_eq!(store.mark_interrupted(s.id).await.unwrap(), 1);
+        let infeasible = Outcome::Infeasible { class: "oom".into(), message: "out of memory".into() };
+        store.finish_trial(id2, &Finished { outcome: &infeasible, plan: None, stages: StageTimes::default(), samples: &[] }).await.unwrap();
+        let t2 = &store.trials(s.id).await.unwrap()[1];
+        assert_eq!(t2.state, TrialState::Infeasible);
+        assert_eq!(t2.violation, Some(INFEASIBLE_VIOLATION));
+        assert_eq!(t2.error_message.as_deref(), Some("out of memory"));
+
+        let overview = store.studies().await.unwrap();
+        assert_eq!((overview[0].trials, overview[0].complete, overview[0].infeasible), (2, 1, 1));
+        store.set_stop_reason(s.id, "budget").await.unwrap();
+        assert_eq!(store.study("s").await.unwrap().unwrap().stop_reason.as_deref(), Some("budget"));
+        assert_eq!(store.integrity_check().await.unwrap(), "ok");
+    }
+
+    #[tokio::test]
+    async fn file_store_uses_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/t.db");
+        let store = Store::open(&path).await.unwrap();
+        let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode").fetch_one(&store.pool).await.unwrap();
+        assert_eq!(mode, "wal");
+        store.close().await;
+        assert!(path.exists());
+    }
+}

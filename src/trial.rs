@@ -1,0 +1,232 @@
+//! What a trial is and how it ended: the domain types shared by the store, the search and the
+//! exports, plus the rule that names the best trial.
+//!
+//! A bad configuration is a result, not an error (DESIGN.md §4): every trial ends `complete`,
+//! `infeasible`, `pruned` or `interrupted`, and all of them are kept.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::LaunchPlan;
+use crate::measure::{Summary, Verdict};
+use crate::space::{Candidate, Direction};
+
+/// Graded violation given to an infeasible trial, so the search learns from it: worse than any
+/// measured SLO miss short of total failure.
+pub const INFEASIBLE_VIOLATION: f64 = 100.0;
+
+/// Row id of a study.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StudyId(pub i64);
+
+/// Row id of a trial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TrialId(pub i64);
+
+/// Where a trial stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrialState {
+    Running,
+    Complete,
+    Infeasible,
+    Pruned,
+    Interrupted,
+}
+
+impl TrialState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TrialState::Running => "running",
+            TrialState::Complete => "complete",
+            TrialState::Infeasible => "infeasible",
+            TrialState::Pruned => "pruned",
+            TrialState::Interrupted => "interrupted",
+        }
+    }
+}
+
+impl fmt::Display for TrialState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TrialState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "running" => TrialState::Running,
+            "complete" => TrialState::Complete,
+            "infeasible" => TrialState::Infeasible,
+            "pruned" => TrialState::Pruned,
+            "interrupted" => TrialState::Interrupted,
+            other => {
+                return Err(format!(
+                    "unknown state '{other}' (expected running, complete, infeasible, pruned or interrupted)"
+                ));
+            }
+        })
+    }
+}
+
+/// How a trial ended, as the daemon hands it to the store.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Measured to the end.
+    Complete { summary: Summary, verdict: Verdict },
+    /// Could not be served: the server refused, crashed or never got ready.
+    Infeasible { class: String, message: String },
+    /// Stopped early because an SLO was certain to fail; the figures are partial.
+    Pruned { summary: Summary, verdict: Verdict },
+    /// The daemon stopped mid-trial; resume retries it.
+    Interrupted,
+}
+
+impl Outcome {
+    pub fn state(&self) -> TrialState {
+        match self {
+            Outcome::Complete { .. } => TrialState::Complete,
+            Outcome::Infeasible { .. } => TrialState::Infeasible,
+            Outcome::Pruned { .. } => TrialState::Pruned,
+            Outcome::Interrupted => TrialState::Interrupted,
+        }
+    }
+}
+
+/// Timing of the trial's stages, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct StageTimes {
+    /// Spawn → ready (health 200); `None` when the server was not started.
+    pub ready_ms: Option<f64>,
+    /// Workload, including warm-up.
+    pub workload_ms: Option<f64>,
+}
+
+/// A stored trial.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Trial {
+    pub id: TrialId,
+    /// 1-based number within the study.
+    pub number: i64,
+    pub state: TrialState,
+    pub params: Candidate,
+    /// How the configuration was launched; `None` if planning failed.
+    pub plan: Option<LaunchPlan>,
+    /// Objective value; `None` unless measured (complete or pruned).
+    pub objective: Option<f64>,
+    /// Summed graded SLO violation (0 = every SLO met); `INFEASIBLE_VIOLATION` for infeasible
+    /// trials; `None` for running and interrupted ones.
+    pub violation: Option<f64>,
+    pub violations: BTreeMap<String, f64>,
+    pub summary: Option<Summary>,
+    pub error_class: Option<String>,
+    pub error_message: Option<String>,
+    pub stages: StageTimes,
+    pub started_at_ms: i64,
+    pub ended_at_ms: Option<i64>,
+}
+
+impl Trial {
+    /// Complete and meeting every SLO.
+    pub fn is_feasible(&self) -> bool {
+        self.state == TrialState::Complete && self.violation == Some(0.0)
+    }
+}
+
+/// The best trial: the best objective among feasible trials; if none is feasible, the least
+/// violating finished trial. Ties go to the earlier trial. The bool says whether it is feasible.
+pub fn best(trials: &[Trial], direction: Direction) -> Option<(&Trial, bool)> {
+    let feasible = trials
+        .iter()
+        .filter(|t| t.is_feasible() && t.objective.is_some_and(f64::is_finite))
+        .reduce(|a, b| {
+            let (x, y) = (a.objective.expect("filtered"), b.objective.expect("filtered"));
+            if crate::measure::is_better(direction, y, x) { b } else { a }
+        });
+    if let Some(t) = feasible {
+        return Some((t, true));
+    }
+    trials
+        .iter()
+        .filter(|t| t.violation.is_some())
+        .reduce(|a, b| {
+            if b.violation.expect("filtered") < a.violation.expect("filtered") {
+                b
+            } else {
+                a
+            }
+        })
+        .map(|t| (t, false))
+}
+
+/// Facts that make a study's figures comparable; a change means the figures no longer are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    /// What the backend program printed for its version (first line).
+    pub engine_version: String,
+    /// SHA-256 of each model file the space can launch, keyed by path.
+    pub model_sha256: BTreeMap<String, String>,
+    pub host: crate::measure::system::Host,
+}
+
+/// A stored study.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Study {
+    pub id: StudyId,
+    pub name: String,
+    pub backend: String,
+    pub strategy: String,
+    pub objective_metric: String,
+    pub direction: Direction,
+    pub space_toml: String,
+    pub fingerprint: Fingerprint,
+    pub created_at_ms: i64,
+    /// Why the last run of the study stopped; `None` while running or never finished.
+    pub stop_reason: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trial(number: i64, state: TrialState, objective: Option<f64>, violation: Option<f64>) -> Trial {
+        Trial {
+            id: TrialId(number),
+            number,
+            state,
+            params: Candidate::default(),
+            plan: None,
+            objective,
+            violation,
+            violations: BTreeMap::new(),
+            summary: None,
+            error_class: None,
+            error_message: None,
+            stages: StageTimes::default(),
+            started_at_ms: 0,
+            ended_at_ms: None,
+        }
+    }
+
+    #[test]
+    fn best_prefers_feasible_then_least_violating() {
+        let trials = vec![
+            trial(1, TrialState::Complete, Some(5.0), Some(0.3)),
+            trial(2, TrialState::Complete, Some(2.0), Some(0.0)),
+            trial(3, TrialState::Complete, Some(3.0), Some(0.0)),
+            trial(4, TrialState::Infeasible, None, Some(INFEASIBLE_VIOLATION)),
+        ];
+        let (b, ok) = best(&trials, Direction::Maximize).unwrap();
+        assert_eq!((b.number, ok), (3, true));
+        let (b, ok) = best(&trials, Direction::Minimize).unwrap();
+        assert_eq!((b.number, ok), (2, true));
+        let infeasible_only = vec![trials[0].clone(), trials[3].clone()];
+        let (b, ok) = best(&infeasible_only, Direction::Maximize).unwrap();
+        assert_eq!((b.number, ok), (1, false));
+        assert!(best(&[trial(1, TrialState::Interrupted, None, None)], Direction::Maximize).is_none());
+    }
+}
