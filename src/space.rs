@@ -472,9 +472,7 @@ impl Space {
         let backend = BackendSpec {
             kind,
             command,
-            model: resolve_path(base, &file.backend.model)
-                .to_string_lossy()
-                .into_owned(),
+            model: resolve_program(base, &file.backend.model),
             args: file.backend.args,
             env: file.backend.env,
             ready_timeout: parse_duration(&file.backend.ready_timeout)
@@ -878,8 +876,8 @@ fn check_flag(flag: &str, key: &str, invalid: &dyn Fn(&str, String) -> Error) ->
     Ok(flag.to_string())
 }
 
-/// A bare program name (`llama-server`) is looked up on PATH at launch; anything with a `/` is
-/// a path, relative to the space file.
+/// A bare name (`llama-server`, an Ollama model tag) is kept as it is: a program is looked up
+/// on PATH at launch. Anything with a `/` is a path, relative to the space file.
 fn resolve_program(base: &Path, program: &str) -> String {
     if program.contains('/') {
         resolve_path(base, program).to_string_lossy().into_owned()

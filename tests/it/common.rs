@@ -1,0 +1,84 @@
+//! Shared test helpers: paths into the repo, the real engine's presence, and running the CLI
+//! in-process.
+
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use infertune::cli::{self, Cli};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Engine tests share two cores; running them one at a time keeps their timings meaningful.
+pub static ENGINE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Panic with the set-up command when the engine or the models are missing.
+pub fn require_engine() {
+    let venv = std::env::var_os("INFERTUNE_VENV").map(PathBuf::from).unwrap_or_else(|| repo().join(".venv"));
+    let models = repo().join("models");
+    for needed in [
+        venv.join("bin/python"),
+        models.join("SmolLM2-135M-Instruct-Q4_0.gguf"),
+        models.join("SmolLM2-135M-Instruct-Q4_1.gguf"),
+        models.join("SmolLM2-135M-Instruct-Q8_0.gguf"),
+    ] {
+        assert!(
+            needed.exists(),
+            "'{}' is missing: run scripts/setup-llamacpp first (it installs the llama.cpp engine and the models)",
+            needed.display()
+        );
+    }
+}
+
+/// Write a space file for the real engine into `dir`, with `params` and extra sections.
+pub fn engine_space(dir: &Path, name: &str, strategy: &str, params: &str, extra: &str) -> PathBuf {
+    let repo = repo();
+    let text = format!(
+        r#"[study]
+name = "{name}"
+strategy = "{strategy}"
+seed = 3
+
+[backend]
+kind = "llamacpp"
+command = ["{launcher}"]
+model = "{models}/SmolLM2-135M-Instruct-{{quant}}.gguf"
+args = ["--metrics"]
+ready_timeout = "60s"
+
+[params]
+{params}
+
+[workload]
+dataset = "{prompts}"
+concurrency = 2
+requests = 8
+warmup = 2
+max_tokens = 16
+
+{extra}
+"#,
+        launcher = repo.join("scripts/llama-server").display(),
+        models = repo.join("models").display(),
+        prompts = repo.join("prompts/chat-mix.jsonl").display(),
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Run the CLI in-process and return its stdout.
+pub async fn run_cli(args: &[&str]) -> anyhow::Result<String> {
+    let cli = Cli::try_parse_from(std::iter::once("infertune").chain(args.iter().copied()))?;
+    let mut out = Vec::new();
+    cli::run(cli, &mut out).await?;
+    Ok(String::from_utf8(out).unwrap())
+}
+
+/// `trials STUDY --json`, parsed.
+pub async fn trials_json(db: &Path, study: &str) -> Vec<serde_json::Value> {
+    let out = run_cli(&["--db", db.to_str().unwrap(), "trials", study, "--json"]).await.unwrap();
+    serde_json::from_str(&out).unwrap()
+}

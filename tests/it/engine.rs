@@ -1,0 +1,120 @@
+//! End-to-end studies against the real llama.cpp engine (xllamacpp + SmolLM2-135M).
+
+use std::collections::BTreeMap;
+
+use crate::common::{ENGINE, engine_space, require_engine, run_cli, trials_json};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn study_end_to_end_on_real_engine() {
+    require_engine();
+    let _engine = ENGINE.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let env_out = dir.path().join("best.env");
+    let space = engine_space(
+        dir.path(),
+        "e2e",
+        "grid",
+        r#"parallel = { values = [1, 2], flag = "-np" }
+quant = { values = ["Q4_0", "Q4_1"], template = "model" }
+flash_attn = { values = ["on"], flag = "-fa" }
+threads = { values = [2], flag = "-t" }"#,
+        &format!(
+            "[slo]\nttft_p95_ms = 60000\nsuccess_rate = 1.0\n[output]\nenv_file = \"{}\"\n",
+            env_out.display()
+        ),
+    );
+    let db_s = db.to_str().unwrap();
+    let out = run_cli(&["--db", db_s, "tune", space.to_str().unwrap()]).await.unwrap();
+    assert!(out.contains("stopped: exhausted"), "{out}");
+
+    let trials = trials_json(&db, "e2e").await;
+    assert_eq!(trials.len(), 4, "{out}");
+    for t in &trials {
+        assert_eq!(t["state"], "complete", "{t:#}");
+        let m = &t["metrics"];
+        let get = |k: &str| m[k].as_f64().unwrap_or_else(|| panic!("metric {k} missing in {t:#}"));
+        assert!((1.0..60_000.0).contains(&get("ttft_p95_ms")), "{t:#}");
+        assert!((0.1..5_000.0).contains(&get("tpot_p50_ms")), "{t:#}");
+        assert!((1.0..10_000.0).contains(&get("output_tok_per_s")), "{t:#}");
+        assert_eq!(get("success_rate"), 1.0, "{t:#}");
+        assert!(get("goodput_rps") > 0.0, "{t:#}");
+        let rss = get("peak_rss_bytes");
+        assert!((20e6..8e9).contains(&rss), "peak RSS {rss} implausible: {t:#}");
+        assert!(t["server"]["decode_tok_per_s"].as_f64().unwrap() > 1.0, "server timings stored: {t:#}");
+        assert!(t["ready_ms"].as_f64().unwrap() > 0.0);
+        assert_eq!(t["samples"]["requests"], 8);
+    }
+
+    // `best` names a trial, and `export --format env` writes exactly that trial's settings.
+    let best: serde_json::Value =
+        serde_json::from_str(&run_cli(&["--db", db_s, "best", "e2e", "--json"]).await.unwrap()).unwrap();
+    assert_eq!(best["meets_slos"], true);
+    let exported = dir.path().join("exported.env");
+    run_cli(&["--db", db_s, "export", "e2e", "--format", "env", "-o", exported.to_str().unwrap()])
+        .await
+        .unwrap();
+    let text = std::fs::read_to_string(&exported).unwrap();
+    let vars: BTreeMap<&str, &str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| l.split_once('=').unwrap())
+        .collect();
+    let params = &best["params"];
+    let quant = params["quant"].as_str().unwrap();
+    let expected: BTreeMap<&str, String> = [
+        ("LLAMA_ARG_N_PARALLEL", params["parallel"].to_string()),
+        ("LLAMA_ARG_FLASH_ATTN", "on".to_string()),
+        ("LLAMA_ARG_THREADS", "2".to_string()),
+        ("LLAMA_ARG_ENDPOINT_METRICS", "1".to_string()),
+        (
+            "LLAMA_ARG_MODEL",
+            crate::common::repo().join(format!("models/SmolLM2-135M-Instruct-{quant}.gguf")).display().to_string(),
+        ),
+    ]
+    .into();
+    let vars_owned: BTreeMap<&str, String> = vars.iter().map(|(k, v)| (*k, v.to_string())).collect();
+    assert_eq!(vars_owned, expected, "exported env:\n{text}");
+    // The daemon wrote the same file while it ran.
+    assert_eq!(std::fs::read_to_string(&env_out).unwrap(), text);
+
+    // Running again resumes: nothing left to try, nothing re-run.
+    let again = run_cli(&["--db", db_s, "tune", space.to_str().unwrap()]).await.unwrap();
+    assert!(again.contains("resuming study 'e2e' (4 trials stored"), "{again}");
+    assert_eq!(trials_json(&db, "e2e").await.len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_configurations_are_recorded_and_the_study_goes_on() {
+    require_engine();
+    let _engine = ENGINE.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    // Grid order: (NOPE, off), (NOPE, on), (Q4_0, off), (Q4_0, on).
+    let space = engine_space(
+        dir.path(),
+        "bad",
+        "grid",
+        r#"quant = { values = ["NOPE", "Q4_0"], template = "model" }
+flash_attn = { values = ["off", "on"], flag = "-fa" }
+kv_cache = { values = ["q8_0"], flags = ["-ctk", "-ctv"] }"#,
+        "",
+    );
+    let out = run_cli(&["--db", db.to_str().unwrap(), "tune", space.to_str().unwrap()]).await.unwrap();
+    let trials = trials_json(&db, "bad").await;
+    assert_eq!(trials.len(), 4, "{out}");
+    let states: Vec<&str> = trials.iter().map(|t| t["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["infeasible", "infeasible", "infeasible", "complete"], "{out}");
+    assert_eq!(trials[0]["error_class"], "load-error", "{:#}", trials[0]);
+    assert_eq!(trials[2]["error_class"], "invalid-combination", "{:#}", trials[2]);
+    // The server's own words are kept.
+    let msg = trials[2]["error_message"].as_str().unwrap().to_lowercase();
+    assert!(msg.contains("flash") && msg.contains("v cache"), "{msg}");
+    assert!(trials[0]["error_message"].as_str().unwrap().contains("NOPE"), "{:#}", trials[0]);
+    assert_eq!(trials[2]["violation"], 100.0);
+    assert_eq!(trials[3]["metrics"]["success_rate"], 1.0);
+    // `best` picks the one that ran.
+    let best: serde_json::Value =
+        serde_json::from_str(&run_cli(&["--db", db.to_str().unwrap(), "best", "bad", "--json"]).await.unwrap()).unwrap();
+    assert_eq!(best["number"], 4);
+}
