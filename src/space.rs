@@ -41,7 +41,8 @@ pub enum Error {
 struct SpaceFile {
     study: StudyFile,
     backend: BackendFile,
-    params: BTreeMap<String, ParamFile>,
+    /// Kept as a table so parameters stay in file order (grid order, progress lines).
+    params: toml::Table,
     #[serde(default)]
     workload: WorkloadFile,
     #[serde(default)]
@@ -415,8 +416,12 @@ impl Space {
             path: path.display().to_string(),
             source,
         })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        Space::from_toml(&text, &path.display().to_string(), base)
+        // Absolute, so launch plans and exported files name real paths wherever they are used.
+        let base = std::fs::canonicalize(path)
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .unwrap_or_else(|| path.parent().unwrap_or(Path::new(".")).to_path_buf());
+        Space::from_toml(&text, &path.display().to_string(), &base)
     }
 
     /// Validate space text. `origin` names the file in errors; `base` resolves relative paths.
@@ -484,7 +489,10 @@ impl Space {
         }
         let mut params = Vec::new();
         for (name, raw) in &file.params {
-            params.push(validate_param(name, raw, &backend, &invalid)?);
+            let raw = ParamFile::deserialize(raw.clone()).map_err(|e| {
+                invalid(&format!("params.{name}"), e.to_string().trim_end().to_string())
+            })?;
+            params.push(validate_param(name, &raw, &backend, &invalid)?);
         }
 
         let w = file.workload;

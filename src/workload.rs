@@ -299,7 +299,7 @@ async fn read_stream(
         .json(body)
         .send()
         .await
-        .map_err(|e| (ErrorKind::Connect, e.to_string()))?;
+        .map_err(|e| (ErrorKind::Connect, error_chain(&e)))?;
     sample.status = resp.status().as_u16();
     if !resp.status().is_success() {
         let text = resp.text().await.unwrap_or_default();
@@ -311,7 +311,7 @@ async fn read_stream(
     let mut usage_tokens = None;
     let mut done = false;
     while let Some(event) = events.next().await {
-        let event = event.map_err(|e| (ErrorKind::Truncated, e.to_string()))?;
+        let event = event.map_err(|e| (ErrorKind::Truncated, error_chain(&e)))?;
         let now = origin.elapsed();
         let data = event.data.trim();
         if data.is_empty() {
@@ -355,6 +355,18 @@ async fn read_stream(
     }
     sample.output_tokens = usage_tokens.unwrap_or(chunks);
     Ok(())
+}
+
+/// An error and its causes, `a: b: c` (reqwest's top-level message alone hides the cause).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 fn truncate(s: &str, n: usize) -> String {

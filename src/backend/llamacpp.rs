@@ -257,7 +257,7 @@ threads_batch = { values = [1, 2], flag = "-tb" }
         assert_eq!(plan.program, "/opt/llama-server");
         assert_eq!(
             plan.args.join(" "),
-            "-m /m/SmolLM2-Q4_0.gguf -ctk q8_0 -ctv q8_0 -np 4 -tb 2 --metrics"
+            "-m /m/SmolLM2-Q4_0.gguf -np 4 -ctk q8_0 -ctv q8_0 -tb 2 --metrics"
         );
         let env: Vec<String> = plan.deploy_env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         assert_eq!(

@@ -63,13 +63,18 @@ impl TreeSampler {
         if !procs.contains_key(&self.root) {
             return 0;
         }
-        // Walk parent links: a process is in the tree if its ancestry reaches the root.
+        // Walk parent links: a process is in the tree if its ancestry reaches the root. Threads
+        // are listed too (as children of their process, with its RSS): skip them, or a
+        // 20-thread server would count its memory 20 times.
         let mut tree: HashSet<Pid> = HashSet::from([self.root]);
         let mut grew = true;
         while grew {
             grew = false;
             for (pid, p) in procs {
-                if !tree.contains(pid) && p.parent().is_some_and(|pp| tree.contains(&pp)) {
+                if p.thread_kind().is_none()
+                    && !tree.contains(pid)
+                    && p.parent().is_some_and(|pp| tree.contains(&pp))
+                {
                     tree.insert(*pid);
                     grew = true;
                 }
@@ -100,10 +105,33 @@ pub fn own_cpu_time() -> Duration {
 mod tests {
     use super::*;
 
+    fn own_rss() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        kb * 1024
+    }
+
     #[test]
-    fn own_tree_has_memory() {
+    fn tree_rss_counts_each_process_once() {
+        // Several threads must not multiply the figure (sysinfo lists threads as tasks).
+        let threads: Vec<_> = (0..4)
+            .map(|_| std::thread::spawn(|| std::thread::sleep(Duration::from_millis(500))))
+            .collect();
         let mut s = TreeSampler::new(std::process::id());
-        assert!(s.rss_bytes() > 1024 * 1024);
+        let sampled = s.rss_bytes();
+        let direct = own_rss();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(sampled > 1024 * 1024);
+        assert!(
+            (sampled as f64) < direct as f64 * 1.5,
+            "tree RSS {sampled} vs /proc VmRSS {direct}"
+        );
     }
 
     #[test]
