@@ -11,8 +11,26 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Engine tests share two cores; running them one at a time keeps their timings meaningful.
-pub static ENGINE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// Engine tests share two cores, and llama.cpp's threads spin while they wait: two engines at
+/// once slow each other down by an order of magnitude. This lock serializes every test that
+/// runs an engine, across processes too (an flock on a file in the temp dir).
+pub struct EngineLock(std::fs::File);
+
+impl EngineLock {
+    pub async fn acquire() -> EngineLock {
+        let path = std::env::temp_dir().join("infertune-engine-tests.lock");
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&path).unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+        tokio::task::spawn_blocking(move || {
+            // SAFETY: flock on a file descriptor we own; released when the file is closed.
+            let rc = unsafe { libc::flock(fd, libc::LOCK_EX) };
+            assert_eq!(rc, 0, "flock {}", path.display());
+        })
+        .await
+        .unwrap();
+        EngineLock(file)
+    }
+}
 
 /// Panic with the set-up command when the engine or the models are missing.
 pub fn require_engine() {

@@ -2,12 +2,12 @@
 
 use std::collections::BTreeMap;
 
-use crate::common::{ENGINE, engine_space, require_engine, run_cli, trials_json};
+use crate::common::{EngineLock, engine_space, require_engine, run_cli, trials_json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn study_end_to_end_on_real_engine() {
     require_engine();
-    let _engine = ENGINE.lock().await;
+    let _engine = EngineLock::acquire().await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("t.db");
     let env_out = dir.path().join("best.env");
@@ -87,7 +87,7 @@ threads = { values = [2], flag = "-t" }"#,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_configurations_are_recorded_and_the_study_goes_on() {
     require_engine();
-    let _engine = ENGINE.lock().await;
+    let _engine = EngineLock::acquire().await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("t.db");
     // Grid order: (NOPE, off), (NOPE, on), (Q4_0, off), (Q4_0, on).
