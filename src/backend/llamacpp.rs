@@ -146,6 +146,10 @@ impl Backend for LlamaCpp {
         ]
     }
 
+    fn protocol(&self) -> crate::workload::Protocol {
+        crate::workload::Protocol::OpenAi
+    }
+
     fn health_path(&self) -> &'static str {
         "/health"
     }

@@ -97,6 +97,8 @@ pub trait Backend: Send + Sync {
     fn plan(&self, candidate: &Candidate) -> Result<LaunchPlan, Rejection>;
     /// Arguments that bind the server to `127.0.0.1:port`.
     fn bind_args(&self, port: u16) -> Vec<String>;
+    /// The protocol the workload speaks to this server.
+    fn protocol(&self) -> crate::workload::Protocol;
     /// Path polled for readiness (200 = ready).
     fn health_path(&self) -> &'static str;
     /// Arguments that make the program print its version and exit.

@@ -14,7 +14,7 @@ pub fn repo() -> PathBuf {
 /// Engine tests share two cores, and llama.cpp's threads spin while they wait: two engines at
 /// once slow each other down by an order of magnitude. This lock serializes every test that
 /// runs an engine, across processes too (an flock on a file in the temp dir).
-pub struct EngineLock(std::fs::File);
+pub struct EngineLock(#[allow(dead_code)] std::fs::File);
 
 impl EngineLock {
     pub async fn acquire() -> EngineLock {

@@ -1,22 +1,23 @@
 //! The streaming workload: prompts from a JSONL dataset, a closed-loop scheduler with N clients,
-//! and an OpenAI chat-completions SSE client that timestamps every content chunk.
+//! and the protocol clients (`openai`: chat completions over SSE) that timestamp every content
+//! chunk.
 //!
 //! One `Sample` per request; a failed request is a sample with an error kind, never an abort.
 //! Knows nothing about backends or configurations: it gets a base URL and request options.
+
+pub mod openai;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use eventsource_stream::Eventsource;
-use futures_util::StreamExt;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde::Deserialize;
-use serde_json::{Value as Json, json};
+use serde_json::Value as Json;
 
-use crate::measure::{ErrorKind, Sample, ServerTimings};
+use crate::measure::Sample;
 use crate::space::WorkloadSpec;
 
 /// Problems with the dataset file.
@@ -101,9 +102,18 @@ pub struct Run {
     pub wall: Duration,
 }
 
+/// The wire protocol of a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// OpenAI `POST /v1/chat/completions` with `stream: true` (SSE).
+    #[default]
+    OpenAi,
+}
+
 /// Where and how to send requests.
 #[derive(Debug, Clone)]
 pub struct Target {
+    pub protocol: Protocol,
     pub base_url: String,
     pub model: String,
     /// Extra fields merged into every request body (per-request options).
@@ -153,8 +163,7 @@ async fn closed_loop(
                 let Some(&prompt_index) = order.get(i) else {
                     break;
                 };
-                let body = request_body(&prompts[prompt_index], target, spec);
-                let mut sample = stream_chat(client, &target.base_url, &body, spec.request_timeout, origin).await;
+                let mut sample = send(client, target, &prompts[prompt_index], spec, origin).await;
                 sample.prompt_index = prompt_index;
                 sample.is_warmup = is_warmup;
                 out.push(sample);
@@ -171,194 +180,25 @@ async fn closed_loop(
     samples
 }
 
-fn request_body(prompt: &Prompt, target: &Target, spec: &WorkloadSpec) -> Json {
-    let mut messages = Vec::new();
-    if let Some(system) = &prompt.system {
-        messages.push(json!({"role": "system", "content": system}));
-    }
-    messages.push(json!({"role": "user", "content": prompt.prompt}));
-    let mut body = json!({
-        "model": target.model,
-        "messages": messages,
-        "max_tokens": spec.max_tokens,
-        "temperature": 0,
-        "seed": spec.seed,
-        "stream": true,
-        "stream_options": {"include_usage": true},
-        // llama.cpp: reuse of cached prefixes is a deliberate workload property (DESIGN.md §5).
-        "cache_prompt": spec.prompt_cache,
-    });
-    let obj = body.as_object_mut().expect("a JSON object literal");
-    for (k, v) in &target.options {
-        obj.insert(k.clone(), v.clone());
-    }
-    body
-}
-
-#[derive(Deserialize)]
-struct Chunk {
-    #[serde(default)]
-    choices: Vec<Choice>,
-    usage: Option<Usage>,
-    timings: Option<Timings>,
-}
-
-#[derive(Deserialize)]
-struct Choice {
-    #[serde(default)]
-    delta: Option<Delta>,
-    #[serde(default)]
-    text: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Delta {
-    content: Option<String>,
-    reasoning_content: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Usage {
-    completion_tokens: Option<u32>,
-    prompt_tokens: Option<u32>,
-}
-
-#[derive(Deserialize)]
-struct Timings {
-    #[serde(default)]
-    prompt_n: u32,
-    #[serde(default)]
-    prompt_ms: f64,
-    #[serde(default)]
-    predicted_n: u32,
-    #[serde(default)]
-    predicted_ms: f64,
-    #[serde(default)]
-    cache_n: u32,
-}
-
-fn has_content(choice: &Choice) -> bool {
-    let non_empty = |s: &Option<String>| s.as_deref().is_some_and(|t| !t.is_empty());
-    choice
-        .delta
-        .as_ref()
-        .is_some_and(|d| non_empty(&d.content) || non_empty(&d.reasoning_content))
-        || non_empty(&choice.text)
-}
-
-/// Send one streaming chat request and time it. Never fails: errors become the sample's kind.
-pub async fn stream_chat(
+/// Send one request in the target's protocol and time it. Never fails: errors become the
+/// sample's kind.
+pub async fn send(
     client: &reqwest::Client,
-    base_url: &str,
-    body: &Json,
-    timeout: Duration,
+    target: &Target,
+    prompt: &Prompt,
+    spec: &WorkloadSpec,
     origin: Instant,
 ) -> Sample {
-    let sent = origin.elapsed();
-    let mut sample = Sample {
-        prompt_index: 0,
-        is_warmup: false,
-        sent,
-        first_token: None,
-        end: sent,
-        chunk_gaps: Vec::new(),
-        output_tokens: 0,
-        prompt_tokens: None,
-        status: 0,
-        error: None,
-        error_message: None,
-        server: None,
-    };
-    let url = format!("{base_url}/v1/chat/completions");
-    let outcome = tokio::time::timeout(timeout, read_stream(client, &url, body, origin, &mut sample)).await;
-    match outcome {
-        Ok(Ok(())) => {}
-        Ok(Err((kind, message))) => {
-            sample.error = Some(kind);
-            sample.error_message = Some(message);
-            sample.end = origin.elapsed();
-        }
-        Err(_) => {
-            sample.error = Some(ErrorKind::Timeout);
-            sample.error_message = Some(format!("no complete response within {timeout:?}"));
-            sample.end = origin.elapsed();
+    match target.protocol {
+        Protocol::OpenAi => {
+            let body = openai::request_body(prompt, target, spec);
+            openai::stream_chat(client, &target.base_url, &body, spec.request_timeout, origin).await
         }
     }
-    sample
-}
-
-async fn read_stream(
-    client: &reqwest::Client,
-    url: &str,
-    body: &Json,
-    origin: Instant,
-    sample: &mut Sample,
-) -> Result<(), (ErrorKind, String)> {
-    let resp = client
-        .post(url)
-        .json(body)
-        .send()
-        .await
-        .map_err(|e| (ErrorKind::Connect, error_chain(&e)))?;
-    sample.status = resp.status().as_u16();
-    if !resp.status().is_success() {
-        let text = resp.text().await.unwrap_or_default();
-        return Err((ErrorKind::Status, format!("HTTP {}: {}", sample.status, truncate(&text, 300))));
-    }
-    let mut events = resp.bytes_stream().eventsource();
-    let mut chunks = 0u32;
-    let mut last: Option<Duration> = None;
-    let mut usage_tokens = None;
-    let mut done = false;
-    while let Some(event) = events.next().await {
-        let event = event.map_err(|e| (ErrorKind::Truncated, error_chain(&e)))?;
-        let now = origin.elapsed();
-        let data = event.data.trim();
-        if data.is_empty() {
-            continue;
-        }
-        if data == "[DONE]" {
-            done = true;
-            break;
-        }
-        let chunk: Chunk = serde_json::from_str(data)
-            .map_err(|e| (ErrorKind::Malformed, format!("{e}: {}", truncate(data, 120))))?;
-        if chunk.choices.iter().any(has_content) {
-            chunks += 1;
-            if let Some(prev) = last {
-                sample.chunk_gaps.push(now.saturating_sub(prev));
-            } else {
-                sample.first_token = Some(now);
-            }
-            last = Some(now);
-            sample.end = now;
-        }
-        if let Some(usage) = chunk.usage {
-            usage_tokens = usage.completion_tokens.or(usage_tokens);
-            sample.prompt_tokens = usage.prompt_tokens.or(sample.prompt_tokens);
-        }
-        if let Some(t) = chunk.timings {
-            sample.server = Some(ServerTimings {
-                prompt_tokens: t.prompt_n,
-                prompt_ms: t.prompt_ms,
-                predicted_tokens: t.predicted_n,
-                predicted_ms: t.predicted_ms,
-                cached_tokens: t.cache_n,
-            });
-        }
-    }
-    if chunks == 0 {
-        return Err((ErrorKind::Truncated, "stream ended without content".into()));
-    }
-    if !done && usage_tokens.is_none() {
-        return Err((ErrorKind::Truncated, "stream ended before [DONE]".into()));
-    }
-    sample.output_tokens = usage_tokens.unwrap_or(chunks);
-    Ok(())
 }
 
 /// An error and its causes, `a: b: c` (reqwest's top-level message alone hides the cause).
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -369,7 +209,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-fn truncate(s: &str, n: usize) -> String {
+pub(crate) fn truncate(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
         s.to_string()
     } else {

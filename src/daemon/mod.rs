@@ -273,6 +273,7 @@ async fn run_trial(
     }
 
     let target = Target {
+        protocol: backend.protocol(),
         base_url: server.url(),
         model: model_name(&plan.model),
         options: plan.request_options.clone(),
