@@ -10,9 +10,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
-
-use crate::daemon::{self, Event};
+use crate::daemon::clock::{TimeOfDay, Window};
+use crate::daemon::lock::StudyLock;
+use crate::daemon::{self, Event, Shutdown};
 use crate::export::{self, Format};
 use crate::space::{Space, parse_duration};
 use crate::store::{self, Store};
@@ -49,7 +49,12 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run (or resume) a study: one progress line per trial, the best trial at the end
+    ///
+    /// Ctrl-C (SIGINT) or SIGTERM stops the running trial's server, records the trial as
+    /// interrupted and exits; a second signal stops at once. Running tune again resumes.
     Tune(TuneArgs),
+    /// Show a study's progress, also while `tune` runs: trial in flight, counts, best, time left
+    Status(StudyArgs),
     /// List studies with their trial counts
     Studies(JsonArg),
     /// List the trials of a study
@@ -73,6 +78,19 @@ pub struct TuneArgs {
     /// Stop starting trials after this long (e.g. 90m, 8h)
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
     pub max_duration: Option<Duration>,
+    /// Stop starting trials at this local time (HH:MM, e.g. 06:30)
+    #[arg(long, value_name = "HH:MM", value_parser = parse_time_of_day)]
+    pub until: Option<TimeOfDay>,
+    /// Start trials only inside this daily local window (e.g. 22:00-06:30); pause outside it
+    #[arg(long, value_name = "HH:MM-HH:MM", value_parser = parse_window)]
+    pub window: Option<Window>,
+    /// Resume a study even though its space file changed (the changes are printed)
+    #[arg(long)]
+    pub force: bool,
+    /// If the engine, model files or host changed since the study started, start a new linked
+    /// study seeded with its best configurations instead of stopping
+    #[arg(long)]
+    pub retune_on_drift: bool,
     /// Study name, instead of the one in the space file
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
@@ -140,6 +158,14 @@ fn parse_duration_arg(s: &str) -> Result<Duration, String> {
     parse_duration(s)
 }
 
+fn parse_time_of_day(s: &str) -> Result<TimeOfDay, String> {
+    s.parse()
+}
+
+fn parse_window(s: &str) -> Result<Window, String> {
+    s.parse()
+}
+
 fn parse_state(s: &str) -> Result<TrialState, String> {
     s.parse()
 }
@@ -150,6 +176,7 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
     match cli.command {
         Command::Space(SpaceCommand::Check { file }) => space_check(&file, out),
         Command::Tune(args) => tune(&db, args, out).await,
+        Command::Status(args) => status(&open_store(&db).await?, args, out).await,
         Command::Studies(args) => studies(&open_store(&db).await?, args.json, out).await,
         Command::Trials(args) => trials(&open_store(&db).await?, args, out).await,
         Command::Best(args) => best(&open_store(&db).await?, args, out).await,
@@ -199,31 +226,63 @@ fn space_check(file: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
 
 async fn tune(db: &Path, args: TuneArgs, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
     let space = Space::load(&args.space)?;
+    let name = args.name.clone().unwrap_or_else(|| space.name.clone());
     let store = open_store(db).await?;
-    let cancel = CancellationToken::new();
-    let signal_cancel = cancel.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("interrupt: stopping the running trial and recording it as interrupted");
-            signal_cancel.cancel();
-        }
-    });
+    let _lock = StudyLock::acquire(db, &name)?;
+    let shutdown = Shutdown::listen().context("installing signal handlers")?;
     let options = daemon::Options {
         max_trials: args.max_trials,
         max_duration: args.max_duration,
+        until: args.until,
+        window: args.window,
         study_name: args.name.clone(),
+        force: args.force,
+        retune_on_drift: args.retune_on_drift,
     };
     let quiet = args.json;
+    // In a terminal, a progress bar on stderr; elsewhere (logs, pipes, tests) plain lines.
+    let bar = (!quiet && std::io::IsTerminal::is_terminal(&std::io::stdout())).then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] trial {pos}/{len} {wide_msg}")
+                .expect("a valid template"),
+        );
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    });
     let mut progress_error = None;
     let mut on_event = |event: Event<'_>| {
         if quiet {
             return;
         }
-        if let Err(e) = print_event(&event, &mut *out) {
+        if let Some(bar) = &bar {
+            match &event {
+                Event::Started { resumed, planned, .. } => {
+                    bar.set_length(planned.map_or(0, u64::from));
+                    bar.set_position(*resumed as u64);
+                }
+                Event::TrialStarted { number, candidate, .. } => {
+                    bar.set_position(*number as u64 - 1);
+                    bar.set_message(candidate.brief());
+                }
+                Event::TrialFinished { trial, .. } => bar.set_position(trial.number as u64),
+                _ => {}
+            }
+        }
+        let mut text = Vec::new();
+        let printed = print_event(&event, &mut text).and_then(|()| match &bar {
+            Some(bar) => bar.suspend(|| out.write_all(&text)),
+            None => out.write_all(&text),
+        });
+        if let Err(e) = printed {
             progress_error.get_or_insert(e);
         }
     };
-    let report = daemon::tune(&space, &store, &options, &cancel, &mut on_event).await?;
+    let report = daemon::tune(&space, &store, &options, &shutdown, &mut on_event).await;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let report = report?;
     if let Some(e) = progress_error {
         return Err(e.into());
     }
@@ -241,12 +300,15 @@ async fn tune(db: &Path, args: TuneArgs, out: &mut (dyn Write + Send)) -> anyhow
         print_best(&report.study, &report.trials, out)?;
     }
     store.close().await;
+    if report.stop == daemon::Stop::Drift {
+        bail!("the environment changed during the study; resume with --retune-on-drift to start a linked study");
+    }
     Ok(())
 }
 
 fn print_event(event: &Event<'_>, out: &mut dyn Write) -> std::io::Result<()> {
     match event {
-        Event::Started { study, resumed, interrupted } => {
+        Event::Started { study, resumed, interrupted, .. } => {
             if *resumed > 0 {
                 writeln!(
                     out,
@@ -254,18 +316,29 @@ fn print_event(event: &Event<'_>, out: &mut dyn Write) -> std::io::Result<()> {
                     study.name, resumed, interrupted
                 )
             } else {
-                writeln!(out, "study '{}' (objective: {:?} {})", study.name, study.direction, study.objective_metric)
+                writeln!(out, "study '{}' (objective: {} {})", study.name, format!("{:?}", study.direction).to_lowercase(), study.objective_metric)
             }
         }
-        Event::TrialStarted { number, candidate, planned } => {
+        Event::SpaceChanged { diff } => writeln!(out, "the space file changed since the study started (--force):\n{diff}"),
+        Event::OrphansReaped { pids } => writeln!(out, "stopped server processes left by a killed daemon: {pids:?}"),
+        Event::Paused { wait, window } => writeln!(
+            out,
+            "outside the window {}-{}: paused (next check in {} s)",
+            window.start,
+            window.end,
+            wait.as_secs().min(30)
+        ),
+        Event::Drift { what } => writeln!(out, "environment changed: {what}"),
+        Event::TrialStarted { number, candidate, planned, is_retry } => {
             let of = planned.map(|p| format!("/{p}")).unwrap_or_default();
-            writeln!(out, "trial {number}{of}: {}", candidate.brief())?;
+            let retry = if *is_retry { " (retry of an interrupted trial)" } else { "" };
+            writeln!(out, "trial {number}{of}: {}{retry}", candidate.brief())?;
             out.flush()
         }
         Event::TrialFinished { trial, elapsed, is_new_best } => {
             let star = if *is_new_best { "  * new best" } else { "" };
             let line = match (&trial.summary, trial.state) {
-                (Some(s), _) => format!(
+                (Some(s), TrialState::Complete | TrialState::Pruned) => format!(
                     "  {} | ttft p95 {:.0} ms | tpot p50 {:.1} ms | {:.1} tok/s | goodput {:.2} req/s | ok {:.0}% | rss {} MB | slo {} | {:.1} s{star}",
                     trial.state,
                     s.ttft_ms.p95,
@@ -277,19 +350,91 @@ fn print_event(event: &Event<'_>, out: &mut dyn Write) -> std::io::Result<()> {
                     if trial.violation == Some(0.0) { "met".to_string() } else { format!("missed ({:.2})", trial.violation.unwrap_or(f64::NAN)) },
                     elapsed.as_secs_f64()
                 ),
-                (None, TrialState::Infeasible) => format!(
+                (_, TrialState::Infeasible) => format!(
                     "  infeasible [{}] {} | {:.1} s",
                     trial.error_class.as_deref().unwrap_or("?"),
                     first_line(trial.error_message.as_deref().unwrap_or("")),
                     elapsed.as_secs_f64()
                 ),
-                (None, state) => format!("  {state} | {:.1} s", elapsed.as_secs_f64()),
+                (_, state) => format!("  {state} | {:.1} s", elapsed.as_secs_f64()),
             };
             writeln!(out, "{line}")?;
             out.flush()
         }
         Event::OutputWritten { path } => writeln!(out, "  wrote {}", path.display()),
     }
+}
+
+async fn status(store: &Store, args: StudyArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let study = find_study(store, &args.study).await?;
+    let trials = store.trials(study.id).await?;
+    let run = store.latest_run(study.id).await?;
+    let now = store::now_ms();
+    let is_alive = |pid: i64| pid > 0 && Path::new(&format!("/proc/{pid}")).exists();
+    let active = run.as_ref().filter(|r| r.ended_at_ms.is_none() && is_alive(r.pid));
+    let in_flight = trials.iter().find(|t| t.state == TrialState::Running).filter(|_| active.is_some());
+    let mut counts = std::collections::BTreeMap::new();
+    for t in &trials {
+        *counts.entry(t.state.as_str()).or_insert(0) += 1;
+    }
+    let finished = trials
+        .iter()
+        .filter(|t| matches!(t.state, TrialState::Complete | TrialState::Infeasible | TrialState::Pruned))
+        .count() as i64;
+    let best = trial::best(&trials, study.direction);
+    let trials_left = run.as_ref().and_then(|r| r.max_trials).map(|m| (m - finished).max(0));
+    let time_left_s = active.and_then(|r| r.deadline_ms).map(|d| ((d - now).max(0)) as f64 / 1000.0);
+    let state = match (&run, active) {
+        (_, Some(r)) => format!("running (pid {}, since {} s, last heartbeat {} s ago)", r.pid, (now - r.started_at_ms) / 1000, (now - r.heartbeat_ms) / 1000),
+        (Some(r), None) => match &r.stop_reason {
+            Some(reason) => format!("stopped: {reason}"),
+            None => format!("not running (pid {} died without recording a stop)", r.pid),
+        },
+        (None, None) => "never run".to_string(),
+    };
+    if args.json {
+        let doc = json!({
+            "study": study.name,
+            "state": state,
+            "is_running": active.is_some(),
+            "run": run,
+            "in_flight": in_flight.map(|t| json!({"number": t.number, "params": t.params, "elapsed_s": (now - t.started_at_ms) as f64 / 1000.0})),
+            "counts": counts,
+            "finished": finished,
+            "best": best.map(|(t, feasible)| trial_json(t, feasible)),
+            "trials_left": trials_left,
+            "time_left_s": time_left_s,
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        return Ok(());
+    }
+    writeln!(out, "study     {}", study.name)?;
+    writeln!(out, "state     {state}")?;
+    match in_flight {
+        Some(t) => writeln!(out, "in flight trial {} ({}), {:.0} s so far", t.number, t.params.brief(), (now - t.started_at_ms) as f64 / 1000.0)?,
+        None => writeln!(out, "in flight none")?,
+    }
+    writeln!(
+        out,
+        "trials    {} ({})",
+        trials.len(),
+        counts.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", ")
+    )?;
+    match best {
+        Some((t, true)) => writeln!(out, "best      trial {} ({} = {:.3}, meets every SLO)", t.number, study.objective_metric, t.objective.unwrap_or(f64::NAN))?,
+        Some((t, false)) => writeln!(out, "best      none meets every SLO; least violating: trial {} (violation {:.3})", t.number, t.violation.unwrap_or(f64::NAN))?,
+        None => writeln!(out, "best      none yet")?,
+    }
+    let left = match (trials_left, time_left_s) {
+        (None, None) => "no budget set".to_string(),
+        (t, s) => [t.map(|t| format!("{t} trials")), s.map(|s| format!("{:.0} min", s / 60.0))]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    writeln!(out, "left      {left}")?;
+    Ok(())
 }
 
 fn first_line(s: &str) -> &str {
@@ -557,6 +702,13 @@ mod tests {
         assert!(Cli::try_parse_from(["infertune", "trials", "s", "--sort", "colour"]).is_err());
         assert!(Cli::try_parse_from(["infertune", "trials", "s", "--state", "done"]).is_err());
         assert!(Cli::try_parse_from(["infertune", "tune", "x.toml", "--max-duration", "90m"]).is_ok());
+        let err = Cli::try_parse_from(["infertune", "tune", "x.toml", "--until", "25:00"]).unwrap_err().to_string();
+        assert!(err.contains("'25:00' is not a time of day"), "{err}");
+        let err = Cli::try_parse_from(["infertune", "tune", "x.toml", "--window", "22:00"]).unwrap_err().to_string();
+        assert!(err.contains("'22:00' is not a window"), "{err}");
+        let err = Cli::try_parse_from(["infertune", "tune", "x.toml", "--max-duration=-1h"]).unwrap_err().to_string();
+        assert!(err.contains("'-1h' is not a duration"), "{err}");
+        assert!(Cli::try_parse_from(["infertune", "tune", "x.toml", "--until", "06:30", "--window", "22:00-06:30"]).is_ok());
     }
 
     #[test]

@@ -335,7 +335,7 @@ impl Store {
     pub async fn mark_interrupted(&self, study: StudyId) -> Result<u64, Error> {
         let done = sqlx::query(
             r#"UPDATE trials
-               SET state = 'interrupted', ended_at_ms = ?2
+               SET state = 'interrupted', ended_at_ms = ?2, server_pid = NULL
                WHERE study_id = ?1
                  AND state = 'running'"#,
         )
@@ -420,7 +420,8 @@ impl Store {
                    workload_ms = ?21,
                    error_class = ?22,
                    error_message = ?23,
-                   ended_at_ms = ?24
+                   ended_at_ms = ?24,
+                   server_pid = NULL
                WHERE id = ?1"#,
         )
         .bind(trial.0)
@@ -522,6 +523,138 @@ impl Store {
     /// Close the pool, flushing the WAL.
     pub async fn close(self) {
         self.pool.close().await;
+    }
+}
+
+/// Row id of a `tune` run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct RunId(pub i64);
+
+/// A `tune` process's work on a study (`status` reads the newest).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, FromRow)]
+pub struct Run {
+    pub id: i64,
+    pub pid: i64,
+    pub started_at_ms: i64,
+    /// Last sign of life from the daemon (unix ms).
+    pub heartbeat_ms: i64,
+    /// Trial budget of this run (finished trials in the study), if any.
+    pub max_trials: Option<i64>,
+    /// When this run stops starting trials (unix ms), if any.
+    pub deadline_ms: Option<i64>,
+    /// `None` while the run is going on, or if it was killed.
+    pub ended_at_ms: Option<i64>,
+    pub stop_reason: Option<String>,
+}
+
+impl Store {
+    /// Record that process `pid` starts working on `study`.
+    pub async fn begin_run(
+        &self,
+        study: StudyId,
+        pid: u32,
+        max_trials: Option<u32>,
+        deadline_ms: Option<i64>,
+    ) -> Result<RunId, Error> {
+        let now = now_ms();
+        let id = sqlx::query(
+            r#"INSERT INTO runs (study_id, pid, started_at_ms, heartbeat_ms, max_trials, deadline_ms)
+               VALUES (?1, ?2, ?3, ?3, ?4, ?5)"#,
+        )
+        .bind(study.0)
+        .bind(i64::from(pid))
+        .bind(now)
+        .bind(max_trials.map(i64::from))
+        .bind(deadline_ms)
+        .execute(&self.pool)
+        .await?
+        .last_insert_rowid();
+        Ok(RunId(id))
+    }
+
+    /// The daemon is alive.
+    pub async fn heartbeat(&self, run: RunId) -> Result<(), Error> {
+        sqlx::query(
+            r#"UPDATE runs
+               SET heartbeat_ms = ?2
+               WHERE id = ?1"#,
+        )
+        .bind(run.0)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Close a run with its stop reason; the study keeps the latest reason too.
+    pub async fn end_run(&self, study: StudyId, run: RunId, reason: &str) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await?;
+        let now = now_ms();
+        sqlx::query(
+            r#"UPDATE runs
+               SET ended_at_ms = ?2, stop_reason = ?3, heartbeat_ms = ?2
+               WHERE id = ?1"#,
+        )
+        .bind(run.0)
+        .bind(now)
+        .bind(reason)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            r#"UPDATE studies
+               SET stop_reason = ?2, ended_at_ms = ?3
+               WHERE id = ?1"#,
+        )
+        .bind(study.0)
+        .bind(reason)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The newest run of a study.
+    pub async fn latest_run(&self, study: StudyId) -> Result<Option<Run>, Error> {
+        Ok(sqlx::query_as::<_, Run>(
+            r#"SELECT id, pid, started_at_ms, heartbeat_ms, max_trials, deadline_ms, ended_at_ms, stop_reason
+               FROM runs
+               WHERE study_id = ?1
+               ORDER BY id DESC
+               LIMIT 1"#,
+        )
+        .bind(study.0)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Remember the server process of a running trial (cleared when the trial finishes).
+    pub async fn set_server_pid(&self, trial: TrialId, pid: Option<u32>) -> Result<(), Error> {
+        sqlx::query(
+            r#"UPDATE trials
+               SET server_pid = ?2
+               WHERE id = ?1"#,
+        )
+        .bind(trial.0)
+        .bind(pid.map(i64::from))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Server pids recorded by trials still marked `running` (left by a daemon that died).
+    pub async fn orphan_server_pids(&self, study: StudyId) -> Result<Vec<u32>, Error> {
+        let rows: Vec<(i64,)> = sqlx::query_as(
+            r#"SELECT server_pid
+               FROM trials
+               WHERE study_id = ?1
+                 AND state = 'running'
+                 AND server_pid IS NOT NULL"#,
+        )
+        .bind(study.0)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().filter_map(|(p,)| u32::try_from(p).ok()).collect())
     }
 }
 
@@ -629,6 +762,20 @@ mod tests {
         assert_eq!((overview[0].trials, overview[0].complete, overview[0].infeasible), (2, 1, 1));
         store.set_stop_reason(s.id, "budget").await.unwrap();
         assert_eq!(store.study("s").await.unwrap().unwrap().stop_reason.as_deref(), Some("budget"));
+
+        let run = store.begin_run(s.id, 4242, Some(5), None).await.unwrap();
+        store.heartbeat(run).await.unwrap();
+        let r = store.latest_run(s.id).await.unwrap().unwrap();
+        assert_eq!((r.pid, r.max_trials, r.ended_at_ms), (4242, Some(5), None));
+        let (id3, _) = store.begin_trial(s.id, &params).await.unwrap();
+        store.set_server_pid(id3, Some(777)).await.unwrap();
+        assert_eq!(store.orphan_server_pids(s.id).await.unwrap(), vec![777]);
+        store.mark_interrupted(s.id).await.unwrap();
+        assert!(store.orphan_server_pids(s.id).await.unwrap().is_empty());
+        store.end_run(s.id, run, "interrupted").await.unwrap();
+        let r = store.latest_run(s.id).await.unwrap().unwrap();
+        assert_eq!(r.stop_reason.as_deref(), Some("interrupted"));
+        assert_eq!(store.study("s").await.unwrap().unwrap().stop_reason.as_deref(), Some("interrupted"));
         assert_eq!(store.integrity_check().await.unwrap(), "ok");
     }
 

@@ -95,6 +95,19 @@ impl Server {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
+        // If the daemon dies (even by kill -9), the kernel kills the server instead of
+        // orphaning it. A daemon that died between fork and prctl is caught by the ppid check.
+        let parent = std::process::id();
+        // SAFETY: prctl, getppid and _exit are async-signal-safe; nothing else runs here.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if libc::getppid() as u32 != parent {
+                    libc::_exit(1);
+                }
+                Ok(())
+            });
+        }
         let mut child = cmd.spawn().map_err(|source| Error::Spawn {
             program: plan.program.clone(),
             source,
@@ -125,6 +138,15 @@ impl Server {
     /// The exit status, if the process has exited.
     pub fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
+    }
+
+    /// The exit status if the process exits within `wait` (a server that just cut its
+    /// streams may need a moment to finish dying).
+    pub async fn exited_within(&mut self, wait: Duration) -> Option<ExitStatus> {
+        match tokio::time::timeout(wait, self.child.wait()).await {
+            Ok(status) => status.ok(),
+            Err(_) => None,
+        }
     }
 
     /// Poll `path` until it answers 200, the process exits, or `deadline` passes.

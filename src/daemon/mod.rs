@@ -9,12 +9,15 @@
 //! A bad configuration is a result: planning refusals, failed starts and crashes become
 //! `infeasible` trials. Only infrastructure failures (store, missing program, no port) end a study.
 
+pub mod clock;
+pub mod lock;
+pub mod signal;
+
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
-use tokio_util::sync::CancellationToken;
-use tracing::{info, info_span, warn, Instrument};
+use tracing::{Instrument, info, info_span, warn};
 
 use crate::backend::{self, Backend, LaunchPlan, process::{self, NotReady, Server}};
 use crate::export;
@@ -22,13 +25,17 @@ use crate::measure::{self, RequestSlo, system};
 use crate::search;
 use crate::space::{Apply, Candidate, Space, Value};
 use crate::store::{Finished, NewStudy, Store};
-use crate::trial::{self, Fingerprint, Outcome, StageTimes, Study, Trial};
+use crate::trial::{self, Fingerprint, Outcome, StageTimes, Study, Trial, TrialState};
 use crate::workload::{self, Prompt, Target};
+
+pub use signal::Shutdown;
 
 /// How long a server gets between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 /// How often peak RSS is sampled during the workload.
 const RSS_INTERVAL: Duration = Duration::from_millis(250);
+/// How often a paused daemon (outside its window) wakes to check signals and the clock.
+const PAUSE_TICK: Duration = Duration::from_secs(30);
 
 /// Limits given on the command line; they narrow the space file's budget.
 #[derive(Debug, Clone, Default)]
@@ -37,8 +44,17 @@ pub struct Options {
     pub max_trials: Option<u32>,
     /// Stop starting new trials after this long.
     pub max_duration: Option<Duration>,
+    /// Stop starting new trials at this local time.
+    pub until: Option<clock::TimeOfDay>,
+    /// Start trials only inside this daily window; pause between trials outside it.
+    pub window: Option<clock::Window>,
     /// Override the study name from the space file.
     pub study_name: Option<String>,
+    /// Resume even though the space file changed (the changes are reported).
+    pub force: bool,
+    /// On a changed fingerprint, start a new study seeded with the old top configurations
+    /// instead of stopping.
+    pub retune_on_drift: bool,
 }
 
 /// Why a run of the loop stopped.
@@ -46,12 +62,14 @@ pub struct Options {
 pub enum Stop {
     /// The trial budget is spent.
     Budget,
-    /// The time budget is spent.
+    /// The time budget (`--max-duration`, `--until`) is spent.
     Deadline,
     /// The strategy has nothing left to propose.
     Exhausted,
     /// Stopped by a signal.
     Interrupted,
+    /// The environment no longer matches the study's fingerprint.
+    Drift,
 }
 
 impl Stop {
@@ -61,6 +79,7 @@ impl Stop {
             Stop::Deadline => "deadline",
             Stop::Exhausted => "exhausted",
             Stop::Interrupted => "interrupted",
+            Stop::Drift => "drift",
         }
     }
 }
@@ -69,13 +88,21 @@ impl Stop {
 #[derive(Debug)]
 pub enum Event<'a> {
     /// A study was created or resumed (`resumed` = trials already stored).
-    Started { study: &'a Study, resumed: usize, interrupted: u64 },
+    Started { study: &'a Study, resumed: usize, interrupted: u64, planned: Option<u32> },
+    /// The space file differs from the stored one and `--force` was given.
+    SpaceChanged { diff: &'a str },
+    /// Server processes left by a killed daemon were stopped.
+    OrphansReaped { pids: &'a [u32] },
+    /// Outside the window: no trial starts for `wait`.
+    Paused { wait: Duration, window: clock::Window },
     /// A trial is about to launch.
-    TrialStarted { number: i64, candidate: &'a Candidate, planned: Option<u32> },
+    TrialStarted { number: i64, candidate: &'a Candidate, planned: Option<u32>, is_retry: bool },
     /// A trial is stored.
     TrialFinished { trial: &'a Trial, elapsed: Duration, is_new_best: bool },
     /// An output file was rewritten because the best trial changed.
     OutputWritten { path: &'a std::path::Path },
+    /// The fingerprint changed.
+    Drift { what: &'a str },
 }
 
 /// The result of one run of the loop.
@@ -86,105 +113,158 @@ pub struct Report {
     pub stop: Stop,
 }
 
+/// The parts every trial of a run shares.
+struct Bench<'a> {
+    space: &'a Space,
+    backend: &'a dyn Backend,
+    client: reqwest::Client,
+    prompts: Vec<Prompt>,
+    request_slo: RequestSlo,
+    shutdown: &'a Shutdown,
+}
+
 /// Run (or resume) the study described by `space` until a budget ends, the space is exhausted,
-/// or `cancel` fires.
+/// the fingerprint drifts, or `shutdown` is requested.
 pub async fn tune(
     space: &Space,
     store: &Store,
     options: &Options,
-    cancel: &CancellationToken,
+    shutdown: &Shutdown,
     on_event: &mut (dyn FnMut(Event<'_>) + Send),
 ) -> anyhow::Result<Report> {
     let backend = backend::from_spec(&space.backend, &space.params);
     let prompts = workload::load_dataset(&space.workload.dataset)?;
     let name = options.study_name.clone().unwrap_or_else(|| space.name.clone());
     let fingerprint = fingerprint(space, backend.as_ref()).await?;
+    let mut seeds: Vec<Candidate> = Vec::new();
 
     let study = match store.study(&name).await? {
         Some(existing) => {
             if existing.space_toml != space.source {
-                bail!(
-                    "study '{name}' already exists with a different search space; \
-                     pick another name with --name, or restore the original file"
-                );
+                let diff = line_diff(&existing.space_toml, &space.source);
+                if !options.force {
+                    bail!(
+                        "study '{name}' was started with a different search space; \
+                         resume with --force to accept the changes, or pick another name with --name\n{diff}"
+                    );
+                }
+                on_event(Event::SpaceChanged { diff: &diff });
             }
-            existing
+            let drift = fingerprint_drift(&existing.fingerprint, &fingerprint);
+            if !drift.is_empty() {
+                let what = drift.join("; ");
+                if !options.retune_on_drift {
+                    bail!(
+                        "the environment changed since study '{name}' started ({what}); its \
+                         figures would not be comparable. Re-run with --retune-on-drift to start a \
+                         linked study seeded with its best configurations"
+                    );
+                }
+                on_event(Event::Drift { what: &what });
+                let old_trials = store.trials(existing.id).await?;
+                seeds = top_candidates(&old_trials, &existing, 5);
+                let new_name = next_free_name(store, &format!("{name}-retune")).await?;
+                create_study(store, space, &new_name, &fingerprint).await?
+            } else {
+                existing
+            }
         }
-        None => {
-            store
-                .create_study(&NewStudy {
-                    name: &name,
-                    backend: &space.backend.kind.to_string(),
-                    strategy: &format!("{:?}", space.strategy).to_lowercase(),
-                    objective_metric: &space.objective.metric,
-                    direction: space.objective.direction,
-                    space_toml: &space.source,
-                    fingerprint: &fingerprint,
-                })
-                .await?
-        }
+        None => create_study(store, space, &name, &fingerprint).await?,
     };
+
+    // A daemon killed mid-trial left its trial `running`, maybe with its server alive.
+    let orphans = store.orphan_server_pids(study.id).await?;
+    let reaped = reap_orphans(&orphans, &space.backend.command[0]);
+    if !reaped.is_empty() {
+        on_event(Event::OrphansReaped { pids: &reaped });
+    }
     let interrupted = store.mark_interrupted(study.id).await?;
     let mut trials = store.trials(study.id).await?;
     let mut strategy = search::from_space(space);
-    for t in &trials {
+    for t in trials.iter().filter(|t| is_finished(t)) {
         strategy.observe(t);
     }
-    on_event(Event::Started { study: &study, resumed: trials.len(), interrupted });
+    // Interrupted trials are retried first; then the seeds of a re-tune; then the strategy.
+    let mut queue: Vec<Candidate> = unfinished_params(&trials);
+    queue.extend(seeds.into_iter().filter(|c| !trials.iter().any(|t| &t.params == c && is_finished(t))));
 
     let max_trials = options.max_trials.or(space.max_trials);
-    let max_duration = options.max_duration.or(space.max_duration);
-    let started = Instant::now();
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        // A fresh loopback connection per request (~0.1 ms): servers close kept-alive
-        // connections on their own schedule (cpp-httplib after a few requests), and a request
-        // sent on a connection the server just closed would fail without ever reaching it.
-        .pool_max_idle_per_host(0)
-        .build()
-        .context("building the HTTP client")?;
-    let request_slo = RequestSlo::from_slos(&space.slos);
-    let mut best_number = trial::best(&trials, space.objective.direction)
-        .filter(|(_, feasible)| *feasible)
-        .map(|(t, _)| t.number);
+    let deadline = deadline(options.max_duration.or(space.max_duration), options.until);
+    on_event(Event::Started { study: &study, resumed: trials.len(), interrupted, planned: max_trials });
+    let run = store
+        .begin_run(study.id, std::process::id(), max_trials, deadline.map(system_ms))
+        .await?;
+
+    let bench = Bench {
+        space,
+        backend: backend.as_ref(),
+        client: reqwest::Client::builder()
+            .no_proxy()
+            // A fresh loopback connection per request (~0.1 ms): servers close kept-alive
+            // connections on their own schedule (cpp-httplib after a few requests), and a
+            // request sent on a connection the server just closed would fail without reaching it.
+            .pool_max_idle_per_host(0)
+            .build()
+            .context("building the HTTP client")?,
+        prompts,
+        request_slo: RequestSlo::from_slos(&space.slos),
+        shutdown,
+    };
+    let mut best_number = best_feasible(&trials, space);
+    let mut files = ModelFiles::snapshot(&model_paths(space));
 
     let stop = loop {
-        let finished = trials.iter().filter(|t| t.ended_at_ms.is_some() && t.state != trial::TrialState::Interrupted).count();
-        if max_trials.is_some_and(|m| finished >= m as usize) {
+        if max_trials.is_some_and(|m| trials.iter().filter(|t| is_finished(t)).count() >= m as usize) {
             break Stop::Budget;
         }
-        if max_duration.is_some_and(|d| started.elapsed() >= d) {
+        if deadline.is_some_and(|d| SystemTime::now() >= d) {
             break Stop::Deadline;
         }
-        if cancel.is_cancelled() {
+        if shutdown.is_requested() {
             break Stop::Interrupted;
         }
-        let Some(candidate) = strategy.propose(space) else {
-            break Stop::Exhausted;
+        if let Some(window) = options.window {
+            let wait = window.until_open(clock::local_minutes(SystemTime::now()).0);
+            if !wait.is_zero() {
+                on_event(Event::Paused { wait, window });
+                store.heartbeat(run).await?;
+                tokio::select! {
+                    _ = tokio::time::sleep(wait.min(PAUSE_TICK)) => {},
+                    _ = shutdown.graceful.cancelled() => {},
+                }
+                continue;
+            }
+        }
+        if let Some(what) = drift_before_trial(space, backend.as_ref(), &fingerprint, &mut files).await {
+            on_event(Event::Drift { what: &what });
+            break Stop::Drift;
+        }
+        let is_retry = !queue.is_empty();
+        let candidate = if is_retry {
+            queue.remove(0)
+        } else {
+            match strategy.propose(space) {
+                Some(c) => c,
+                None => break Stop::Exhausted,
+            }
         };
 
         let (trial_id, number) = store.begin_trial(study.id, &candidate).await?;
-        on_event(Event::TrialStarted { number, candidate: &candidate, planned: max_trials });
+        store.heartbeat(run).await?;
+        on_event(Event::TrialStarted { number, candidate: &candidate, planned: max_trials, is_retry });
         let t0 = Instant::now();
         let span = info_span!("trial", study = %study.name, number, backend = %backend.kind());
-        let run = async {
-            tokio::select! {
-                biased;
-                _ = cancel.cancelled() => Ok(TrialRun::interrupted()),
-                run = run_trial(space, backend.as_ref(), &client, &prompts, &request_slo, &candidate) => run,
-            }
-        }
-        .instrument(span)
-        .await?;
+        let result = run_trial(&bench, store, trial_id, &candidate).instrument(span).await?;
 
+        // Persist now: a later crash must not lose this trial.
         store
             .finish_trial(
                 trial_id,
                 &Finished {
-                    outcome: &run.outcome,
-                    plan: run.plan.as_ref(),
-                    stages: run.stages,
-                    samples: &run.samples,
+                    outcome: &result.outcome,
+                    plan: result.plan.as_ref(),
+                    stages: result.stages,
+                    samples: &result.samples,
                 },
             )
             .await
@@ -195,25 +275,150 @@ pub async fn tune(
             .find(|t| t.id == trial_id)
             .expect("a trial just written is readable")
             .clone();
-        strategy.observe(&stored);
+        if is_finished(&stored) {
+            strategy.observe(&stored);
+        }
 
-        let new_best = trial::best(&trials, space.objective.direction)
-            .filter(|(_, feasible)| *feasible)
-            .map(|(t, _)| t.number);
+        let new_best = best_feasible(&trials, space);
         let is_new_best = new_best.is_some() && new_best != best_number;
         on_event(Event::TrialFinished { trial: &stored, elapsed: t0.elapsed(), is_new_best });
         if is_new_best {
             best_number = new_best;
             write_outputs(space, &study, &stored, on_event)?;
         }
-        if matches!(run.outcome, Outcome::Interrupted) {
+        if matches!(result.outcome, Outcome::Interrupted) {
             break Stop::Interrupted;
         }
     };
-    store.set_stop_reason(study.id, stop.as_str()).await?;
+    store.end_run(study.id, run, stop.as_str()).await?;
     info!(study = %study.name, stop = stop.as_str(), trials = trials.len(), "study stopped");
     let study = store.study(&study.name).await?.expect("the study exists");
     Ok(Report { study, trials, stop })
+}
+
+fn is_finished(t: &Trial) -> bool {
+    matches!(t.state, TrialState::Complete | TrialState::Infeasible | TrialState::Pruned)
+}
+
+fn best_feasible(trials: &[Trial], space: &Space) -> Option<i64> {
+    trial::best(trials, space.objective.direction)
+        .filter(|(_, feasible)| *feasible)
+        .map(|(t, _)| t.number)
+}
+
+/// Params of interrupted trials that no later trial finished, in order: resume retries them.
+fn unfinished_params(trials: &[Trial]) -> Vec<Candidate> {
+    let mut queue: Vec<Candidate> = Vec::new();
+    for t in trials {
+        if t.state == TrialState::Interrupted {
+            if !queue.contains(&t.params) {
+                queue.push(t.params.clone());
+            }
+        } else if is_finished(t) {
+            queue.retain(|c| c != &t.params);
+        }
+    }
+    queue
+}
+
+/// The `n` best finished configurations of a study (feasible first, then least violating).
+fn top_candidates(trials: &[Trial], study: &Study, n: usize) -> Vec<Candidate> {
+    let mut ranked: Vec<&Trial> = trials.iter().filter(|t| is_finished(t) && t.violation.is_some()).collect();
+    ranked.sort_by(|a, b| {
+        let va = a.violation.expect("filtered");
+        let vb = b.violation.expect("filtered");
+        va.total_cmp(&vb).then_with(|| {
+            let (x, y) = (a.objective.unwrap_or(f64::NAN), b.objective.unwrap_or(f64::NAN));
+            match study.direction {
+                crate::space::Direction::Maximize => y.total_cmp(&x),
+                crate::space::Direction::Minimize => x.total_cmp(&y),
+            }
+        })
+    });
+    ranked.into_iter().take(n).map(|t| t.params.clone()).collect()
+}
+
+async fn create_study(store: &Store, space: &Space, name: &str, fingerprint: &Fingerprint) -> anyhow::Result<Study> {
+    Ok(store
+        .create_study(&NewStudy {
+            name,
+            backend: &space.backend.kind.to_string(),
+            strategy: &format!("{:?}", space.strategy).to_lowercase(),
+            objective_metric: &space.objective.metric,
+            direction: space.objective.direction,
+            space_toml: &space.source,
+            fingerprint,
+        })
+        .await?)
+}
+
+async fn next_free_name(store: &Store, base: &str) -> anyhow::Result<String> {
+    for k in 1.. {
+        let name = format!("{base}-{k}");
+        if store.study(&name).await?.is_none() {
+            return Ok(name);
+        }
+    }
+    unreachable!("some name is free")
+}
+
+/// The earlier of `now + max_duration` and the next `until`.
+fn deadline(max_duration: Option<Duration>, until: Option<clock::TimeOfDay>) -> Option<SystemTime> {
+    let now = SystemTime::now();
+    let a = max_duration.map(|d| now + d);
+    let b = until.map(|u| clock::next_occurrence(u, now));
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn system_ms(t: SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Lines removed (`-`) and added (`+`), in file order; enough to say what changed.
+fn line_diff(old: &str, new: &str) -> String {
+    let old_lines: Vec<&str> = old.lines().collect();
+    let new_lines: Vec<&str> = new.lines().collect();
+    let mut out = Vec::new();
+    for l in &old_lines {
+        if !new_lines.contains(l) {
+            out.push(format!("- {l}"));
+        }
+    }
+    for l in &new_lines {
+        if !old_lines.contains(l) {
+            out.push(format!("+ {l}"));
+        }
+    }
+    if out.is_empty() {
+        "(only the order of lines changed)".into()
+    } else {
+        out.join("\n")
+    }
+}
+
+/// Stop server processes recorded by trials a killed daemon left running. Only a process whose
+/// command line still names the backend program is touched (PIDs get reused).
+fn reap_orphans(pids: &[u32], program: &str) -> Vec<u32> {
+    let name = std::path::Path::new(program).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut reaped = Vec::new();
+    for &pid in pids {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        let is_ours = !name.is_empty() && (cmdline.contains(&name) || cmdline.contains("llama_server") || cmdline.contains("llama-server"));
+        if is_ours {
+            warn!(pid, "stopping a server left by a killed daemon");
+            // SAFETY: kill(2) on the process group the server was started in, then the pid.
+            unsafe {
+                libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+            reaped.push(pid);
+        }
+    }
+    reaped
 }
 
 /// One trial's result, before it is stored.
@@ -225,8 +430,8 @@ struct TrialRun {
 }
 
 impl TrialRun {
-    fn interrupted() -> TrialRun {
-        TrialRun { outcome: Outcome::Interrupted, plan: None, stages: StageTimes::default(), samples: Vec::new() }
+    fn interrupted(plan: Option<LaunchPlan>, stages: StageTimes) -> TrialRun {
+        TrialRun { outcome: Outcome::Interrupted, plan, stages, samples: Vec::new() }
     }
 
     fn infeasible(class: &str, message: String, plan: Option<LaunchPlan>, stages: StageTimes) -> TrialRun {
@@ -240,15 +445,27 @@ impl TrialRun {
     }
 }
 
+/// Stop a server: SIGTERM and its grace period, or SIGKILL at once after a second signal.
+async fn stop_server(server: Server, shutdown: &Shutdown) {
+    if shutdown.now.is_cancelled() {
+        server.stop(Duration::ZERO).await;
+        return;
+    }
+    tokio::select! {
+        _ = server.stop(STOP_GRACE) => {},
+        // Dropping the stop future drops the server, which SIGKILLs its process group.
+        _ = shutdown.now.cancelled() => {},
+    }
+}
+
 /// Launch, measure and stop one configuration. `Err` only for infrastructure failures.
 async fn run_trial(
-    space: &Space,
-    backend: &dyn Backend,
-    client: &reqwest::Client,
-    prompts: &[Prompt],
-    request_slo: &RequestSlo,
+    bench: &Bench<'_>,
+    store: &Store,
+    trial_id: trial::TrialId,
     candidate: &Candidate,
 ) -> anyhow::Result<TrialRun> {
+    let Bench { space, backend, client, prompts, request_slo, shutdown } = bench;
     let plan = match backend.plan(candidate) {
         Ok(plan) => plan,
         Err(rejection) => {
@@ -260,13 +477,21 @@ async fn run_trial(
         Ok(server) => server,
         Err(e) => return Err(e).context("starting the backend (check [backend] command)"),
     };
+    store.set_server_pid(trial_id, Some(server.pid())).await?;
     let mut stages = StageTimes::default();
-    match server.wait_ready(client, backend.health_path(), space.backend.ready_timeout).await {
+    let ready = tokio::select! {
+        r = server.wait_ready(client, backend.health_path(), space.backend.ready_timeout) => r,
+        _ = shutdown.graceful.cancelled() => {
+            stop_server(server, shutdown).await;
+            return Ok(TrialRun::interrupted(Some(plan), stages));
+        }
+    };
+    match ready {
         Ok(ready) => stages.ready_ms = Some(ready.as_secs_f64() * 1000.0),
         Err(not_ready) => {
             let exited = matches!(not_ready, NotReady::Exited(_));
             let log = server.log.clone();
-            server.stop(STOP_GRACE).await;
+            stop_server(server, shutdown).await;
             let failure = backend.classify(&log.text(), exited);
             return Ok(TrialRun::infeasible(failure.class.as_str(), failure.message, Some(plan), stages));
         }
@@ -288,25 +513,42 @@ async fn run_trial(
         let mut tick = tokio::time::interval(RSS_INTERVAL);
         loop {
             tokio::select! {
-                run = &mut workload => break run,
+                run = &mut workload => break Some(run),
                 _ = tick.tick() => peak_rss = peak_rss.max(sampler.rss_bytes()),
+                _ = shutdown.graceful.cancelled() => break None,
             }
         }
     };
     stages.workload_ms = Some(workload_start.elapsed().as_secs_f64() * 1000.0);
+    let Some(run) = run else {
+        stop_server(server, shutdown).await;
+        return Ok(TrialRun::interrupted(Some(plan), stages));
+    };
     let client_cpu = system::own_cpu_time().saturating_sub(cpu_before);
 
-    if let Some(status) = server.exited() {
-        let log = server.log.text();
-        let failure = backend.classify(&log, true);
+    // Failed requests may mean the server is dying: give it a moment to show it.
+    let settle = if run.samples.iter().any(|s| !s.is_ok()) { Duration::from_millis(500) } else { Duration::ZERO };
+    if let Some(status) = server.exited_within(settle).await {
+        // Let the reader tasks drain the last log lines.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let log = server.log.clone();
+        stop_server(server, shutdown).await;
+        let failure = backend.classify(&log.text(), true);
         let message = format!("server exited during the workload ({status}): {}", failure.message);
         return Ok(TrialRun { samples: run.samples, ..TrialRun::infeasible(failure.class.as_str(), message, Some(plan), stages) });
     }
-    server.stop(STOP_GRACE).await;
+    stop_server(server, shutdown).await;
 
     let mut summary = measure::summarize(&run.samples, run.wall, request_slo);
     summary.peak_rss_bytes = peak_rss;
     summary.client_cpu_ms = client_cpu.as_secs_f64() * 1000.0;
+    if summary.succeeded == 0 && summary.requests > 0 {
+        // Nothing was served: the configuration does not work, whatever the server says.
+        let (kind, n) = summary.errors.iter().max_by_key(|(_, n)| **n).map(|(k, n)| (k.clone(), *n)).unwrap_or_default();
+        let example = run.samples.iter().filter(|s| !s.is_warmup).find_map(|s| s.error_message.clone()).unwrap_or_default();
+        let message = format!("all {} requests failed ({n} x {kind}): {example}", summary.requests);
+        return Ok(TrialRun { samples: run.samples, ..TrialRun::infeasible(&format!("requests-{kind}"), message, Some(plan), stages) });
+    }
     let verdict = measure::judge(&summary, &space.objective, &space.slos);
     info!(
         ttft_p95_ms = summary.ttft_ms.p95,
@@ -354,6 +596,20 @@ fn write_outputs(
 
 /// Engine version, model file hashes and host facts.
 async fn fingerprint(space: &Space, backend: &dyn Backend) -> anyhow::Result<Fingerprint> {
+    let engine_version = engine_version(space, backend).await?;
+    let mut model_sha256 = BTreeMap::new();
+    for path in model_paths(space) {
+        let hash = match tokio::fs::read(&path).await {
+            Ok(bytes) => tokio::task::spawn_blocking(move || crate::store::sha256_hex(&bytes)).await?,
+            Err(_) => "missing".to_string(),
+        };
+        model_sha256.insert(path, hash);
+    }
+    Ok(Fingerprint { engine_version, model_sha256, host: system::host() })
+}
+
+/// What the backend program says its version is (the first line naming a version).
+async fn engine_version(space: &Space, backend: &dyn Backend) -> anyhow::Result<String> {
     let program = &space.backend.command[0];
     let output = tokio::time::timeout(
         Duration::from_secs(30),
@@ -375,16 +631,87 @@ async fn fingerprint(space: &Space, backend: &dyn Backend) -> anyhow::Result<Fin
         .unwrap_or("unknown")
         .trim()
         .to_string();
+    Ok(engine_version)
+}
 
-    let mut model_sha256 = BTreeMap::new();
-    for path in model_paths(space) {
-        let hash = match tokio::fs::read(&path).await {
-            Ok(bytes) => tokio::task::spawn_blocking(move || crate::store::sha256_hex(&bytes)).await?,
-            Err(_) => "missing".to_string(),
-        };
-        model_sha256.insert(path, hash);
+/// What differs between the study's fingerprint and the current one (empty = nothing).
+fn fingerprint_drift(old: &Fingerprint, new: &Fingerprint) -> Vec<String> {
+    let mut out = Vec::new();
+    if old.engine_version != new.engine_version {
+        out.push(format!("engine version '{}' -> '{}'", old.engine_version, new.engine_version));
     }
-    Ok(Fingerprint { engine_version, model_sha256, host: system::host() })
+    for (path, hash) in &old.model_sha256 {
+        match new.model_sha256.get(path) {
+            Some(h) if h == hash => {}
+            Some(h) => out.push(format!("model '{path}' sha256 {} -> {}", short(hash), short(h))),
+            None => out.push(format!("model '{path}' is no longer in the space")),
+        }
+    }
+    if old.host.cpu_model != new.host.cpu_model {
+        out.push(format!("CPU '{}' -> '{}'", old.host.cpu_model, new.host.cpu_model));
+    }
+    if old.host.logical_cores != new.host.logical_cores {
+        out.push(format!("cores {} -> {}", old.host.logical_cores, new.host.logical_cores));
+    }
+    // RAM as reported moves by a few MB between boots; a real change is large.
+    let (a, b) = (old.host.ram_bytes as f64, new.host.ram_bytes as f64);
+    if (a - b).abs() > 0.05 * a.max(b) {
+        out.push(format!("RAM {} MB -> {} MB", old.host.ram_bytes >> 20, new.host.ram_bytes >> 20));
+    }
+    out
+}
+
+fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(12)]
+}
+
+/// Size and modification time of each model file, to notice a replaced file cheaply before
+/// every trial (rehashing gigabytes per trial would not be cheap).
+struct ModelFiles(BTreeMap<String, Option<(u64, SystemTime)>>);
+
+impl ModelFiles {
+    fn snapshot(paths: &[String]) -> ModelFiles {
+        ModelFiles(
+            paths
+                .iter()
+                .map(|p| {
+                    let meta = std::fs::metadata(p).ok().and_then(|m| Some((m.len(), m.modified().ok()?)));
+                    (p.clone(), meta)
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Re-check the cheap parts of the fingerprint before a trial: the engine version, and
+/// whether a model file was replaced (then its hash). `Some(what changed)` on drift.
+async fn drift_before_trial(
+    space: &Space,
+    backend: &dyn Backend,
+    fingerprint: &Fingerprint,
+    files: &mut ModelFiles,
+) -> Option<String> {
+    let now = ModelFiles::snapshot(&files.0.keys().cloned().collect::<Vec<_>>());
+    for (path, meta) in &now.0 {
+        if files.0.get(path) != Some(meta) {
+            let hash = match tokio::fs::read(path).await {
+                Ok(bytes) => crate::store::sha256_hex(&bytes),
+                Err(_) => "missing".into(),
+            };
+            match fingerprint.model_sha256.get(path) {
+                Some(old) if old == &hash => {}
+                Some(old) => return Some(format!("model '{path}' sha256 {} -> {}", short(old), short(&hash))),
+                None => {}
+            }
+        }
+    }
+    *files = now;
+    match engine_version(space, backend).await {
+        Ok(v) if v != fingerprint.engine_version => {
+            Some(format!("engine version '{}' -> '{v}'", fingerprint.engine_version))
+        }
+        _ => None,
+    }
 }
 
 /// Every model path the space's template parameters can produce.

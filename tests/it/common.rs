@@ -100,3 +100,57 @@ pub async fn trials_json(db: &Path, study: &str) -> Vec<serde_json::Value> {
     let out = run_cli(&["--db", db.to_str().unwrap(), "trials", study, "--json"]).await.unwrap();
     serde_json::from_str(&out).unwrap()
 }
+
+/// Write a space file driving the fake server fixture (`tests/fixtures/fake-llama-server`):
+/// fast, deterministic trials for loop, store and fault tests.
+pub fn fake_space(dir: &Path, name: &str, strategy: &str, params: &str, extra: &str) -> PathBuf {
+    let text = format!(
+        r#"[study]
+name = "{name}"
+strategy = "{strategy}"
+seed = 5
+
+[backend]
+kind = "llamacpp"
+command = ["{fake}"]
+model = "{dir}/fake-{{size}}.gguf"
+ready_timeout = "3s"
+
+[params]
+size = {{ values = ["a"], template = "model" }}
+{params}
+
+[workload]
+dataset = "{prompts}"
+concurrency = 2
+requests = 4
+warmup = 0
+max_tokens = 4
+request_timeout = "2s"
+
+{extra}
+"#,
+        fake = repo().join("tests/fixtures/fake-llama-server").display(),
+        // The model path names the test's own folder, so a test finds its servers by it.
+        dir = dir.display(),
+        prompts = repo().join("prompts/short-qa.jsonl").display(),
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// PIDs of live processes whose command line contains `needle`.
+pub fn processes_matching(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let state = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let is_zombie = state.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z'));
+        if !is_zombie && String::from_utf8_lossy(&cmdline).replace('\0', " ").contains(needle) {
+            out.push(pid);
+        }
+    }
+    out
+}

@@ -1,0 +1,53 @@
+//! SIGINT/SIGTERM as messages, never as exits: the first asks the loop to stop after cleanup
+//! (stop the server, record the trial as interrupted), the second to stop now (kill the server
+//! group without a grace period). Either way the process returns through `main`.
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+/// What the signal handler has asked for so far.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    /// First signal: finish cleanly (SIGTERM the server, wait its grace period, record).
+    pub graceful: CancellationToken,
+    /// Second signal: no more waiting (SIGKILL the server group, record, exit).
+    pub now: CancellationToken,
+}
+
+impl Shutdown {
+    /// Tokens that only a caller cancels (tests, embedding).
+    pub fn manual() -> Shutdown {
+        Shutdown::default()
+    }
+
+    /// Listen for SIGINT and SIGTERM for the life of the runtime.
+    pub fn listen() -> std::io::Result<Shutdown> {
+        let shutdown = Shutdown::default();
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let s = shutdown.clone();
+        tokio::spawn(async move {
+            let mut count = 0;
+            loop {
+                tokio::select! {
+                    _ = int.recv() => {},
+                    _ = term.recv() => {},
+                }
+                count += 1;
+                if count == 1 {
+                    eprintln!("signal: stopping after cleanup (the running trial is recorded as interrupted); send again to stop now");
+                    s.graceful.cancel();
+                } else {
+                    eprintln!("signal: stopping now");
+                    s.now.cancel();
+                    s.graceful.cancel();
+                }
+            }
+        });
+        Ok(shutdown)
+    }
+
+    pub fn is_requested(&self) -> bool {
+        self.graceful.is_cancelled()
+    }
+}

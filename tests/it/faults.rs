@@ -1,0 +1,323 @@
+//! Fault injection: backend faults through the fake server fixture, kill -9 of the daemon at
+//! random points, signals, store faults, concurrent daemons, atomic exports.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use infertune::store::Store;
+use rand::{RngExt, SeedableRng};
+
+use crate::common::{fake_space, processes_matching, run_cli, trials_json};
+
+/// The binary under test. `INFERTUNE_TEST_BIN` overrides it where several checkouts share one
+/// target folder (and so one `target/debug/infertune`).
+fn bin() -> String {
+    std::env::var("INFERTUNE_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_infertune").to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_backend_fault_is_recorded_and_the_study_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let space = fake_space(
+        dir.path(),
+        "faults",
+        "grid",
+        r#"fault = { values = ["none", "crash-mid", "hang", "never-ready", "exit-at-start", "port-taken", "stream-cut", "garbage"], flag = "--fault" }"#,
+        "",
+    );
+    let out = run_cli(&["--db", db.to_str().unwrap(), "tune", space.to_str().unwrap()]).await.unwrap();
+    assert!(out.contains("stopped: exhausted"), "{out}");
+    let trials = trials_json(&db, "faults").await;
+    let got: BTreeMap<String, (String, String)> = trials
+        .iter()
+        .map(|t| {
+            (
+                t["params"]["fault"].as_str().unwrap().to_string(),
+                (t["state"].as_str().unwrap().to_string(), t["error_class"].as_str().unwrap_or("").to_string()),
+            )
+        })
+        .collect();
+    let expect = |state: &str, class: &str| (state.to_string(), class.to_string());
+    assert_eq!(got["none"], expect("complete", ""), "{out}");
+    assert_eq!(got["crash-mid"], expect("infeasible", "crashed"), "{out}");
+    assert_eq!(got["hang"], expect("infeasible", "requests-timeout"), "{out}");
+    assert_eq!(got["never-ready"], expect("infeasible", "never-ready"), "{out}");
+    assert_eq!(got["exit-at-start"], expect("infeasible", "crashed"), "{out}");
+    assert_eq!(got["port-taken"], expect("infeasible", "port-in-use"), "{out}");
+    assert_eq!(got["stream-cut"], expect("infeasible", "requests-truncated"), "{out}");
+    assert_eq!(got["garbage"], expect("infeasible", "requests-malformed"), "{out}");
+    // Each keeps the server's or the client's own words.
+    let message = |fault: &str| {
+        trials.iter().find(|t| t["params"]["fault"] == fault).unwrap()["error_message"].as_str().unwrap().to_string()
+    };
+    assert!(message("crash-mid").contains("GGML_ASSERT"), "{}", message("crash-mid"));
+    assert!(message("port-taken").contains("Address already in use"));
+    assert!(message("exit-at-start").contains("backend init failed"));
+    assert!(message("hang").contains("no complete response within 2s"), "{}", message("hang"));
+    assert!(processes_matching(&dir.path().display().to_string()).is_empty());
+}
+
+/// Finished trial numbers per the daemon's own progress lines (printed after each is stored).
+fn reported_finished(stdout: &str) -> BTreeSet<i64> {
+    let mut current = None;
+    let mut done = BTreeSet::new();
+    for line in stdout.lines() {
+        if let Some(rest) = line.strip_prefix("trial ") {
+            current = rest.split(['/', ':']).next().and_then(|n| n.parse::<i64>().ok());
+        } else if line.starts_with("  complete") || line.starts_with("  infeasible") {
+            done.extend(current);
+        }
+    }
+    done
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_points_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    let iterations = 20;
+    let mut lost = 0;
+    let mut killed_mid_trial = 0;
+    for i in 0..iterations {
+        let iter_dir = dir.path().join(format!("k{i}"));
+        std::fs::create_dir(&iter_dir).unwrap();
+        let db = iter_dir.join("t.db");
+        let space = fake_space(
+            &iter_dir,
+            &format!("k{i}"),
+            "grid",
+            r#"np = { values = [1, 2, 3, 4, 5, 6], flag = "-np" }
+token_ms = { values = [20], flag = "--token-ms" }"#,
+            "",
+        );
+        let child = Command::new(bin())
+            .args(["--db", db.to_str().unwrap(), "tune", space.to_str().unwrap()])
+            .env("INFERTUNE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        tokio::time::sleep(Duration::from_millis(rng.random_range(300..2500))).await;
+        // SAFETY: SIGKILL to the daemon we spawned.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        let output = child.wait_with_output().unwrap();
+        let printed = reported_finished(&String::from_utf8_lossy(&output.stdout));
+
+        let store = Store::open(&db).await.unwrap();
+        assert_eq!(store.integrity_check().await.unwrap(), "ok", "iteration {i}");
+        if let Some(study) = store.study(&format!("k{i}")).await.unwrap() {
+            let trials = store.trials(study.id).await.unwrap();
+            killed_mid_trial += trials.iter().filter(|t| t.state == infertune::trial::TrialState::Running).count();
+            let stored: BTreeSet<i64> = trials.iter().filter(|t| t.ended_at_ms.is_some()).map(|t| t.number).collect();
+            lost += printed.difference(&stored).count();
+        }
+        store.close().await;
+        // The kernel kills the server with the daemon (PR_SET_PDEATHSIG); give it a moment.
+        let needle = iter_dir.display().to_string();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while !processes_matching(&needle).is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let orphans: Vec<String> = processes_matching(&needle)
+            .into_iter()
+            .map(|p| {
+                let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+                let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+                format!("{p} [{}]: {}", stat.split(' ').nth(2).unwrap_or("?"), String::from_utf8_lossy(&cmd).replace('\0', " "))
+            })
+            .collect();
+        assert!(orphans.is_empty(), "iteration {i}: orphan processes {orphans:?}");
+
+        // Resume completes the study: every grid point finished, nothing left running.
+        let out = run_cli(&["--db", db.to_str().unwrap(), "tune", space.to_str().unwrap()]).await.unwrap();
+        assert!(out.contains("stopped: exhausted"), "iteration {i}: {out}");
+        let trials = trials_json(&db, &format!("k{i}")).await;
+        let finished: BTreeSet<String> = trials
+            .iter()
+            .filter(|t| t["state"] == "complete")
+            .map(|t| t["params"].to_string())
+            .collect();
+        assert_eq!(finished.len(), 6, "iteration {i}: {out}");
+        assert!(trials.iter().all(|t| t["state"] != "running"));
+    }
+    assert_eq!(lost, 0, "completed trials lost");
+    eprintln!("kill -9 loop: {iterations} iterations, {killed_mid_trial} kills landed mid-trial, {lost} trials lost");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_records_the_trial_as_interrupted_and_resume_retries_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let space = fake_space(
+        dir.path(),
+        "sig",
+        "grid",
+        r#"token_ms = { values = [400, 5], flag = "--token-ms" }"#,
+        "",
+    );
+    let child = Command::new(bin())
+        .args(["--db", db.to_str().unwrap(), "tune", space.to_str().unwrap()])
+        .env("INFERTUNE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first trial (400 ms per token) is still streaming after 1.5 s.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "exit {:?}: {stdout}", output.status);
+    assert!(stdout.contains("  interrupted"), "{stdout}");
+    assert!(stdout.contains("stopped: interrupted"), "{stdout}");
+    assert!(processes_matching(&dir.path().display().to_string()).is_empty(), "server left behind");
+    let trials = trials_json(&db, "sig").await;
+    assert_eq!(trials.len(), 1);
+    assert_eq!(trials[0]["state"], "interrupted");
+
+    let out = run_cli(&["--db", db.to_str().unwrap(), "tune", space.to_str().unwrap(), "--max-trials", "1"]).await.unwrap();
+    assert!(out.contains("(retry of an interrupted trial)"), "{out}");
+    let trials = trials_json(&db, "sig").await;
+    assert_eq!(trials[1]["params"], trials[0]["params"]);
+    assert_eq!(trials[1]["state"], "complete");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_on_the_same_study_is_refused_and_status_answers_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let space = fake_space(dir.path(), "busy", "grid", r#"token_ms = { values = [300, 301], flag = "--token-ms" }"#, "");
+    let mut child = Command::new(bin())
+        .args(["--db", db.to_str().unwrap(), "tune", space.to_str().unwrap()])
+        .env("INFERTUNE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let err = run_cli(&["--db", db.to_str().unwrap(), "tune", space.to_str().unwrap()]).await.unwrap_err();
+    assert!(
+        format!("{err:#}").contains(&format!("already being tuned by process {}", child.id())),
+        "{err:#}"
+    );
+    // status reads while tune writes (WAL): it names the trial in flight.
+    let mut slowest = Duration::ZERO;
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        let out = run_cli(&["--db", db.to_str().unwrap(), "status", "busy", "--json"]).await.unwrap();
+        slowest = slowest.max(t0.elapsed());
+        let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(doc["is_running"], true, "{doc:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Far below the 10 s busy timeout: a reader blocked by the writer would show here.
+    assert!(slowest < Duration::from_secs(5), "status took {slowest:?}");
+    eprintln!("status while tune writes: slowest answer {slowest:?}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn store_faults_give_clear_errors_and_keep_what_was_written() {
+    use infertune::store::NewStudy;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let fingerprint = infertune::trial::Fingerprint {
+        engine_version: "x".into(),
+        model_sha256: BTreeMap::new(),
+        host: infertune::measure::system::host(),
+    };
+    let new = |name: &'static str| NewStudy {
+        name,
+        backend: "llamacpp",
+        strategy: "grid",
+        objective_metric: "goodput_rps",
+        direction: infertune::space::Direction::Maximize,
+        space_toml: "x",
+        fingerprint: &fingerprint,
+    };
+    let store = Store::open(&db).await.unwrap();
+    store.create_study(&new("kept")).await.unwrap();
+    store.close().await;
+
+    // A read-only database file: a clear error on the first write.
+    let mut perms = std::fs::metadata(&db).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o444);
+    std::fs::set_permissions(&db, perms.clone()).unwrap();
+    // (root ignores file modes, so also open the store read-only at the SQLite level.)
+    let ro = sqlx::sqlite::SqlitePoolOptions::new()
+        .connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(&db).read_only(true))
+        .await
+        .unwrap();
+    let err = sqlx::query("INSERT INTO studies (name, backend, strategy, objective_metric, objective_direction, space_toml, space_hash, fingerprint_json, created_at_ms) VALUES ('n','b','s','m','maximize','t','h','{}',0)")
+        .execute(&ro)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("readonly"), "{err}");
+    ro.close().await;
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
+    std::fs::set_permissions(&db, perms).unwrap();
+
+    // A full disk, as SQLite sees it: cap the file's pages, then write until it refuses.
+    let store = Store::open(&db).await.unwrap();
+    let run = run_cli(&["--db", db.to_str().unwrap(), "studies", "--json"]).await.unwrap();
+    assert!(run.contains("\"kept\""));
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(&db))
+        .await
+        .unwrap();
+    let (pages,): (i64,) = sqlx::query_as("PRAGMA page_count").fetch_one(&pool).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA max_page_count = {}", pages + 1))).execute(&pool).await.unwrap();
+    let big = "x".repeat(64 * 1024);
+    let err = sqlx::query("INSERT INTO studies (name, backend, strategy, objective_metric, objective_direction, space_toml, space_hash, fingerprint_json, created_at_ms) VALUES ('full','b','s','m','maximize',?1,'h','{}',0)")
+        .bind(&big)
+        .execute(&pool)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("full"), "{err}");
+    pool.close().await;
+    assert!(store.study("kept").await.unwrap().is_some(), "what was written survives");
+    assert_eq!(store.integrity_check().await.unwrap(), "ok");
+
+    // The CLI names the database file when it cannot open it.
+    let err = run_cli(&["--db", "/proc/nope/t.db", "studies"]).await.unwrap_err();
+    assert!(format!("{err:#}").contains("'/proc/nope/t.db'"), "{err:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_export_leaves_the_old_file_or_the_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let space = fake_space(dir.path(), "ex", "grid", r#"np = { values = [1, 2], flag = "-np" }"#, "");
+    run_cli(&["--db", db.to_str().unwrap(), "tune", space.to_str().unwrap()]).await.unwrap();
+    let target = dir.path().join("best.env");
+    let render = |trial: &str| {
+        let out = std::process::Command::new(bin())
+            .args(["--db", db.to_str().unwrap(), "export", "ex", "--format", "env", "--trial", trial])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let (one, two) = (render("1"), render("2"));
+    assert_ne!(one, two);
+    std::fs::write(&target, &one).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    for i in 0..20 {
+        let trial = if i % 2 == 0 { "2" } else { "1" };
+        let child = Command::new(bin())
+            .args(["--db", db.to_str().unwrap(), "export", "ex", "--format", "env", "--trial", trial, "-o", target.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_micros(rng.random_range(0..40_000)));
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
+        let _ = child.wait_with_output();
+        let now = std::fs::read_to_string(&target).unwrap();
+        assert!(now == one || now == two, "iteration {i}: a mix:\n{now}");
+    }
+}
