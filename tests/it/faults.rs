@@ -321,3 +321,63 @@ async fn killing_export_leaves_the_old_file_or_the_new_one() {
         assert!(now == one || now == two, "iteration {i}: a mix:\n{now}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_space_or_fingerprint_is_refused_unless_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let model = dir.path().join("fake-a.gguf");
+    std::fs::write(&model, "weights v1").unwrap();
+    let space = fake_space(dir.path(), "drift", "grid", r#"np = { values = [1, 2, 3], flag = "-np" }"#, "");
+    let db_s = db.to_str().unwrap();
+    run_cli(&["--db", db_s, "tune", space.to_str().unwrap(), "--max-trials", "2"]).await.unwrap();
+
+    // A changed space file: refused with the change shown, accepted with --force.
+    let text = std::fs::read_to_string(&space).unwrap();
+    std::fs::write(&space, text.replace("max_tokens = 4", "max_tokens = 5")).unwrap();
+    let err = format!("{:#}", run_cli(&["--db", db_s, "tune", space.to_str().unwrap()]).await.unwrap_err());
+    assert!(err.contains("--force") && err.contains("- max_tokens = 4") && err.contains("+ max_tokens = 5"), "{err}");
+    let out = run_cli(&["--db", db_s, "tune", space.to_str().unwrap(), "--force", "--max-trials", "2"]).await.unwrap();
+    assert!(out.contains("+ max_tokens = 5"), "{out}");
+
+    // A replaced model file: refused, or a linked study seeded with the old best.
+    std::fs::write(&model, "weights v2").unwrap();
+    let err = format!("{:#}", run_cli(&["--db", db_s, "tune", space.to_str().unwrap(), "--force"]).await.unwrap_err());
+    assert!(err.contains("environment changed") && err.contains("fake-a.gguf") && err.contains("sha256"), "{err}");
+    let out = run_cli(&["--db", db_s, "tune", space.to_str().unwrap(), "--force", "--retune-on-drift", "--max-trials", "1"])
+        .await
+        .unwrap();
+    assert!(out.contains("study 'drift-retune-1'"), "{out}");
+    let old_best: serde_json::Value =
+        serde_json::from_str(&run_cli(&["--db", db_s, "best", "drift", "--json"]).await.unwrap()).unwrap();
+    let new = trials_json(&db, "drift-retune-1").await;
+    assert_eq!(new[0]["params"], old_best["params"], "the re-tune starts from the old best");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outside_its_window_the_daemon_pauses_and_still_stops_on_a_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let space = fake_space(dir.path(), "win", "grid", r#"np = { values = [1], flag = "-np" }"#, "");
+    // A one-minute window twelve hours from now: certainly closed.
+    let (now_min, _) = infertune::daemon::clock::local_minutes(std::time::SystemTime::now());
+    let start = (now_min + 720) % 1440;
+    let window = format!("{:02}:{:02}-{:02}:{:02}", start / 60, start % 60, (start + 1) % 1440 / 60, (start + 1) % 60);
+    let child = Command::new(bin())
+        .args(["--db", db.to_str().unwrap(), "tune", space.to_str().unwrap(), "--window", &window])
+        .env("INFERTUNE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let status = run_cli(&["--db", db.to_str().unwrap(), "status", "win", "--json"]).await.unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(doc["is_running"], true, "{doc:#}");
+    assert_eq!(doc["finished"], 0, "{doc:#}");
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains(&format!("outside the window {window}: paused")), "{stdout}");
+    assert!(stdout.contains("stopped: interrupted (0 trials in the study)"), "{stdout}");
+}
