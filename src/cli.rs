@@ -66,6 +66,17 @@ pub enum Command {
     /// Search-space files
     #[command(subcommand)]
     Space(SpaceCommand),
+    /// Write a self-contained HTML report of a study (plots, best vs default, all trials)
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Study name
+    pub study: String,
+    /// Write to this file (atomically) instead of stdout
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -181,6 +192,7 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
         Command::Trials(args) => trials(&open_store(&db).await?, args, out).await,
         Command::Best(args) => best(&open_store(&db).await?, args, out).await,
         Command::Export(args) => export_cmd(&open_store(&db).await?, args, out).await,
+        Command::Report(args) => report_cmd(&open_store(&db).await?, args, out).await,
     }
 }
 
@@ -656,6 +668,20 @@ async fn export_cmd(store: &Store, args: ExportArgs, out: &mut dyn Write) -> any
             writeln!(out, "wrote {} (trial {})", path.display(), trial.number)?;
         }
         None => write!(out, "{text}")?,
+    }
+    Ok(())
+}
+
+async fn report_cmd(store: &Store, args: ReportArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let study = find_study(store, &args.study).await?;
+    let trials = store.trials(study.id).await?;
+    let html = crate::report::render(&study, &trials, store::now_ms());
+    match &args.output {
+        Some(path) => {
+            export::write_atomic(path, &html)?;
+            writeln!(out, "wrote {} ({} trials)", path.display(), trials.len())?;
+        }
+        None => write!(out, "{html}")?,
     }
     Ok(())
 }

@@ -17,6 +17,7 @@ pub mod cli;
 pub mod daemon;
 pub mod export;
 pub mod measure;
+pub mod report;
 pub mod search;
 pub mod space;
 pub mod store;

@@ -4,4 +4,5 @@
 mod common;
 mod engine;
 mod faults;
+mod report;
 mod spaces;
