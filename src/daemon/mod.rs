@@ -9,6 +9,10 @@
 //! A bad configuration is a result: planning refusals, failed starts and crashes become
 //! `infeasible` trials. Only infrastructure failures (store, missing program, no port) end a study.
 
+pub mod bench;
+pub mod compare;
+mod quality;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -144,6 +148,7 @@ pub async fn tune(
         .build()
         .context("building the HTTP client")?;
     let request_slo = RequestSlo::from_slos(&space.slos);
+    let guard = quality::prepare(space, backend.as_ref(), &client).await?;
     let mut best_number = trial::best(&trials, space.objective.direction)
         .filter(|(_, feasible)| *feasible)
         .map(|(t, _)| t.number);
@@ -171,7 +176,7 @@ pub async fn tune(
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => Ok(TrialRun::interrupted()),
-                run = run_trial(space, backend.as_ref(), &client, &prompts, &request_slo, &candidate) => run,
+                run = run_trial(space, backend.as_ref(), &client, &prompts, &request_slo, &candidate, guard.as_ref()) => run,
             }
         }
         .instrument(span)
@@ -248,6 +253,7 @@ async fn run_trial(
     prompts: &[Prompt],
     request_slo: &RequestSlo,
     candidate: &Candidate,
+    guard: Option<&quality::Guard>,
 ) -> anyhow::Result<TrialRun> {
     let plan = match backend.plan(candidate) {
         Ok(plan) => plan,
@@ -302,9 +308,14 @@ async fn run_trial(
         let message = format!("server exited during the workload ({status}): {}", failure.message);
         return Ok(TrialRun { samples: run.samples, ..TrialRun::infeasible(failure.class.as_str(), message, Some(plan), stages) });
     }
+    let answers = match guard {
+        Some(g) => Some(g.answers(client, &target, space.workload.request_timeout).await),
+        None => None,
+    };
     server.stop(STOP_GRACE).await;
 
     let mut summary = measure::summarize(&run.samples, run.wall, request_slo);
+    summary.quality = guard.zip(answers).map(|(g, a)| g.score(&a));
     summary.peak_rss_bytes = peak_rss;
     summary.client_cpu_ms = client_cpu.as_secs_f64() * 1000.0;
     let verdict = measure::judge(&summary, &space.objective, &space.slos);
