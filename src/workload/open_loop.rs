@@ -28,10 +28,11 @@ pub struct BadRate(pub f64);
 /// Send offsets of `n` requests of a Poisson process with `rate_per_s` arrivals per second:
 /// cumulative sums of seeded `Exp(rate)` gaps, the first gap included.
 pub fn schedule(rate_per_s: f64, n: usize, seed: u64) -> Result<Vec<Duration>, BadRate> {
-    let exp = Exp::new(rate_per_s).map_err(|_| BadRate(rate_per_s))?;
-    if !rate_per_s.is_finite() {
+    // Exp::new accepts 0 (infinite gaps) and infinity; neither is a schedule.
+    if !(rate_per_s.is_finite() && rate_per_s > 0.0) {
         return Err(BadRate(rate_per_s));
     }
+    let exp = Exp::new(rate_per_s).map_err(|_| BadRate(rate_per_s))?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut t = 0.0f64;
     Ok((0..n)
