@@ -319,10 +319,14 @@ async fn tune(db: &Path, args: TuneArgs, out: &mut (dyn Write + Send)) -> anyhow
             "stop": report.stop.as_str(),
             "trials": report.trials.len(),
             "best": best.map(|(t, feasible)| trial_json(t, feasible)),
+            "decode_agreement_median": decode_agreement_median(&report.trials).map(|(m, n)| json!({"median": m, "trials": n})),
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
     } else {
         writeln!(out, "stopped: {} ({} trials in the study)", report.stop.as_str(), report.trials.len())?;
+        if let Some((median, n)) = decode_agreement_median(&report.trials) {
+            writeln!(out, "client/server decode rate agreement: median {median:.3} over {n} trials")?;
+        }
         print_best(&report.study, &report.trials, out)?;
     }
     store.close().await;
@@ -685,6 +689,12 @@ async fn compare(store: &Store, args: CompareArgs, out: &mut (dyn Write + Send))
         .collect();
     write!(out, "{}", table(&["metric", "A", "B", "B/A", "95% CI", "verdict"], &rows))?;
     Ok(())
+}
+
+/// Median over a study's trials of client/server decode-rate agreement, with the trial count.
+fn decode_agreement_median(trials: &[Trial]) -> Option<(f64, usize)> {
+    let v: Vec<f64> = trials.iter().filter_map(|t| t.summary.as_ref()?.decode_agreement).collect();
+    (!v.is_empty()).then(|| (crate::measure::ratio::median(&v), v.len()))
 }
 
 /// A plain left-aligned text table.
