@@ -40,11 +40,11 @@ fn reference_candidate(space: &Space) -> (Candidate, String) {
     for p in &space.params {
         let points = p.domain.grid_points();
         let mut v: Value = p.default.clone().or_else(|| points.first().cloned()).expect("a param has values");
-        if let Apply::Template(_) = p.apply {
-            if let Some(best) = points.iter().max_by_key(|x| quality::precision_rank(&x.to_string())) {
-                v = best.clone();
-                label = format!("{}={}", p.name, v);
-            }
+        if let (Apply::Template(_), Some(best)) =
+            (&p.apply, points.iter().max_by_key(|x| quality::precision_rank(&x.to_string())))
+        {
+            v = best.clone();
+            label = format!("{}={}", p.name, v);
         }
         values.insert(p.name.clone(), v);
     }

@@ -471,7 +471,7 @@ mod tests {
     fn cross_check_flags_beyond_ten_percent() {
         assert_eq!(cross_check(Some(90.0), Some(100.0)), (Some(0.9), false));
         assert_eq!(cross_check(Some(80.0), Some(100.0)), (Some(0.8), true));
-        assert_eq!(cross_check(Some(115.0), Some(100.0)).1, true);
+        assert!(cross_check(Some(115.0), Some(100.0)).1);
         assert_eq!(cross_check(None, Some(100.0)), (None, false));
         assert_eq!(cross_check(Some(1.0), Some(0.0)), (None, false));
     }
