@@ -68,6 +68,89 @@ pub enum Command {
     Space(SpaceCommand),
     /// Write a self-contained HTML report of a study (plots, best vs default, all trials)
     Report(ReportArgs),
+    /// Measure one running endpoint (no tuning), like `vllm bench serve`
+    Bench(BenchArgs),
+    /// Re-measure two trials of a study on fresh servers, interleaved, with a ratio and 95 % CI
+    Compare(CompareArgs),
+}
+
+/// The wire protocol of `bench --url`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProtocolArg {
+    /// OpenAI chat completions over SSE (llama.cpp, vLLM, Ollama's /v1)
+    Openai,
+    /// Ollama /api/chat over NDJSON
+    Ollama,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Base URL of the running server (e.g. http://127.0.0.1:8080)
+    #[arg(long)]
+    pub url: String,
+    /// Wire protocol
+    #[arg(long, value_enum, default_value_t = ProtocolArg::Openai)]
+    pub protocol: ProtocolArg,
+    /// Model name sent in requests [default: the first of GET /v1/models]
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Prompt set: prompts/chat-mix.jsonl, prompts/short-qa.jsonl, prompts/long-rag.jsonl or your JSONL
+    #[arg(long, default_value = "prompts/chat-mix.jsonl")]
+    pub dataset: PathBuf,
+    /// Closed loop: clients in flight at once
+    #[arg(long, default_value_t = 4, conflicts_with = "rate")]
+    pub concurrency: u32,
+    /// Open loop: Poisson arrivals at this many requests per second
+    #[arg(long, value_name = "REQ_PER_S")]
+    pub rate: Option<f64>,
+    /// Measured requests
+    #[arg(long, default_value_t = 64, conflicts_with = "duration")]
+    pub requests: u32,
+    /// Measure for this long instead of a request count (e.g. 60s)
+    #[arg(long, value_parser = parse_duration_arg)]
+    pub duration: Option<Duration>,
+    /// Warm-up requests, excluded from the figures
+    #[arg(long, default_value_t = 4)]
+    pub warmup: u32,
+    /// Output tokens per request
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: u32,
+    /// Seed of the prompt order and the arrival schedule
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Per-request timeout
+    #[arg(long, default_value = "120s", value_parser = parse_duration_arg)]
+    pub request_timeout: Duration,
+    /// Let the server reuse cached prompt prefixes (llama.cpp cache_prompt)
+    #[arg(long)]
+    pub prompt_cache: bool,
+    /// Store the run in the database as a one-trial study with this name
+    #[arg(long, value_name = "STUDY")]
+    pub save: Option<String>,
+    /// Print JSON (every metric with its definition, sample count and raw values)
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Study name
+    pub study: String,
+    /// Trial numbers: A then B (one trial with --default compares it against the default)
+    #[arg(long = "trial", value_name = "N", num_args = 1, required = true)]
+    pub trials: Vec<i64>,
+    /// Compare the trial against the space's default configuration
+    #[arg(long)]
+    pub default: bool,
+    /// A, B pairs of fresh server starts
+    #[arg(long, default_value_t = 3)]
+    pub pairs: u32,
+    /// The study's space file, to resolve relative paths [default: the stored text, relative to the working directory]
+    #[arg(long, value_name = "FILE")]
+    pub space: Option<PathBuf>,
+    /// Print JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -193,6 +276,8 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
         Command::Best(args) => best(&open_store(&db).await?, args, out).await,
         Command::Export(args) => export_cmd(&open_store(&db).await?, args, out).await,
         Command::Report(args) => report_cmd(&open_store(&db).await?, args, out).await,
+        Command::Bench(args) => bench(&db, args, out).await,
+        Command::Compare(args) => compare(&open_store(&db).await?, args, out).await,
     }
 }
 
@@ -305,10 +390,14 @@ async fn tune(db: &Path, args: TuneArgs, out: &mut (dyn Write + Send)) -> anyhow
             "stop": report.stop.as_str(),
             "trials": report.trials.len(),
             "best": best.map(|(t, feasible)| trial_json(t, feasible)),
+            "decode_agreement_median": decode_agreement_median(&report.trials).map(|(m, n)| json!({"median": m, "trials": n})),
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
     } else {
         writeln!(out, "stopped: {} ({} trials in the study)", report.stop.as_str(), report.trials.len())?;
+        if let Some((median, n)) = decode_agreement_median(&report.trials) {
+            writeln!(out, "client/server decode rate agreement: median {median:.3} over {n} trials")?;
+        }
         print_best(&report.study, &report.trials, out)?;
     }
     store.close().await;
@@ -531,7 +620,10 @@ pub fn trial_json(t: &Trial, meets_slos: bool) -> serde_json::Value {
             "prompt_tok_per_s": s.server_prompt_tok_per_s,
             "decode_tok_per_s": s.server_decode_tok_per_s,
             "client_decode_tok_per_s": s.client_decode_tok_per_s,
+            "decode_agreement": s.decode_agreement,
+            "cross_check_flagged": s.is_cross_check_flagged,
         })),
+        "quality": t.summary.as_ref().and_then(|s| s.quality),
         "samples": t.summary.as_ref().map(|s| json!({"requests": s.requests, "succeeded": s.succeeded, "ttft_n": s.ttft_ms.n, "itl_n": s.itl_ms.n})),
         "started_at_ms": t.started_at_ms,
         "ended_at_ms": t.ended_at_ms,
@@ -684,6 +776,96 @@ async fn report_cmd(store: &Store, args: ReportArgs, out: &mut dyn Write) -> any
         None => write!(out, "{html}")?,
     }
     Ok(())
+}
+
+async fn bench(db: &Path, args: BenchArgs, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
+    use daemon::bench::{Amount, BenchOptions, Load};
+    let protocol = match args.protocol {
+        ProtocolArg::Openai => crate::workload::Protocol::OpenAi,
+        // TODO(lead, issue 6 merge): map to Protocol::Ollama once the Ollama client lands.
+        ProtocolArg::Ollama => bail!("protocol 'ollama' is not available in this build"),
+    };
+    let opts = BenchOptions {
+        url: args.url.clone(),
+        protocol,
+        model: args.model.clone(),
+        dataset: args.dataset.clone(),
+        load: match args.rate {
+            Some(rate_per_s) => Load::Open { rate_per_s },
+            None => Load::Closed { concurrency: args.concurrency.max(1) },
+        },
+        amount: match args.duration {
+            Some(d) => Amount::Duration(d),
+            None => Amount::Requests(args.requests),
+        },
+        warmup: args.warmup,
+        max_tokens: args.max_tokens,
+        seed: args.seed,
+        request_timeout: args.request_timeout,
+        prompt_cache: args.prompt_cache,
+    };
+    let report = daemon::bench::bench(&opts).await?;
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&daemon::bench::to_json(&opts, &report))?)?;
+    } else {
+        daemon::bench::write_table(&opts, &report, out)?;
+    }
+    if let Some(name) = &args.save {
+        let store = open_store(db).await?;
+        daemon::bench::save(&store, name, &opts, &report).await?;
+        if !args.json {
+            writeln!(out, "saved as study '{name}'")?;
+        }
+        store.close().await;
+    }
+    Ok(())
+}
+
+async fn compare(store: &Store, args: CompareArgs, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
+    use daemon::compare::{Arm, CompareOptions, Progress};
+    let (a, b) = match (args.default, args.trials.as_slice()) {
+        (true, [b]) => (Arm::Default, Arm::Trial(*b)),
+        (false, [a, b]) => (Arm::Trial(*a), Arm::Trial(*b)),
+        (true, _) => bail!("with --default, give exactly one --trial"),
+        (false, _) => bail!("give two trials (--trial A --trial B), or one with --default"),
+    };
+    let opts = CompareOptions { study: args.study.clone(), a, b, pairs: args.pairs, space: args.space.clone() };
+    let quiet = args.json;
+    let mut on_progress = |p: Progress| {
+        if quiet {
+            return;
+        }
+        let Progress::RunFinished { arm, pair, output_tok_per_s, ttft_p50_ms } = p;
+        let _ = writeln!(out, "pair {pair} {arm}: {output_tok_per_s:.1} tok/s, ttft p50 {ttft_p50_ms:.0} ms");
+    };
+    let report = daemon::compare::compare(store, &opts, &mut on_progress).await?;
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+        return Ok(());
+    }
+    writeln!(out, "B = {} vs A = {}, {} pairs on fresh servers (ratio B/A, bootstrap 95 % CI)", report.b, report.a, report.pairs)?;
+    let rows: Vec<Vec<String>> = report
+        .rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.metric.to_string(),
+                format!("{:.2}", r.a),
+                format!("{:.2}", r.b),
+                format!("{:.3}", r.ci.ratio),
+                format!("[{:.3}, {:.3}]", r.ci.lo, r.ci.hi),
+                format!("B {}", r.call.as_str()),
+            ]
+        })
+        .collect();
+    write!(out, "{}", table(&["metric", "A", "B", "B/A", "95% CI", "verdict"], &rows))?;
+    Ok(())
+}
+
+/// Median over a study's trials of client/server decode-rate agreement, with the trial count.
+fn decode_agreement_median(trials: &[Trial]) -> Option<(f64, usize)> {
+    let v: Vec<f64> = trials.iter().filter_map(|t| t.summary.as_ref()?.decode_agreement).collect();
+    (!v.is_empty()).then(|| (crate::measure::ratio::median(&v), v.len()))
 }
 
 /// A plain left-aligned text table.

@@ -51,6 +51,28 @@ struct SpaceFile {
     slo: SloFile,
     #[serde(default)]
     output: OutputFile,
+    quality: Option<QualityFile>,
+}
+
+/// `[quality]`: the quantization quality guard's prompt sets (issue 6).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct QualityFile {
+    known_answers: String,
+    prompts: String,
+    count: u32,
+    max_tokens: u32,
+}
+
+impl Default for QualityFile {
+    fn default() -> Self {
+        Self {
+            known_answers: "../prompts/known-answers.jsonl".to_string(),
+            prompts: "../prompts/short-qa.jsonl".to_string(),
+            count: 16,
+            max_tokens: 32,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,6 +177,7 @@ struct SloFile {
     output_tok_per_s: Option<f64>,
     success_rate: Option<f64>,
     peak_rss_mb: Option<f64>,
+    quality_agreement_min: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -316,6 +339,18 @@ pub struct OutputSpec {
     pub json_file: Option<PathBuf>,
 }
 
+/// The quantization quality guard: greedy answers of each model variant are scored against the
+/// highest-precision variant's (see `measure::quality`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct QualitySpec {
+    /// JSONL with `answer` and `accept` per prompt; every line is used.
+    pub known_answers: PathBuf,
+    /// JSONL of further prompts; the first `count` are used.
+    pub prompts: PathBuf,
+    pub count: u32,
+    pub max_tokens: u32,
+}
+
 /// A validated search space: the study, the backend, the parameters and the goals.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Space {
@@ -330,6 +365,8 @@ pub struct Space {
     pub objective: Objective,
     pub slos: Vec<Slo>,
     pub output: OutputSpec,
+    /// The quality guard; `Some` when `[quality]` or `slo.quality_agreement_min` is given.
+    pub quality: Option<QualitySpec>,
     /// The file's text as read, stored with the study.
     pub source: String,
 }
@@ -551,12 +588,19 @@ impl Space {
             ("output_tok_per_s", s.output_tok_per_s, false),
             ("success_rate", s.success_rate, false),
             ("peak_rss_mb", s.peak_rss_mb, true),
+            ("quality_agreement", s.quality_agreement_min, false),
         ] {
             let Some(limit) = limit else { continue };
             if !limit.is_finite() || limit < 0.0 {
                 return Err(invalid(
                     &format!("slo.{metric}"),
                     format!("must be a non-negative number (got '{limit}')"),
+                ));
+            }
+            if metric == "quality_agreement" && limit > 1.0 {
+                return Err(invalid(
+                    "slo.quality_agreement_min",
+                    format!("is a fraction between 0 and 1 (got '{limit}')"),
                 ));
             }
             if metric == "success_rate" && limit > 1.0 {
@@ -578,6 +622,19 @@ impl Space {
             json_file: file.output.json_file.map(PathBuf::from),
         };
 
+        let quality = match (file.quality, s.quality_agreement_min) {
+            (None, None) => None,
+            (q, _) => {
+                let q = q.unwrap_or_default();
+                Some(QualitySpec {
+                    known_answers: resolve_path(base, &q.known_answers),
+                    prompts: resolve_path(base, &q.prompts),
+                    count: q.count,
+                    max_tokens: q.max_tokens.max(1),
+                })
+            }
+        };
+
         Ok(Space {
             name: file.study.name,
             strategy,
@@ -590,6 +647,7 @@ impl Space {
             objective,
             slos,
             output,
+            quality,
             source: text.to_string(),
         })
     }

@@ -12,6 +12,9 @@
 pub mod clock;
 pub mod lock;
 pub mod signal;
+pub mod bench;
+pub mod compare;
+mod quality;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
@@ -121,6 +124,31 @@ struct Bench<'a> {
     prompts: Vec<Prompt>,
     request_slo: RequestSlo,
     shutdown: &'a Shutdown,
+    /// The quantization quality guard, when the space has a model-variant parameter.
+    guard: Option<quality::Guard>,
+}
+
+impl<'a> Bench<'a> {
+    /// The HTTP client, prompts and per-request SLOs for `space`; no quality guard.
+    fn new(space: &'a Space, backend: &'a dyn Backend, shutdown: &'a Shutdown) -> anyhow::Result<Bench<'a>> {
+        Ok(Bench {
+            space,
+            backend,
+            client: reqwest::Client::builder()
+                .no_proxy()
+                // A fresh loopback connection per request (~0.1 ms): servers close kept-alive
+                // connections on their own schedule (cpp-httplib after a few requests), and a
+                // request sent on a connection the server just closed would fail without
+                // reaching it.
+                .pool_max_idle_per_host(0)
+                .build()
+                .context("building the HTTP client")?,
+            prompts: workload::load_dataset(&space.workload.dataset)?,
+            request_slo: RequestSlo::from_slos(&space.slos),
+            shutdown,
+            guard: None,
+        })
+    }
 }
 
 /// Run (or resume) the study described by `space` until a budget ends, the space is exhausted,
@@ -133,7 +161,6 @@ pub async fn tune(
     on_event: &mut (dyn FnMut(Event<'_>) + Send),
 ) -> anyhow::Result<Report> {
     let backend = backend::from_spec(&space.backend, &space.params);
-    let prompts = workload::load_dataset(&space.workload.dataset)?;
     let name = options.study_name.clone().unwrap_or_else(|| space.name.clone());
     let fingerprint = fingerprint(space, backend.as_ref()).await?;
     let mut seeds: Vec<Candidate> = Vec::new();
@@ -195,21 +222,8 @@ pub async fn tune(
         .begin_run(study.id, std::process::id(), max_trials, deadline.map(system_ms))
         .await?;
 
-    let bench = Bench {
-        space,
-        backend: backend.as_ref(),
-        client: reqwest::Client::builder()
-            .no_proxy()
-            // A fresh loopback connection per request (~0.1 ms): servers close kept-alive
-            // connections on their own schedule (cpp-httplib after a few requests), and a
-            // request sent on a connection the server just closed would fail without reaching it.
-            .pool_max_idle_per_host(0)
-            .build()
-            .context("building the HTTP client")?,
-        prompts,
-        request_slo: RequestSlo::from_slos(&space.slos),
-        shutdown,
-    };
+    let mut bench = Bench::new(space, backend.as_ref(), shutdown)?;
+    bench.guard = quality::prepare(space, backend.as_ref(), &bench.client).await?;
     let mut best_number = best_feasible(&trials, space);
     let mut files = ModelFiles::snapshot(&model_paths(space));
 
@@ -254,7 +268,7 @@ pub async fn tune(
         on_event(Event::TrialStarted { number, candidate: &candidate, planned: max_trials, is_retry });
         let t0 = Instant::now();
         let span = info_span!("trial", study = %study.name, number, backend = %backend.kind());
-        let result = run_trial(&bench, store, trial_id, &candidate).instrument(span).await?;
+        let result = run_trial(&bench, Some((store, trial_id)), &candidate).instrument(span).await?;
 
         // Persist now: a later crash must not lose this trial.
         store
@@ -459,13 +473,14 @@ async fn stop_server(server: Server, shutdown: &Shutdown) {
 }
 
 /// Launch, measure and stop one configuration. `Err` only for infrastructure failures.
+/// `record` names the stored trial, whose server PID is recorded so a resume can reap it.
 async fn run_trial(
     bench: &Bench<'_>,
-    store: &Store,
-    trial_id: trial::TrialId,
+    record: Option<(&Store, trial::TrialId)>,
     candidate: &Candidate,
 ) -> anyhow::Result<TrialRun> {
-    let Bench { space, backend, client, prompts, request_slo, shutdown } = bench;
+    let Bench { space, backend, client, prompts, request_slo, shutdown, guard } = bench;
+    let guard = guard.as_ref();
     let plan = match backend.plan(candidate) {
         Ok(plan) => plan,
         Err(rejection) => {
@@ -477,7 +492,9 @@ async fn run_trial(
         Ok(server) => server,
         Err(e) => return Err(e).context("starting the backend (check [backend] command)"),
     };
-    store.set_server_pid(trial_id, Some(server.pid())).await?;
+    if let Some((store, trial_id)) = record {
+        store.set_server_pid(trial_id, Some(server.pid())).await?;
+    }
     let mut stages = StageTimes::default();
     let ready = tokio::select! {
         r = server.wait_ready(client, backend.health_path(), space.backend.ready_timeout) => r,
@@ -537,9 +554,14 @@ async fn run_trial(
         let message = format!("server exited during the workload ({status}): {}", failure.message);
         return Ok(TrialRun { samples: run.samples, ..TrialRun::infeasible(failure.class.as_str(), message, Some(plan), stages) });
     }
+    let answers = match guard {
+        Some(g) => Some(g.answers(client, &target, space.workload.request_timeout).await),
+        None => None,
+    };
     stop_server(server, shutdown).await;
 
     let mut summary = measure::summarize(&run.samples, run.wall, request_slo);
+    summary.quality = guard.zip(answers).map(|(g, a)| g.score(&a));
     summary.peak_rss_bytes = peak_rss;
     summary.client_cpu_ms = client_cpu.as_secs_f64() * 1000.0;
     if summary.succeeded == 0 && summary.requests > 0 {

@@ -6,6 +6,9 @@
 //! which is stored with each trial's figures. Percentiles use linear interpolation between closest
 //! ranks (numpy's default), over successful, non-warm-up requests only.
 
+pub mod quality;
+pub mod ratio;
+pub mod stamp;
 pub mod system;
 
 use std::collections::BTreeMap;
@@ -121,6 +124,9 @@ pub const DEFINITIONS: &[(&str, &str)] = &[
     ("server_decode_tok_per_s", "server-reported predicted tokens / predicted ms, summed over requests"),
     ("server_prompt_tok_per_s", "server-reported prompt tokens / prompt ms, summed over requests"),
     ("client_decode_tok_per_s", "client (output tokens - 1) / (e2e - ttft), summed over requests; compare with server_decode_tok_per_s"),
+    ("decode_agreement", "client_decode_tok_per_s / server decode steps per s (sum of predicted tokens - 1 over sum of predicted ms, the span llama.cpp times); flagged when off by more than 10 % (client overloaded, clock or parsing off)"),
+    ("quality_agreement", "mean token-level agreement (ROUGE-L F1 over words) of greedy answers with the highest-precision model variant's"),
+    ("quality_exact_match", "fraction of prompts/known-answers.jsonl answered with an accepted spelling (greedy)"),
     ("percentiles", "linear interpolation between closest ranks (numpy default); n = sample count"),
 ];
 
@@ -193,6 +199,29 @@ pub struct Summary {
     pub client_decode_tok_per_s: Option<f64>,
     /// CPU time the tuner's own process used during the workload, in ms.
     pub client_cpu_ms: f64,
+    /// Client over server decode rate (1.0 = agree); `None` without server timings.
+    #[serde(default)]
+    pub decode_agreement: Option<f64>,
+    /// Whether client and server decode rates differ by more than [`CROSS_CHECK_TOLERANCE`].
+    #[serde(default)]
+    pub is_cross_check_flagged: bool,
+    /// Quality guard figures; `None` unless the study runs the guard.
+    #[serde(default)]
+    pub quality: Option<quality::QualityScore>,
+}
+
+/// Relative client/server decode-rate difference above which a trial is flagged.
+pub const CROSS_CHECK_TOLERANCE: f64 = 0.10;
+
+/// Client decode rate over the server's, and whether they differ by more than the tolerance.
+pub fn cross_check(client_tok_per_s: Option<f64>, server_tok_per_s: Option<f64>) -> (Option<f64>, bool) {
+    match (client_tok_per_s, server_tok_per_s) {
+        (Some(c), Some(s)) if s > 0.0 => {
+            let ratio = c / s;
+            (Some(ratio), (ratio - 1.0).abs() > CROSS_CHECK_TOLERANCE)
+        }
+        _ => (None, false),
+    }
 }
 
 impl Summary {
@@ -214,6 +243,9 @@ impl Summary {
             "goodput_rps" => self.goodput_rps,
             "peak_rss_mb" => self.peak_rss_bytes as f64 / (1024.0 * 1024.0),
             "peak_rss_bytes" => self.peak_rss_bytes as f64,
+            "decode_agreement" => return self.decode_agreement,
+            "quality_agreement" => return self.quality.map(|q| q.agreement),
+            "quality_exact_match" => return self.quality.and_then(|q| q.exact_match),
             _ => return None,
         })
     }
@@ -278,6 +310,15 @@ pub fn summarize(samples: &[Sample], wall: Duration, request_slo: &RequestSlo) -
             .sum(),
     );
 
+    // llama.cpp times generation from the first sampled token to the last, so its span holds
+    // n - 1 decode steps while it divides n tokens by it. Compare like with like: measured here,
+    // 32-token answers gave client/server = 0.968 against the raw figure, i.e. (n - 1)/n.
+    let stepped: Vec<&ServerTimings> = timings.iter().filter(|t| t.predicted_tokens > 1).collect();
+    let server_steps_per_s = rate(
+        stepped.iter().map(|t| f64::from(t.predicted_tokens - 1)).sum(),
+        stepped.iter().map(|t| t.predicted_ms).sum(),
+    );
+    let (decode_agreement, is_cross_check_flagged) = cross_check(client_decode_tok_per_s, server_steps_per_s);
     Summary {
         requests: measured.len(),
         succeeded: ok.len(),
@@ -301,6 +342,9 @@ pub fn summarize(samples: &[Sample], wall: Duration, request_slo: &RequestSlo) -
         server_decode_tok_per_s,
         client_decode_tok_per_s,
         client_cpu_ms: 0.0,
+        decode_agreement,
+        is_cross_check_flagged,
+        quality: None,
     }
 }
 
@@ -426,6 +470,18 @@ mod tests {
         assert_eq!(s.goodput_rps, 0.5); // only the 100 ms request meets TTFT <= 200 ms
         assert_eq!(s.server_decode_tok_per_s, Some(100.0));
         assert_eq!(s.itl_ms.n, 198);
+        // client: 198 steps over 1980 ms = 100/s; server: 198 steps over 2000 ms = 99/s
+        assert!((s.decode_agreement.unwrap() - 100.0 / 99.0).abs() < 1e-9);
+        assert!(!s.is_cross_check_flagged);
+    }
+
+    #[test]
+    fn cross_check_flags_beyond_ten_percent() {
+        assert_eq!(cross_check(Some(90.0), Some(100.0)), (Some(0.9), false));
+        assert_eq!(cross_check(Some(80.0), Some(100.0)), (Some(0.8), true));
+        assert!(cross_check(Some(115.0), Some(100.0)).1);
+        assert_eq!(cross_check(None, Some(100.0)), (None, false));
+        assert_eq!(cross_check(Some(1.0), Some(0.0)), (None, false));
     }
 
     #[test]

@@ -5,7 +5,10 @@
 //! One `Sample` per request; a failed request is a sample with an error kind, never an abort.
 //! Knows nothing about backends or configurations: it gets a base URL and request options.
 
+pub mod open_loop;
+pub mod greedy;
 pub mod openai;
+pub mod timed;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -51,6 +54,9 @@ pub struct Prompt {
     /// Known answer, for quality checks; unused by the load itself.
     #[serde(default)]
     pub answer: Option<String>,
+    /// Accepted spellings of `answer` (whole words, any case), for the quality guard.
+    #[serde(default)]
+    pub accept: Vec<String>,
 }
 
 /// Read a JSONL dataset: one `{"prompt": ..., "system"?: ..., "id"?: ...}` object per line.

@@ -1,0 +1,159 @@
+//! `infertune compare`: re-measure two configurations of a study on fresh server starts,
+//! interleaved A, B, A, B, … (RMIT-style, `search-and-measurement.md` §5.1, so drift hits both),
+//! and report each metric's ratio B/A with a hierarchical bootstrap 95 % CI and a plain call.
+//!
+//! Latency metrics compare medians over pooled requests (resampling runs, then requests);
+//! throughput compares per-run values (resampling runs).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+
+use super::{TrialRun, run_trial};
+use crate::backend;
+use crate::measure::{Sample, ratio::{self, Better, Call, RatioCi}};
+use crate::space::{Candidate, Space};
+use crate::store::Store;
+use crate::trial::Outcome;
+
+/// One side of a comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arm {
+    /// A stored trial, by number.
+    Trial(i64),
+    /// The space's default configuration (every parameter at its `default`).
+    Default,
+}
+
+impl std::fmt::Display for Arm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Arm::Trial(n) => write!(f, "trial {n}"),
+            Arm::Default => f.write_str("default"),
+        }
+    }
+}
+
+/// What to compare.
+#[derive(Debug, Clone)]
+pub struct CompareOptions {
+    pub study: String,
+    pub a: Arm,
+    pub b: Arm,
+    /// A, B pairs; each run is a fresh server start.
+    pub pairs: u32,
+    /// The study's space file, to resolve its relative paths; `None` parses the stored text
+    /// relative to the working directory.
+    pub space: Option<PathBuf>,
+}
+
+/// One metric's comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub metric: &'static str,
+    pub definition: &'static str,
+    pub better: Better,
+    /// The statistic over all of A's (B's) runs pooled.
+    pub a: f64,
+    pub b: f64,
+    #[serde(flatten)]
+    pub ci: RatioCi,
+    pub call: Call,
+}
+
+/// The result of `compare`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CompareReport {
+    pub a: String,
+    pub b: String,
+    pub pairs: u32,
+    pub rows: Vec<Row>,
+}
+
+/// Progress of a comparison, for the CLI.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    RunFinished { arm: char, pair: u32, output_tok_per_s: f64, ttft_p50_ms: f64 },
+}
+
+fn candidate(space: &Space, trials: &[crate::trial::Trial], arm: Arm, study: &str) -> anyhow::Result<Candidate> {
+    match arm {
+        Arm::Trial(n) => trials
+            .iter()
+            .find(|t| t.number == n)
+            .map(|t| t.params.clone())
+            .with_context(|| format!("study '{study}' has no trial {n}")),
+        Arm::Default => space
+            .default_candidate()
+            .context("the space gives no default for some parameter, so it has no default configuration"),
+    }
+}
+
+struct ArmRuns {
+    samples: Vec<Vec<Sample>>,
+    tok_per_s: Vec<f64>,
+}
+
+/// Run the comparison.
+pub async fn compare(store: &Store, opts: &CompareOptions, on_progress: &mut (dyn FnMut(Progress) + Send)) -> anyhow::Result<CompareReport> {
+    let study = store.study(&opts.study).await?.with_context(|| format!("no study named '{}'", opts.study))?;
+    if study.strategy == "bench" {
+        bail!("study '{}' is a saved bench run of an endpoint; compare needs a tuning study whose servers it can start", study.name);
+    }
+    let space = match &opts.space {
+        Some(path) => Space::load(path)?,
+        None => Space::from_toml(&study.space_toml, &format!("study '{}'", study.name), &std::env::current_dir()?)?,
+    };
+    let trials = store.trials(study.id).await?;
+    let cands = [candidate(&space, &trials, opts.a, &study.name)?, candidate(&space, &trials, opts.b, &study.name)?];
+    let backend = backend::from_spec(&space.backend, &space.params);
+    let shutdown = super::Shutdown::manual();
+    let bench = super::Bench::new(&space, backend.as_ref(), &shutdown)?;
+    let mut arms = [ArmRuns { samples: vec![], tok_per_s: vec![] }, ArmRuns { samples: vec![], tok_per_s: vec![] }];
+    for pair in 1..=opts.pairs.max(1) {
+        for (i, label) in [(0, 'A'), (1, 'B')] {
+            let run: TrialRun = run_trial(&bench, None, &cands[i]).await?;
+            let Outcome::Complete { summary, .. } = &run.outcome else {
+                bail!("run {pair} of {} could not be measured: {:?}", if i == 0 { opts.a } else { opts.b }, run.outcome);
+            };
+            on_progress(Progress::RunFinished { arm: label, pair, output_tok_per_s: summary.output_tok_per_s, ttft_p50_ms: summary.ttft_ms.p50 });
+            arms[i].tok_per_s.push(summary.output_tok_per_s);
+            arms[i].samples.push(run.samples.into_iter().filter(|s| !s.is_warmup && s.is_ok()).collect());
+        }
+    }
+    Ok(CompareReport { a: opts.a.to_string(), b: opts.b.to_string(), pairs: opts.pairs.max(1), rows: rows(&arms, space.seed) })
+}
+
+fn rows(arms: &[ArmRuns; 2], seed: u64) -> Vec<Row> {
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    let per_request = |arm: &ArmRuns, f: &dyn Fn(&Sample) -> Option<f64>| -> Vec<Vec<f64>> {
+        arm.samples.iter().map(|run| run.iter().filter_map(f).collect()).collect()
+    };
+    type Extract = Box<dyn Fn(&Sample) -> Option<f64>>;
+    let latency: [(&'static str, &'static str, Extract); 3] = [
+        ("ttft_p50_ms", "median ttft over pooled requests", Box::new(move |s: &Sample| s.ttft().map(ms))),
+        ("tpot_p50_ms", "median tpot over pooled requests", Box::new(move |s: &Sample| s.tpot().map(ms))),
+        ("e2e_p50_ms", "median e2e over pooled requests", Box::new(move |s: &Sample| Some(ms(s.e2e())))),
+    ];
+    let mut out = Vec::new();
+    for (metric, definition, f) in latency {
+        let (a, b) = (per_request(&arms[0], &*f), per_request(&arms[1], &*f));
+        let ci = ratio::ratio_ci(&a, &b, ratio::median, seed);
+        let pooled = |r: &Vec<Vec<f64>>| ratio::median(&r.iter().flatten().copied().collect::<Vec<_>>());
+        out.push(Row { metric, definition, better: Better::Lower, a: pooled(&a), b: pooled(&b), call: ci.call(Better::Lower), ci });
+    }
+    let a: Vec<Vec<f64>> = arms[0].tok_per_s.iter().map(|x| vec![*x]).collect();
+    let b: Vec<Vec<f64>> = arms[1].tok_per_s.iter().map(|x| vec![*x]).collect();
+    let ci = ratio::ratio_ci(&a, &b, ratio::mean, seed);
+    out.push(Row {
+        metric: "output_tok_per_s",
+        definition: "mean over runs of output tokens / measured wall time",
+        better: Better::Higher,
+        a: ratio::mean(&arms[0].tok_per_s),
+        b: ratio::mean(&arms[1].tok_per_s),
+        call: ci.call(Better::Higher),
+        ci,
+    });
+    out
+}
