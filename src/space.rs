@@ -66,7 +66,7 @@ struct StudyFile {
 }
 
 fn default_strategy() -> String {
-    "random".to_string()
+    "tpe".to_string()
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -259,6 +259,10 @@ pub struct Slo {
 pub enum StrategyKind {
     Grid,
     Random,
+    /// Constrained multivariate TPE (the default).
+    Tpe,
+    /// argmin's simulated annealing.
+    Anneal,
 }
 
 /// Backend adapter named in `[backend] kind`.
@@ -442,10 +446,12 @@ impl Space {
         let strategy = match file.study.strategy.as_str() {
             "grid" => StrategyKind::Grid,
             "random" => StrategyKind::Random,
+            "tpe" => StrategyKind::Tpe,
+            "anneal" => StrategyKind::Anneal,
             other => {
                 return Err(invalid(
                     "study.strategy",
-                    format!("unknown strategy '{other}' (expected grid or random)"),
+                    format!("unknown strategy '{other}' (expected grid, random, tpe or anneal)"),
                 ));
             }
         };

@@ -3,8 +3,12 @@
 //! A strategy never sees processes, HTTP or SQL: it gets the `Space`, proposes `Candidate`s and
 //! observes `Trial`s. Resume replays stored trials through `observe` in number order.
 
+pub mod anneal;
+pub mod encode;
 pub mod grid;
+pub mod landscape;
 pub mod random;
+pub mod tpe;
 
 use crate::space::{Candidate, Domain, Space, StrategyKind, Value};
 use crate::trial::Trial;
@@ -23,6 +27,8 @@ pub fn from_space(space: &Space) -> Box<dyn Strategy> {
     match space.strategy {
         StrategyKind::Grid => Box::new(grid::Grid::new(space)),
         StrategyKind::Random => Box::new(random::Random::new(space.seed)),
+        StrategyKind::Tpe => Box::new(tpe::Tpe::new(space)),
+        StrategyKind::Anneal => Box::new(anneal::Anneal::new(space)),
     }
 }
 
