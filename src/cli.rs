@@ -3,6 +3,9 @@
 //! Handlers write to `&mut dyn Write` so tests can capture them. Errors carry context naming
 //! the object at fault; `main` prints the whole chain.
 
+mod capacity;
+mod landscape;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -61,6 +64,11 @@ pub enum Command {
     /// Search-space files
     #[command(subcommand)]
     Space(SpaceCommand),
+    /// Highest concurrency at which an SLO holds for a trial's configuration (live backend)
+    Capacity(capacity::CapacityArgs),
+    /// Write the trials of grid studies as a landscape file (for replay and bench-search)
+    #[command(hide = true)]
+    RecordLandscape(landscape::RecordLandscapeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -154,6 +162,8 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
         Command::Trials(args) => trials(&open_store(&db).await?, args, out).await,
         Command::Best(args) => best(&open_store(&db).await?, args, out).await,
         Command::Export(args) => export_cmd(&open_store(&db).await?, args, out).await,
+        Command::Capacity(args) => capacity::capacity(&open_store(&db).await?, args, out).await,
+        Command::RecordLandscape(args) => landscape::record(&open_store(&db).await?, args, out).await,
     }
 }
 

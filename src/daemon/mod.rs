@@ -9,6 +9,8 @@
 //! A bad configuration is a result: planning refusals, failed starts and crashes become
 //! `infeasible` trials. Only infrastructure failures (store, missing program, no port) end a study.
 
+pub mod capacity;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
