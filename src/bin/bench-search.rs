@@ -210,10 +210,9 @@ fn main() -> Result<()> {
     let _ = std::fs::remove_dir_all(&tmp);
     let get = |k: &str| summary.get(k).cloned().unwrap_or_else(|| "na".into());
     println!(
-        "summary: synthetic tpe_within5_at60={} random_within5_at60={} anneal_within5_at60={} optuna_within5_at60={} tpe_suggest_ms_at200={suggest:.1}",
+        "summary: synthetic tpe_within5_at60={} random_within5_at60={} optuna_within5_at60={} tpe_suggest_ms_at200={suggest:.1}",
         get("tpe_within5_at60"),
         get("random_within5_at60"),
-        get("anneal_within5_at60"),
         get("optuna_within5_at60"),
     );
     Ok(())
