@@ -230,3 +230,46 @@ impl Drop for Anneal {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::search::landscape::Landscape;
+
+    #[test]
+    fn starts_at_the_default_moves_to_neighbours_and_ends_on_drop() {
+        let l = Landscape::synthetic();
+        let space = l.space().unwrap();
+        let mut a = Anneal::new(&space);
+        let first = a.propose(&space).unwrap();
+        assert_eq!(Some(&first), space.default_candidate().as_ref());
+        let mut seen = std::collections::HashSet::new();
+        for n in 1..=30 {
+            let c = if n == 1 { first.clone() } else { a.propose(&space).unwrap() };
+            // measured points are answered from the cache, never proposed again
+            assert!(seen.insert(c.to_json()), "{c:?}");
+            a.observe(&Landscape::trial(n, &c, &l.point(&c).unwrap().runs[0]));
+        }
+        // Dropping must end the solver thread (join in Drop); a hang fails the test by timeout.
+        drop(a);
+    }
+
+    #[test]
+    fn anneal_moves_one_or_two_dims_to_neighbours() {
+        let dims = vec![Dim::Ordinal { hi: 15 }, Dim::Ordinal { hi: 6 }, Dim::Cat { n: 2 }, Dim::Cat { n: 3 }, Dim::Log { lo: 0.0, hi: 5.0 }];
+        let (tx, _rx) = sync_channel(1);
+        let (_stx, srx) = sync_channel(1);
+        let b = Bridge { dims, points: tx, scores: srx, rng: RefCell::new(StdRng::seed_from_u64(3)) };
+        let x = vec![5.0, 3.0, 0.0, 1.0, 2.0];
+        for extent in [INITIAL_TEMPERATURE, INITIAL_TEMPERATURE / 10.0] {
+            for _ in 0..200 {
+                let y = b.anneal(&x, extent).unwrap();
+                let changed: Vec<usize> = (0..5).filter(|&d| x[d] != y[d]).collect();
+                let want = if extent > INITIAL_TEMPERATURE / 2.0 { 2 } else { 1 };
+                assert_eq!(changed.len(), want, "{y:?}");
+                assert!((y[0] - x[0]).abs() <= 1.0 && (y[1] - x[1]).abs() <= 1.0);
+                assert!(y[4] == 2.0 || (y[4] - 2.0).abs() - 2f64.ln() < 1e-12);
+            }
+        }
+    }
+}

@@ -400,6 +400,83 @@ impl Strategy for Tpe {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::search::landscape::Landscape;
+    use crate::trial::INFEASIBLE_VIOLATION;
+
+    /// Trials until the incumbent (by observed value) is within 5 % of the optimum.
+    fn trials_to_within5(landscape: &Landscape, space: &Space, mut s: Box<dyn Strategy>, budget: usize) -> Option<usize> {
+        let opt = landscape.optimum(Direction::Maximize).unwrap();
+        let mut best = f64::NEG_INFINITY;
+        for n in 1..=budget {
+            let c = s.propose(space)?;
+            let run = &landscape.point(&c).unwrap().runs[0];
+            if run.violation == 0.0 {
+                best = best.max(run.objective.unwrap());
+            }
+            if best >= 0.95 * opt {
+                return Some(n);
+            }
+            s.observe(&Landscape::trial(n as i64, &c, run));
+        }
+        None
+    }
+
+    /// §3.5: on the synthetic landscape TPE beats random search by at least 2x.
+    #[test]
+    fn beats_random_on_the_synthetic_landscape() {
+        let l = Landscape::synthetic();
+        let mut space = l.space().unwrap();
+        let (mut tpe_hits, mut random_hits) = (0, 0);
+        for seed in 0..10 {
+            space.seed = seed;
+            tpe_hits += trials_to_within5(&l, &space, Box::new(Tpe::new(&space)), 60).is_some() as usize;
+            random_hits += trials_to_within5(&l, &space, Box::new(crate::search::random::Random::new(seed)), 60).is_some() as usize;
+        }
+        assert!(tpe_hits >= 9, "tpe reached 5 % in {tpe_hits}/10 seeds");
+        assert!(tpe_hits >= 2 * random_hits, "tpe {tpe_hits} vs random {random_hits}");
+    }
+
+    #[test]
+    fn default_first_then_distinct_and_crashes_rarely_after_startup() {
+        let l = Landscape::synthetic();
+        let space = l.space().unwrap();
+        let mut tpe = Tpe::new(&space);
+        let mut seen = HashSet::new();
+        let mut infeasible_after_startup = 0;
+        for n in 1..=60i64 {
+            let c = tpe.propose(&space).unwrap();
+            if n == 1 {
+                assert_eq!(Some(&c), space.default_candidate().as_ref());
+            }
+            assert!(seen.insert(c.to_json()), "proposed twice: {c:?}");
+            let run = &l.point(&c).unwrap().runs[0];
+            if n as usize > STARTUP_TRIALS && run.violation >= INFEASIBLE_VIOLATION {
+                infeasible_after_startup += 1;
+            }
+            tpe.observe(&Landscape::trial(n, &c, run));
+        }
+        // a third of the grid crashes; the sampler learns to stay away
+        assert!(infeasible_after_startup <= 10, "{infeasible_after_startup} of 50 crashed");
+    }
+
+    #[test]
+    fn split_ranks_feasible_then_by_violation_and_running_trials_count_as_bad() {
+        let l = Landscape::synthetic();
+        let space = l.space().unwrap();
+        let mut tpe = Tpe::new(&space);
+        for n in 1..=12 {
+            let c = tpe.propose(&space).unwrap();
+            let run = crate::search::landscape::Run { state: TrialState::Complete, objective: Some(n as f64), violation: if n % 2 == 0 { 0.0 } else { n as f64 } };
+            tpe.observe(&Landscape::trial(n, &c, &run));
+        }
+        let c = tpe.propose(&space).unwrap();
+        assert_eq!(tpe.pending.len(), 1, "the proposal is pending (constant liar)");
+        assert!(tpe.pending.contains_key(&c.to_json()));
+        let mut ranked: Vec<&Observation> = tpe.observations.iter().collect();
+        ranked.sort_by(|a, b| (a.violation > 0.0).cmp(&(b.violation > 0.0)).then(a.violation.total_cmp(&b.violation)).then(a.loss.total_cmp(&b.loss)));
+        let order: Vec<i64> = ranked.iter().map(|o| o.number).collect();
+        assert_eq!(order, vec![12, 10, 8, 6, 4, 2, 1, 3, 5, 7, 9, 11]);
+    }
 
     #[test]
     fn gamma_and_weights_match_optuna() {
