@@ -5,6 +5,7 @@
 
 mod capacity;
 mod landscape;
+mod validate;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -66,6 +67,8 @@ pub enum Command {
     Space(SpaceCommand),
     /// Highest concurrency at which an SLO holds for a trial's configuration (live backend)
     Capacity(capacity::CapacityArgs),
+    /// Re-measure the best trial against the default (interleaved, fresh starts) and store the ratio
+    Validate(validate::ValidateArgs),
     /// Write the trials of grid studies as a landscape file (for replay and bench-search)
     #[command(hide = true)]
     RecordLandscape(landscape::RecordLandscapeArgs),
@@ -163,6 +166,7 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
         Command::Best(args) => best(&open_store(&db).await?, args, out).await,
         Command::Export(args) => export_cmd(&open_store(&db).await?, args, out).await,
         Command::Capacity(args) => capacity::capacity(&open_store(&db).await?, args, out).await,
+        Command::Validate(args) => validate::run(&open_store(&db).await?, args, out).await,
         Command::RecordLandscape(args) => landscape::record(&open_store(&db).await?, args, out).await,
     }
 }
@@ -491,10 +495,18 @@ async fn best(store: &Store, args: StudyArgs, out: &mut dyn Write) -> anyhow::Re
             Some((t, feasible)) => trial_json(t, feasible),
             None => serde_json::Value::Null,
         };
+        let mut doc = doc;
+        if let (Some(obj), Some(v)) = (doc.as_object_mut(), store.latest_validation(study.id).await?) {
+            obj.insert("validation".into(), serde_json::to_value(&v)?);
+        }
         writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
         return Ok(());
     }
-    print_best(&study, &trials, out)
+    print_best(&study, &trials, out)?;
+    if let Some(v) = store.latest_validation(study.id).await? {
+        validate::print(&v, out)?;
+    }
+    Ok(())
 }
 
 async fn export_cmd(store: &Store, args: ExportArgs, out: &mut dyn Write) -> anyhow::Result<()> {

@@ -10,6 +10,7 @@
 //! `infeasible` trials. Only infrastructure failures (store, missing program, no port) end a study.
 
 pub mod capacity;
+pub mod validate;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
