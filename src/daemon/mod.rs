@@ -10,6 +10,7 @@
 //! `infeasible` trials. Only infrastructure failures (store, missing program, no port) end a study.
 
 pub mod capacity;
+pub mod prune;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -285,8 +286,9 @@ async fn run_trial(
     let workload_start = Instant::now();
     let mut sampler = system::TreeSampler::new(server.pid());
     let mut peak_rss = sampler.rss_bytes();
-    let run = {
-        let workload = workload::run(client, &target, prompts, &space.workload);
+    let (run, pruned) = {
+        let ttft_limit_ms = space.slos.iter().find(|s| s.metric == "ttft_p95_ms" && s.is_upper_bound).map(|s| s.limit);
+        let workload = prune::run(client, &target, prompts, &space.workload, ttft_limit_ms);
         tokio::pin!(workload);
         let mut tick = tokio::time::interval(RSS_INTERVAL);
         loop {
@@ -319,7 +321,7 @@ async fn run_trial(
         "trial measured"
     );
     Ok(TrialRun {
-        outcome: Outcome::Complete { summary, verdict },
+        outcome: if pruned { Outcome::Pruned { summary, verdict } } else { Outcome::Complete { summary, verdict } },
         plan: Some(plan),
         stages,
         samples: run.samples,
