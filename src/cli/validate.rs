@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
@@ -18,9 +18,13 @@ use crate::trial;
 pub struct ValidateArgs {
     /// Study name
     pub study: String,
-    /// Default/winner pairs to run (at least 3)
+    /// Rounds to run, each measuring the default and every candidate once (at least 3)
     #[arg(long, default_value_t = 3)]
     pub pairs: u32,
+    /// Re-measure this many of the best feasible trials and pick the winner by lower
+    /// confidence bound
+    #[arg(long, default_value_t = 3)]
+    pub top: usize,
     /// The study's space file, to resolve its relative paths [default: the stored text,
     /// relative to the current directory]
     #[arg(long, value_name = "FILE")]
@@ -34,11 +38,17 @@ pub async fn run(store: &Store, args: ValidateArgs, out: &mut (dyn Write + Send)
         None => Space::from_toml(&study.space_toml, &study.name, &std::env::current_dir()?)?,
     };
     let trials = store.trials(study.id).await?;
-    let (winner, _) = trial::best(&trials, study.direction)
-        .filter(|(_, feasible)| *feasible)
-        .with_context(|| format!("study '{}' has no trial meeting every SLO", study.name))?;
+    let mut feasible: Vec<&trial::Trial> = trials.iter().filter(|t| t.is_feasible() && t.objective.is_some_and(f64::is_finite)).collect();
+    feasible.sort_by(|a, b| {
+        let (x, y) = (a.objective.expect("filtered"), b.objective.expect("filtered"));
+        if crate::measure::is_better(study.direction, x, y) { std::cmp::Ordering::Less } else if x == y { a.number.cmp(&b.number) } else { std::cmp::Ordering::Greater }
+    });
+    feasible.truncate(args.top.max(1));
+    if feasible.is_empty() {
+        bail!("study '{}' has no trial meeting every SLO", study.name);
+    }
     let baseline = space.default_candidate().context("the space gives no default for some parameter, so there is no baseline")?;
-    let v = validate::revalidate(&space, winner, &baseline, args.pairs, &CancellationToken::new()).await?;
+    let v = validate::revalidate(&space, &feasible, &baseline, args.pairs, &CancellationToken::new()).await?;
     store.save_validation(study.id, &v).await?;
     print(&v, out)?;
     Ok(())
@@ -48,7 +58,7 @@ pub async fn run(store: &Store, args: ValidateArgs, out: &mut (dyn Write + Send)
 pub fn print(v: &Validation, out: &mut dyn Write) -> std::io::Result<()> {
     writeln!(
         out,
-        "re-validated: trial {} / default {} = {:.3} (95 % CI {:.3}–{:.3}, {} interleaved pairs on fresh starts)",
+        "re-validated: trial {} / default {} = {:.3} (95 % CI {:.3}–{:.3}, {} interleaved rounds on fresh starts)",
         v.winner_number,
         v.metric,
         v.ratio,

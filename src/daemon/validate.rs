@@ -1,7 +1,9 @@
 //! Re-validation of a study's winner against the default configuration (noise protocol,
-//! `reference/search-and-measurement.md` §5.1): fresh server starts interleaved default,
-//! winner, default, winner, ... (so drift hits both arms alike), then the ratio of the mean
-//! objectives with a bootstrap 95 % confidence interval over the runs.
+//! `reference/search-and-measurement.md` §5.1): the top few trials and the default are measured
+//! again on fresh server starts, interleaved round by round (default, top 1, top 2, ..., default,
+//! ...) so drift hits every arm alike. The winner is the candidate with the best lower
+//! confidence bound (mean − 1.96·s/√k), and its ratio to the default comes with a bootstrap
+//! 95 % confidence interval over the runs.
 
 use anyhow::{Context, bail};
 use rand::rngs::StdRng;
@@ -12,7 +14,7 @@ use tracing::info;
 use super::run_trial;
 use crate::backend;
 use crate::measure::RequestSlo;
-use crate::space::{Candidate, Space};
+use crate::space::{Candidate, Direction, Space};
 use crate::store::Validation;
 use crate::trial::{Outcome, Trial};
 use crate::workload;
@@ -41,14 +43,31 @@ pub fn ratio_ci(a: &[f64], b: &[f64], resamples: usize, seed: u64) -> (f64, f64,
     (ratio, at(0.025), at(0.975))
 }
 
-/// Measure `winner` and `baseline` alternately, `pairs` times each, on fresh server starts.
+/// Lower confidence bound of the mean for a maximised objective (upper bound, negated, for a
+/// minimised one), so that larger is better either way: `±(mean ∓ 1.96·s/√k)`.
+pub fn confidence_bound(values: &[f64], direction: Direction) -> f64 {
+    let k = values.len() as f64;
+    let m = mean(values);
+    let sd = if values.len() > 1 { (values.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (k - 1.0)).sqrt() } else { 0.0 };
+    match direction {
+        Direction::Maximize => m - 1.96 * sd / k.sqrt(),
+        Direction::Minimize => -(m + 1.96 * sd / k.sqrt()),
+    }
+}
+
+/// Measure `baseline` and each of `top` (best first) once per round, `rounds` rounds, on fresh
+/// server starts; name the winner by confidence bound and compare it with the baseline.
 pub async fn revalidate(
     space: &Space,
-    winner: &Trial,
+    top: &[&Trial],
     baseline: &Candidate,
-    pairs: u32,
+    rounds: u32,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Validation> {
+    let pairs = rounds;
+    if top.is_empty() {
+        bail!("no candidate to re-validate");
+    }
     if pairs < 3 {
         bail!("re-validation needs at least 3 pairs, got '{pairs}'");
     }
@@ -56,9 +75,12 @@ pub async fn revalidate(
     let prompts = workload::load_dataset(&space.workload.dataset)?;
     let client = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(0).build().context("building the HTTP client")?;
     let request_slo = RequestSlo::from_slos(&space.slos);
-    let (mut default_values, mut winner_values) = (Vec::new(), Vec::new());
+    let mut default_values = Vec::new();
+    let mut values: Vec<Vec<f64>> = vec![Vec::new(); top.len()];
     for pair in 1..=pairs {
-        for (arm, candidate) in [("default", baseline), ("winner", &winner.params)] {
+        let arms = std::iter::once((None, baseline)).chain(top.iter().enumerate().map(|(i, t)| (Some(i), &t.params)));
+        for (arm_index, candidate) in arms {
+            let arm = if arm_index.is_some() { "candidate" } else { "default" };
             let run = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => bail!("re-validation interrupted"),
@@ -70,9 +92,21 @@ pub async fn revalidate(
                 Outcome::Interrupted => bail!("re-validation interrupted"),
             };
             info!(pair, arm, value, "re-validation run");
-            if arm == "default" { default_values.push(value) } else { winner_values.push(value) }
+            match arm_index {
+                Some(i) => values[i].push(value),
+                None => default_values.push(value),
+            }
         }
     }
+    let direction = space.objective.direction;
+    let best = (0..top.len())
+        .max_by(|&a, &b| confidence_bound(&values[a], direction).total_cmp(&confidence_bound(&values[b], direction)))
+        .expect("top is not empty");
+    for (t, v) in top.iter().zip(&values) {
+        info!(trial = t.number, mean = mean(v), bound = confidence_bound(v, direction), "re-measured candidate");
+    }
+    let winner = top[best];
+    let winner_values = values.swap_remove(best);
     let (ratio, ci_low, ci_high) = ratio_ci(&default_values, &winner_values, RESAMPLES, space.seed);
     Ok(Validation {
         winner_number: winner.number,
@@ -101,5 +135,16 @@ mod tests {
         assert_eq!(r, 1.2);
         assert!(lo < r && r < hi && lo > 1.0 && hi < 1.45, "{lo} {hi}");
         assert_eq!(ratio_ci(&a, &b, RESAMPLES, 7), (r, lo, hi));
+    }
+
+    #[test]
+    fn confidence_bound_penalises_spread() {
+        // mean 10, s = 2, k = 4: 10 − 1.96·2/2 = 8.04
+        let noisy = [8.0, 12.0, 8.0, 12.0];
+        assert!((confidence_bound(&noisy, Direction::Maximize) - (10.0 - 1.96 * (16.0f64 / 3.0).sqrt() / 2.0)).abs() < 1e-12);
+        assert_eq!(confidence_bound(&[9.0, 9.0, 9.0], Direction::Maximize), 9.0);
+        // a steady 9 beats a noisy 10 by the bound
+        assert!(confidence_bound(&[9.0; 4], Direction::Maximize) > confidence_bound(&noisy, Direction::Maximize));
+        assert_eq!(confidence_bound(&[5.0, 5.0], Direction::Minimize), -5.0);
     }
 }

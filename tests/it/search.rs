@@ -32,7 +32,7 @@ threads = { values = [2], flag = "-t", default = 2 }"#;
     assert!(out.contains("capacity: >= 2"), "{out}");
 
     // re-validation: 3 interleaved pairs, stored and shown by `best`
-    let out = run_cli(&["--db", db_s, "validate", "s", "--pairs", "3", "--space", space_s]).await.unwrap();
+    let out = run_cli(&["--db", db_s, "validate", "s", "--pairs", "3", "--top", "1", "--space", space_s]).await.unwrap();
     assert!(out.contains("re-validated: trial"), "{out}");
     let best = run_cli(&["--db", db_s, "best", "s"]).await.unwrap();
     assert!(best.contains("re-validated: trial") && best.contains("95 % CI"), "{best}");
