@@ -506,6 +506,7 @@ async fn best(store: &Store, args: StudyArgs, out: &mut dyn Write) -> anyhow::Re
     if let Some(v) = store.latest_validation(study.id).await? {
         validate::print(&v, out)?;
     }
+    validate::print_anchor(&study, &trials, out)?;
     Ok(())
 }
 

@@ -63,6 +63,8 @@ struct StudyFile {
     seed: u64,
     #[serde(default)]
     budget: BudgetFile,
+    #[serde(default)]
+    anchor_every: Option<u32>,
 }
 
 fn default_strategy() -> String {
@@ -327,6 +329,8 @@ pub struct Space {
     pub strategy: StrategyKind,
     pub seed: u64,
     pub max_trials: Option<u32>,
+    /// Re-measure the default configuration every this many trials (drift anchor); `None`: never.
+    pub anchor_every: Option<u32>,
     pub max_duration: Option<Duration>,
     pub backend: BackendSpec,
     pub params: Vec<Param>,
@@ -589,6 +593,7 @@ impl Space {
             strategy,
             seed: file.study.seed,
             max_trials: file.study.budget.trials,
+            anchor_every: file.study.anchor_every.filter(|m| *m > 0),
             max_duration,
             backend,
             params,

@@ -67,3 +67,16 @@ pub fn print(v: &Validation, out: &mut dyn Write) -> std::io::Result<()> {
         v.winner_values.len().min(v.default_values.len())
     )
 }
+
+/// The drift anchor's history, when the default was measured more than once.
+pub fn print_anchor(study: &crate::trial::Study, trials: &[trial::Trial], out: &mut dyn Write) -> anyhow::Result<()> {
+    let Ok(space) = Space::from_toml(&study.space_toml, &study.name, std::path::Path::new("/")) else { return Ok(()) };
+    let Some(default) = space.default_candidate() else { return Ok(()) };
+    if let Some((n, drift)) = crate::search::anchor::drift(trials, &default)
+        && n > 1
+    {
+        let flag = if drift > crate::search::anchor::DRIFT_LIMIT { " (over 5 %: the machine drifted; compare trials with care)" } else { "" };
+        writeln!(out, "anchor: default measured {n} times, largest drift {:.1} %{flag}", drift * 100.0)?;
+    }
+    Ok(())
+}
