@@ -143,7 +143,15 @@ fn main() -> Result<()> {
     let args = parse_args()?;
     let mut landscapes = vec![Landscape::synthetic()];
     for p in &args.landscapes {
-        landscapes.push(Landscape::load(p)?);
+        let l = Landscape::load(p)?;
+        let direction = l.space()?.objective.direction;
+        if l.optimum(direction).is_none() {
+            // Say so rather than drop it: the table row is then about the objective alone.
+            eprintln!("note: no point of '{}' met its SLOs; comparing on the objective alone as '{}-noslo'", l.name, l.name);
+            landscapes.push(l.without_slos());
+        } else {
+            landscapes.push(l);
+        }
     }
     let tmp = std::env::temp_dir().join(format!("bench-search-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;

@@ -113,6 +113,19 @@ impl Landscape {
         })
     }
 
+    /// The same landscape with every SLO miss of a measured run forgiven (crashes stay
+    /// infeasible): for recordings where no point met the SLOs, so that strategies can still be
+    /// compared on the objective. Callers must say that they did this.
+    pub fn without_slos(&self) -> Landscape {
+        let mut points = self.points.clone();
+        for run in points.iter_mut().flat_map(|p| p.runs.iter_mut()) {
+            if run.state != TrialState::Infeasible && run.objective.is_some() {
+                run.violation = 0.0;
+            }
+        }
+        Landscape::new(&format!("{}-noslo", self.name), &self.space_toml, points)
+    }
+
     /// A finished trial for `run`, as the daemon would hand it to a strategy.
     pub fn trial(number: i64, candidate: &Candidate, run: &Run) -> Trial {
         Trial {
