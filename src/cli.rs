@@ -3,6 +3,10 @@
 //! Handlers write to `&mut dyn Write` so tests can capture them. Errors carry context naming
 //! the object at fault; `main` prints the whole chain.
 
+mod capacity;
+mod landscape;
+mod validate;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -72,6 +76,13 @@ pub enum Command {
     Bench(BenchArgs),
     /// Re-measure two trials of a study on fresh servers, interleaved, with a ratio and 95 % CI
     Compare(CompareArgs),
+    /// Highest concurrency at which an SLO holds for a trial's configuration (live backend)
+    Capacity(capacity::CapacityArgs),
+    /// Re-measure the best trial against the default (interleaved, fresh starts) and store the ratio
+    Validate(validate::ValidateArgs),
+    /// Write the trials of grid studies as a landscape file (for replay and bench-search)
+    #[command(hide = true)]
+    RecordLandscape(landscape::RecordLandscapeArgs),
 }
 
 /// The wire protocol of `bench --url`.
@@ -278,6 +289,9 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
         Command::Report(args) => report_cmd(&open_store(&db).await?, args, out).await,
         Command::Bench(args) => bench(&db, args, out).await,
         Command::Compare(args) => compare(&open_store(&db).await?, args, out).await,
+        Command::Capacity(args) => capacity::capacity(&open_store(&db).await?, args, out).await,
+        Command::Validate(args) => validate::run(&open_store(&db).await?, args, out).await,
+        Command::RecordLandscape(args) => landscape::record(&open_store(&db).await?, args, out).await,
     }
 }
 
@@ -730,10 +744,19 @@ async fn best(store: &Store, args: StudyArgs, out: &mut dyn Write) -> anyhow::Re
             Some((t, feasible)) => trial_json(t, feasible),
             None => serde_json::Value::Null,
         };
+        let mut doc = doc;
+        if let (Some(obj), Some(v)) = (doc.as_object_mut(), store.latest_validation(study.id).await?) {
+            obj.insert("validation".into(), serde_json::to_value(&v)?);
+        }
         writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
         return Ok(());
     }
-    print_best(&study, &trials, out)
+    print_best(&study, &trials, out)?;
+    if let Some(v) = store.latest_validation(study.id).await? {
+        validate::print(&v, out)?;
+    }
+    validate::print_anchor(&study, &trials, out)?;
+    Ok(())
 }
 
 async fn export_cmd(store: &Store, args: ExportArgs, out: &mut dyn Write) -> anyhow::Result<()> {

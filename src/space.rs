@@ -85,10 +85,12 @@ struct StudyFile {
     seed: u64,
     #[serde(default)]
     budget: BudgetFile,
+    #[serde(default)]
+    anchor_every: Option<u32>,
 }
 
 fn default_strategy() -> String {
-    "random".to_string()
+    "tpe".to_string()
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -282,6 +284,10 @@ pub struct Slo {
 pub enum StrategyKind {
     Grid,
     Random,
+    /// Constrained multivariate TPE (the default).
+    Tpe,
+    /// argmin's simulated annealing.
+    Anneal,
 }
 
 /// Backend adapter named in `[backend] kind`.
@@ -358,6 +364,8 @@ pub struct Space {
     pub strategy: StrategyKind,
     pub seed: u64,
     pub max_trials: Option<u32>,
+    /// Re-measure the default configuration every this many trials (drift anchor); `None`: never.
+    pub anchor_every: Option<u32>,
     pub max_duration: Option<Duration>,
     pub backend: BackendSpec,
     pub params: Vec<Param>,
@@ -479,10 +487,12 @@ impl Space {
         let strategy = match file.study.strategy.as_str() {
             "grid" => StrategyKind::Grid,
             "random" => StrategyKind::Random,
+            "tpe" => StrategyKind::Tpe,
+            "anneal" => StrategyKind::Anneal,
             other => {
                 return Err(invalid(
                     "study.strategy",
-                    format!("unknown strategy '{other}' (expected grid or random)"),
+                    format!("unknown strategy '{other}' (expected grid, random, tpe or anneal)"),
                 ));
             }
         };
@@ -640,6 +650,7 @@ impl Space {
             strategy,
             seed: file.study.seed,
             max_trials: file.study.budget.trials,
+            anchor_every: file.study.anchor_every.filter(|m| *m > 0),
             max_duration,
             backend,
             params,

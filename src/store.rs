@@ -5,6 +5,10 @@
 //! public methods return domain types from `crate::trial`. Each trial is written the moment it
 //! ends, in one transaction with its samples.
 
+mod validation;
+
+pub use validation::Validation;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;

@@ -15,6 +15,9 @@ pub mod signal;
 pub mod bench;
 pub mod compare;
 mod quality;
+pub mod capacity;
+pub mod prune;
+pub mod validate;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
@@ -524,8 +527,9 @@ async fn run_trial(
     let workload_start = Instant::now();
     let mut sampler = system::TreeSampler::new(server.pid());
     let mut peak_rss = sampler.rss_bytes();
-    let run = {
-        let workload = workload::run(client, &target, prompts, &space.workload);
+    let measured = {
+        let ttft_limit_ms = space.slos.iter().find(|s| s.metric == "ttft_p95_ms" && s.is_upper_bound).map(|s| s.limit);
+        let workload = prune::run(client, &target, prompts, &space.workload, ttft_limit_ms);
         tokio::pin!(workload);
         let mut tick = tokio::time::interval(RSS_INTERVAL);
         loop {
@@ -537,7 +541,7 @@ async fn run_trial(
         }
     };
     stages.workload_ms = Some(workload_start.elapsed().as_secs_f64() * 1000.0);
-    let Some(run) = run else {
+    let Some((run, pruned)) = measured else {
         stop_server(server, shutdown).await;
         return Ok(TrialRun::interrupted(Some(plan), stages));
     };
@@ -580,7 +584,7 @@ async fn run_trial(
         "trial measured"
     );
     Ok(TrialRun {
-        outcome: Outcome::Complete { summary, verdict },
+        outcome: if pruned { Outcome::Pruned { summary, verdict } } else { Outcome::Complete { summary, verdict } },
         plan: Some(plan),
         stages,
         samples: run.samples,

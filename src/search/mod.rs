@@ -3,8 +3,13 @@
 //! A strategy never sees processes, HTTP or SQL: it gets the `Space`, proposes `Candidate`s and
 //! observes `Trial`s. Resume replays stored trials through `observe` in number order.
 
+pub mod anchor;
+pub mod anneal;
+pub mod encode;
 pub mod grid;
+pub mod landscape;
 pub mod random;
+pub mod tpe;
 
 use crate::space::{Candidate, Domain, Space, StrategyKind, Value};
 use crate::trial::Trial;
@@ -18,11 +23,21 @@ pub trait Strategy: Send {
     fn observe(&mut self, trial: &Trial);
 }
 
-/// Build the strategy a space names.
+/// Build the strategy a space names (anchored on the default when `anchor_every` is set).
 pub fn from_space(space: &Space) -> Box<dyn Strategy> {
+    let inner = base_strategy(space);
+    match (space.anchor_every, space.default_candidate()) {
+        (Some(every), Some(default)) => Box::new(anchor::Anchored::new(inner, every, default)),
+        _ => inner,
+    }
+}
+
+fn base_strategy(space: &Space) -> Box<dyn Strategy> {
     match space.strategy {
         StrategyKind::Grid => Box::new(grid::Grid::new(space)),
         StrategyKind::Random => Box::new(random::Random::new(space.seed)),
+        StrategyKind::Tpe => Box::new(tpe::Tpe::new(space)),
+        StrategyKind::Anneal => Box::new(anneal::Anneal::new(space)),
     }
 }
 

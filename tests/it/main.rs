@@ -6,4 +6,5 @@ mod engine;
 mod faults;
 mod report;
 mod measure;
+mod search;
 mod spaces;

@@ -1,0 +1,227 @@
+//! Search benchmark: runs grid, random, anneal and tpe (and Optuna's TPE through
+//! `scripts/optuna_adapter.py`, when a Python with optuna is given) over each landscape for
+//! many seeds, and prints the share of seeds whose incumbent is within 5 % of the grid optimum
+//! at 20/40/60/100 trials, the median trials needed, and the time `tpe` takes to propose at
+//! 200 trials. Entry point: `scripts/bench-search`.
+//!
+//! The incumbent is the best trial by *observed* values (what the tuner would name); it is
+//! judged by the point's *true* value (mean over the recording's repeats), so noise that makes a
+//! worse point look best counts against the strategy.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+use infertune::search::landscape::Landscape;
+use infertune::search::{self, Strategy};
+use infertune::space::{Candidate, Direction, Space, StrategyKind};
+
+const CHECKPOINTS: [usize; 4] = [20, 40, 60, 100];
+const BUDGET: usize = 100;
+
+struct Args {
+    seeds: u64,
+    python: Option<PathBuf>,
+    adapter: PathBuf,
+    landscapes: Vec<PathBuf>,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = Args { seeds: 20, python: None, adapter: PathBuf::from("scripts/optuna_adapter.py"), landscapes: Vec::new() };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--seeds" => args.seeds = it.next().context("--seeds needs a value")?.parse()?,
+            "--optuna-python" => args.python = Some(it.next().context("--optuna-python needs a path")?.into()),
+            "--adapter" => args.adapter = it.next().context("--adapter needs a path")?.into(),
+            "-h" | "--help" => {
+                println!("usage: bench-search [--seeds N] [--optuna-python PY] [--adapter FILE] [LANDSCAPE.json ...]");
+                std::process::exit(0);
+            }
+            other if other.starts_with('-') => bail!("unknown option '{other}'"),
+            path => args.landscapes.push(path.into()),
+        }
+    }
+    Ok(args)
+}
+
+/// One seed's run: the true value of the incumbent after each trial (`None` while no trial has
+/// been observed feasible).
+type Trace = Vec<Option<f64>>;
+
+fn is_better(direction: Direction, a: f64, b: f64) -> bool {
+    match direction {
+        Direction::Maximize => a > b,
+        Direction::Minimize => a < b,
+    }
+}
+
+/// Incumbent trace for a sequence of (candidate, observed run index).
+fn trace(landscape: &Landscape, direction: Direction, steps: &[(Candidate, usize)]) -> Trace {
+    let mut best: Option<(f64, Option<f64>)> = None;
+    steps
+        .iter()
+        .map(|(c, run)| {
+            if let Some(r) = landscape.point(c).and_then(|p| p.runs.get(*run))
+                && r.violation == 0.0
+                && let Some(v) = r.objective
+                && best.is_none_or(|(b, _)| is_better(direction, v, b))
+            {
+                best = Some((v, landscape.true_value(c)));
+            }
+            best.and_then(|(_, t)| t)
+        })
+        .collect()
+}
+
+fn run_strategy(landscape: &Landscape, space: &Space, kind: StrategyKind, seed: u64, budget: usize) -> Vec<(Candidate, usize)> {
+    let mut space = space.clone();
+    space.seed = seed;
+    space.strategy = kind;
+    let mut strategy: Box<dyn Strategy> = search::from_space(&space);
+    let mut answers = StdRng::seed_from_u64(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xbe4c);
+    let mut steps = Vec::new();
+    for n in 1..=budget {
+        let Some(c) = strategy.propose(&space) else { break };
+        let point = landscape.point(&c).expect("strategies propose grid points of the landscape's space");
+        let run_idx = rand::RngExt::random_range(&mut answers, 0..point.runs.len());
+        strategy.observe(&Landscape::trial(n as i64, &c, &point.runs[run_idx]));
+        steps.push((c, run_idx));
+    }
+    steps
+}
+
+fn within(direction: Direction, value: Option<f64>, optimum: f64) -> bool {
+    value.is_some_and(|v| match direction {
+        Direction::Maximize => v >= 0.95 * optimum,
+        Direction::Minimize => v <= 1.05 * optimum,
+    })
+}
+
+struct Row {
+    share_at: Vec<f64>,
+    median_needed: Option<usize>,
+}
+
+fn summarize(traces: &[Trace], direction: Direction, optimum: f64) -> Row {
+    let share_at = CHECKPOINTS
+        .iter()
+        .map(|&k| {
+            let hit = traces.iter().filter(|t| within(direction, t.get(k - 1).or(t.last()).copied().flatten(), optimum)).count();
+            hit as f64 / traces.len() as f64
+        })
+        .collect();
+    let mut needed: Vec<usize> = traces
+        .iter()
+        .map(|t| t.iter().position(|v| within(direction, *v, optimum)).map_or(usize::MAX, |i| i + 1))
+        .collect();
+    needed.sort_unstable();
+    let median = needed[needed.len() / 2];
+    Row { share_at, median_needed: (median != usize::MAX).then_some(median) }
+}
+
+fn optuna_steps(python: &Path, adapter: &Path, landscape_file: &Path, seeds: u64) -> Result<Vec<Vec<(Candidate, usize)>>> {
+    let out = Command::new(python)
+        .arg(adapter)
+        .arg(landscape_file)
+        .args(["--seeds", &seeds.to_string(), "--trials", &BUDGET.to_string()])
+        .output()
+        .with_context(|| format!("running '{}'", adapter.display()))?;
+    if !out.status.success() {
+        bail!("optuna adapter failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let parsed: Vec<Vec<(Candidate, usize)>> = serde_json::from_slice(&out.stdout).context("parsing the optuna adapter's output")?;
+    Ok(parsed)
+}
+
+fn main() -> Result<()> {
+    let args = parse_args()?;
+    let mut landscapes = vec![Landscape::synthetic()];
+    for p in &args.landscapes {
+        let l = Landscape::load(p)?;
+        let direction = l.space()?.objective.direction;
+        if l.optimum(direction).is_none() {
+            // Say so rather than drop it: the table row is then about the objective alone.
+            eprintln!("note: no point of '{}' met its SLOs; comparing on the objective alone as '{}-noslo'", l.name, l.name);
+            landscapes.push(l.without_slos());
+        } else {
+            landscapes.push(l);
+        }
+    }
+    let tmp = std::env::temp_dir().join(format!("bench-search-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp)?;
+    println!(
+        "{:<24} {:<8} {:>6} {:>6} {:>6} {:>6} {:>8}",
+        "landscape", "strategy", "@20", "@40", "@60", "@100", "median_n"
+    );
+    let mut summary: BTreeMap<String, String> = BTreeMap::new();
+    for landscape in &landscapes {
+        let space = landscape.space()?;
+        let direction = space.objective.direction;
+        let optimum = landscape.optimum(direction).context("landscape has no feasible point")?;
+        let mut rows: Vec<(String, Vec<Trace>)> = Vec::new();
+        for (name, kind) in [("grid", StrategyKind::Grid), ("random", StrategyKind::Random), ("anneal", StrategyKind::Anneal), ("tpe", StrategyKind::Tpe)] {
+            // grid is deterministic: one seed says all
+            let seeds = if kind == StrategyKind::Grid { 1 } else { args.seeds };
+            let traces = (0..seeds).map(|s| trace(landscape, direction, &run_strategy(landscape, &space, kind, s, BUDGET))).collect();
+            rows.push((name.to_string(), traces));
+        }
+        if let Some(py) = &args.python {
+            let file = tmp.join(format!("{}.json", landscape.name));
+            std::fs::write(&file, serde_json::to_vec(landscape)?)?;
+            let runs = optuna_steps(py, &args.adapter, &file, args.seeds)?;
+            rows.push(("optuna".to_string(), runs.iter().map(|s| trace(landscape, direction, s)).collect()));
+        }
+        for (name, traces) in &rows {
+            let row = summarize(traces, direction, optimum);
+            let cells: Vec<String> = row.share_at.iter().map(|s| format!("{s:.2}")).collect();
+            println!(
+                "{:<24} {:<8} {:>6} {:>6} {:>6} {:>6} {:>8}",
+                landscape.name,
+                name,
+                cells[0],
+                cells[1],
+                cells[2],
+                cells[3],
+                row.median_needed.map_or(format!(">{BUDGET}"), |n| n.to_string())
+            );
+            if landscape.name == "synthetic" {
+                summary.insert(format!("{name}_within5_at60"), cells[2].clone());
+            }
+        }
+    }
+    // Proposal cost with 200 observed trials (the slowest point of a long study).
+    let synthetic = &landscapes[0];
+    let mut space = synthetic.space()?;
+    space.strategy = StrategyKind::Tpe;
+    let mut tpe = search::from_space(&space);
+    let mut answers = StdRng::seed_from_u64(0);
+    let mut suggest_ms = Vec::new();
+    for n in 1..=210 {
+        let started = Instant::now();
+        let Some(c) = tpe.propose(&space) else { break };
+        if n > 200 {
+            suggest_ms.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+        let p = synthetic.point(&c).expect("grid point");
+        let i = rand::RngExt::random_range(&mut answers, 0..p.runs.len());
+        tpe.observe(&Landscape::trial(n, &c, &p.runs[i]));
+    }
+    suggest_ms.sort_by(f64::total_cmp);
+    let suggest = suggest_ms.get(suggest_ms.len() / 2).copied().unwrap_or(f64::NAN);
+    println!("tpe propose at 200 trials: median {suggest:.2} ms over {} proposals (this build's profile)", suggest_ms.len());
+    let _ = std::fs::remove_dir_all(&tmp);
+    let get = |k: &str| summary.get(k).cloned().unwrap_or_else(|| "na".into());
+    println!(
+        "summary: synthetic tpe_within5_at60={} random_within5_at60={} optuna_within5_at60={} tpe_suggest_ms_at200={suggest:.1}",
+        get("tpe_within5_at60"),
+        get("random_within5_at60"),
+        get("optuna_within5_at60"),
+    );
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! Early abort: stop a trial's workload as soon as its p95 TTFT SLO is certain to fail.
+//!
+//! The measured phase runs closed-loop like `workload::run` (same schedule, same `send`), and
+//! counts finished requests whose TTFT is over the SLO's limit. With the percentile rule of
+//! `measure::percentile` (linear interpolation), p95 of n values is at least the value at rank
+//! ⌊0.95·(n−1)⌋, so once `n − ⌊0.95·(n−1)⌋` requests (a little over 5 % of the plan) are over
+//! the limit the p95 must be too, whatever the rest do. Then the run stops, in-flight requests
+//! are dropped, and the trial is `pruned` with the partial samples (the sampler still learns
+//! from it). Warm-up requests never count.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::measure::Sample;
+use crate::space::WorkloadSpec;
+use crate::workload::{self, Prompt, Target};
+
+/// Requests over the limit that make p95 over the limit for `planned` requests.
+pub fn misses_to_fail_p95(planned: usize) -> usize {
+    if planned <= 1 {
+        return 1;
+    }
+    planned - (0.95 * (planned - 1) as f64).floor() as usize
+}
+
+/// `workload::run` with early abort on the p95 TTFT limit (`None`: never abort). The bool
+/// says whether the run was cut short.
+pub async fn run(
+    client: &reqwest::Client,
+    target: &Target,
+    prompts: &[Prompt],
+    spec: &WorkloadSpec,
+    ttft_limit_ms: Option<f64>,
+) -> (workload::Run, bool) {
+    let order = workload::schedule(prompts.len(), spec.warmup as usize, spec.requests as usize, spec.seed);
+    let (warm, measured) = order.split_at(spec.warmup as usize);
+    let origin = Instant::now();
+    let mut samples = closed_loop(client, target, prompts, spec, warm, origin, true, None).await.0;
+    let start = Instant::now();
+    let limit = ttft_limit_ms.map(|ms| (Duration::from_micros((ms * 1000.0) as u64), misses_to_fail_p95(measured.len())));
+    let (rest, pruned) = closed_loop(client, target, prompts, spec, measured, origin, false, limit).await;
+    samples.extend(rest);
+    (workload::Run { samples, wall: start.elapsed() }, pruned)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn closed_loop(
+    client: &reqwest::Client,
+    target: &Target,
+    prompts: &[Prompt],
+    spec: &WorkloadSpec,
+    order: &[usize],
+    origin: Instant,
+    is_warmup: bool,
+    limit: Option<(Duration, usize)>,
+) -> (Vec<Sample>, bool) {
+    let next = AtomicUsize::new(0);
+    let misses = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let done: Arc<Mutex<Vec<Sample>>> = Arc::new(Mutex::new(Vec::new()));
+    let stopped = tokio::sync::Notify::new();
+    let workers = (0..spec.concurrency.max(1)).map(|_| async {
+        while !stop.load(Ordering::Relaxed) {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(&prompt_index) = order.get(i) else { break };
+            let mut sample = workload::send(client, target, &prompts[prompt_index], spec, origin).await;
+            sample.prompt_index = prompt_index;
+            sample.is_warmup = is_warmup;
+            if let Some((limit, allowed)) = limit
+                && sample.ttft().is_some_and(|t| t > limit)
+                && misses.fetch_add(1, Ordering::Relaxed) + 1 >= allowed
+            {
+                stop.store(true, Ordering::Relaxed);
+                stopped.notify_one();
+            }
+            done.lock().expect("no panics while holding").push(sample);
+        }
+    });
+    let all = futures_util::future::join_all(workers);
+    let pruned = tokio::select! {
+        _ = all => stop.load(Ordering::Relaxed),
+        // Dropping the workers cancels their in-flight requests.
+        _ = stopped.notified() => true,
+    };
+    let mut samples = std::mem::take(&mut *done.lock().expect("no panics while holding"));
+    samples.sort_by_key(|s| s.sent);
+    (samples, pruned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::measure::percentile;
+
+    #[test]
+    fn misses_to_fail_p95_is_the_exact_threshold() {
+        assert_eq!(misses_to_fail_p95(12), 2);
+        assert_eq!(misses_to_fail_p95(48), 4);
+        assert_eq!(misses_to_fail_p95(200), 11);
+        // check against the percentile rule: k misses of n fail p95, k − 1 need not
+        for n in 2..300usize {
+            let k = misses_to_fail_p95(n);
+            let with = |misses: usize| {
+                let mut v: Vec<f64> = (0..n).map(|i| if i >= n - misses { 1.0 + 1e-9 } else { 0.0 }).collect();
+                v.sort_by(f64::total_cmp);
+                percentile(&v, 95.0)
+            };
+            assert!(with(k) > 1.0, "n={n} k={k}");
+            assert!(with(k - 1) <= 1.0 || k == 1, "n={n} k={k}");
+        }
+    }
+}

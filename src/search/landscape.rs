@@ -1,0 +1,272 @@
+//! Landscapes: every point of a space with its measured outcome(s), so that strategies can be
+//! compared (and loops tested) without an engine.
+//!
+//! A `Landscape` is either a recording of the real engine (a full grid, each point measured one
+//! or more times, stored as JSON under `tests/fixtures/landscapes/`) or the synthetic landscape
+//! of `reference/search-and-measurement.md` §4.2 (2016 points, about 1 % near-optimal, a memory
+//! constraint and a crashing region). `answer` replays one of a point's recorded runs, picked
+//! by the caller's seeded RNG, so replays carry the recording's own noise and repeat per seed.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use rand::RngExt;
+use serde::{Deserialize, Serialize};
+
+use crate::space::{Candidate, Direction, Space, Value};
+use crate::trial::{INFEASIBLE_VIOLATION, StageTimes, Trial, TrialId, TrialState};
+
+/// One measurement of a point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    pub state: TrialState,
+    /// `None` for infeasible runs.
+    pub objective: Option<f64>,
+    /// Summed graded SLO violation (0 = every SLO met).
+    pub violation: f64,
+}
+
+/// A grid point with its runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    pub params: Candidate,
+    pub runs: Vec<Run>,
+}
+
+/// A full grid with outcomes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Landscape {
+    pub name: String,
+    /// The search space (TOML text) the points come from.
+    pub space_toml: String,
+    pub points: Vec<Point>,
+    #[serde(skip)]
+    index: BTreeMap<String, usize>,
+}
+
+/// Why a landscape could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading landscape '{path}'")]
+    Read { path: String, #[source] source: std::io::Error },
+    #[error("parsing landscape '{path}'")]
+    Parse { path: String, #[source] source: serde_json::Error },
+    #[error("landscape '{name}' has an invalid space")]
+    Space { name: String, #[source] source: crate::space::Error },
+}
+
+impl Landscape {
+    /// A landscape from its points (the index is built here).
+    pub fn new(name: &str, space_toml: &str, points: Vec<Point>) -> Landscape {
+        let mut l = Landscape { name: name.to_string(), space_toml: space_toml.to_string(), points, index: BTreeMap::new() };
+        l.reindex();
+        l
+    }
+
+    fn reindex(&mut self) {
+        self.index = self.points.iter().enumerate().map(|(i, p)| (p.params.to_json(), i)).collect();
+    }
+
+    /// Read a recorded landscape (JSON).
+    pub fn load(path: &Path) -> Result<Landscape, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.display().to_string(), source })?;
+        let mut l: Landscape =
+            serde_json::from_str(&text).map_err(|source| Error::Parse { path: path.display().to_string(), source })?;
+        l.reindex();
+        Ok(l)
+    }
+
+    /// The space the landscape covers.
+    pub fn space(&self) -> Result<Space, Error> {
+        Space::from_toml(&self.space_toml, &self.name, Path::new("/"))
+            .map_err(|source| Error::Space { name: self.name.clone(), source })
+    }
+
+    /// The recorded point for `candidate`.
+    pub fn point(&self, candidate: &Candidate) -> Option<&Point> {
+        self.index.get(&candidate.to_json()).map(|&i| &self.points[i])
+    }
+
+    /// One of the point's runs, chosen by `rng` (its recorded noise); `None` off the grid.
+    pub fn answer(&self, candidate: &Candidate, rng: &mut impl RngExt) -> Option<&Run> {
+        let p = self.point(candidate)?;
+        if p.runs.is_empty() {
+            return None;
+        }
+        Some(&p.runs[rng.random_range(0..p.runs.len())])
+    }
+
+    /// The point's true value: the mean objective when every run met every SLO, else `None`.
+    pub fn true_value(&self, candidate: &Candidate) -> Option<f64> {
+        let p = self.point(candidate)?;
+        if p.runs.is_empty() || p.runs.iter().any(|r| r.violation > 0.0 || r.objective.is_none()) {
+            return None;
+        }
+        Some(p.runs.iter().filter_map(|r| r.objective).sum::<f64>() / p.runs.len() as f64)
+    }
+
+    /// The best true value over the grid (the optimum a search is judged against).
+    pub fn optimum(&self, direction: Direction) -> Option<f64> {
+        self.points.iter().filter_map(|p| self.true_value(&p.params)).reduce(|a, b| match direction {
+            Direction::Maximize => a.max(b),
+            Direction::Minimize => a.min(b),
+        })
+    }
+
+    /// The same landscape with every SLO miss of a measured run forgiven (crashes stay
+    /// infeasible): for recordings where no point met the SLOs, so that strategies can still be
+    /// compared on the objective. Callers must say that they did this.
+    pub fn without_slos(&self) -> Landscape {
+        let mut points = self.points.clone();
+        for run in points.iter_mut().flat_map(|p| p.runs.iter_mut()) {
+            if run.state != TrialState::Infeasible && run.objective.is_some() {
+                run.violation = 0.0;
+            }
+        }
+        Landscape::new(&format!("{}-noslo", self.name), &self.space_toml, points)
+    }
+
+    /// A finished trial for `run`, as the daemon would hand it to a strategy.
+    pub fn trial(number: i64, candidate: &Candidate, run: &Run) -> Trial {
+        Trial {
+            id: TrialId(number),
+            number,
+            state: run.state,
+            params: candidate.clone(),
+            plan: None,
+            objective: run.objective,
+            violation: Some(run.violation),
+            violations: BTreeMap::new(),
+            summary: None,
+            error_class: None,
+            error_message: None,
+            stages: StageTimes::default(),
+            started_at_ms: 0,
+            ended_at_ms: None,
+        }
+    }
+
+    /// A landscape from finished trials of one or more studies over the same space (repeats).
+    pub fn from_trials(name: &str, space_toml: &str, trials: &[Trial]) -> Landscape {
+        let mut points: Vec<Point> = Vec::new();
+        let mut index: BTreeMap<String, usize> = BTreeMap::new();
+        for t in trials {
+            let run = match t.state {
+                TrialState::Complete | TrialState::Pruned => {
+                    Run { state: t.state, objective: t.objective, violation: t.violation.unwrap_or(0.0) }
+                }
+                TrialState::Infeasible => Run { state: t.state, objective: None, violation: t.violation.unwrap_or(INFEASIBLE_VIOLATION) },
+                TrialState::Running | TrialState::Interrupted => continue,
+            };
+            let key = t.params.to_json();
+            let i = *index.entry(key).or_insert_with(|| {
+                points.push(Point { params: t.params.clone(), runs: Vec::new() });
+                points.len() - 1
+            });
+            points[i].runs.push(run);
+        }
+        Landscape::new(name, space_toml, points)
+    }
+
+    /// The synthetic landscape of §4.2 (noise-free): slots 1–16 × ctx 2⁹…2¹⁵ × flash-attn ×
+    /// {q4_K_M, q8_0, f16} × KV {f16, q8_0, q4_0} = 2016 points. Throughput peaks at about 11
+    /// slots, falls with context, gains a little from flash attention and a q8_0 KV cache.
+    /// Memory `0.6·slots·2^(l−12)·kv + weights` must stay ≤ 16 GB (graded violation
+    /// `mem/16 − 1`), and a quantized KV cache without flash attention crashes at start (as in
+    /// llama.cpp). 819 points are feasible and 20 (1 %) are within 5 % of the optimum.
+    pub fn synthetic() -> Landscape {
+        let quants = [("q4_K_M", 1.0, 4.9), ("q8_0", 0.82, 8.5), ("f16", 0.6, 15.0)];
+        let kvs = [("f16", 1.0, 1.0), ("q8_0", 1.03, 0.5), ("q4_0", 0.97, 0.25)];
+        let mut points = Vec::with_capacity(2016);
+        for slots in 1..=16i64 {
+            for l in 9..=15i32 {
+                for fa in ["on", "off"] {
+                    for (quant, q_speed, weights_gb) in quants {
+                        for (kv, kv_speed, kv_mem) in kvs {
+                            let params = Candidate(BTreeMap::from([
+                                ("slots".to_string(), Value::Int(slots)),
+                                ("ctx".to_string(), Value::Int(1 << l)),
+                                ("flash_attn".to_string(), Value::Str(fa.into())),
+                                ("quant".to_string(), Value::Str(quant.into())),
+                                ("kv_cache".to_string(), Value::Str(kv.into())),
+                            ]));
+                            let run = if fa == "off" && kv != "f16" {
+                                Run { state: TrialState::Infeasible, objective: None, violation: INFEASIBLE_VIOLATION }
+                            } else {
+                                let mem_gb = 0.6 * slots as f64 * 2f64.powi(l - 12) * kv_mem + weights_gb;
+                                let ctx_factor = 1.0 - 0.03 * (l - 9) as f64 + if l == 12 { 0.05 } else { 0.0 };
+                                let tok_per_s = 100.0
+                                    * q_speed
+                                    * slots as f64
+                                    * (-(slots as f64) / 11.0).exp()
+                                    * ctx_factor
+                                    * if fa == "on" { 1.06 } else { 1.0 }
+                                    * kv_speed;
+                                Run { state: TrialState::Complete, objective: Some(tok_per_s), violation: (mem_gb / 16.0 - 1.0).max(0.0) }
+                            };
+                            points.push(Point { params, runs: vec![run] });
+                        }
+                    }
+                }
+            }
+        }
+        Landscape::new("synthetic", SYNTHETIC_SPACE, points)
+    }
+}
+
+const SYNTHETIC_SPACE: &str = r#"
+[study]
+name = "synthetic"
+[backend]
+kind = "llamacpp"
+command = ["llama-server"]
+model = "model-{quant}.gguf"
+[params]
+slots      = { min = 1, max = 16, step = 1, flag = "-np", default = 4 }
+ctx        = { values = [512, 1024, 2048, 4096, 8192, 16384, 32768], flag = "-c", default = 4096 }
+flash_attn = { values = ["on", "off"], flag = "-fa", default = "off" }
+quant      = { values = ["q4_K_M", "q8_0", "f16"], template = "model", default = "q8_0" }
+kv_cache   = { values = ["f16", "q8_0", "q4_0"], flags = ["-ctk", "-ctv"], default = "f16" }
+[objective]
+maximize = "output_tok_per_s"
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synthetic_has_the_reference_shape() {
+        let l = Landscape::synthetic();
+        let space = l.space().unwrap();
+        assert_eq!(space.grid_size(), 2016);
+        assert_eq!(l.points.len(), 2016);
+        let feasible = l.points.iter().filter(|p| l.true_value(&p.params).is_some()).count();
+        assert_eq!(feasible, 819);
+        let opt = l.optimum(Direction::Maximize).unwrap();
+        let near = l.points.iter().filter_map(|p| l.true_value(&p.params)).filter(|v| *v >= 0.95 * opt).count();
+        assert_eq!(near, 20);
+        // the space's default is a grid point
+        assert!(l.point(&space.default_candidate().unwrap()).is_some());
+    }
+
+    #[test]
+    fn answers_repeat_per_seed_and_round_trip_json() {
+        use rand::SeedableRng;
+        let c = Candidate(BTreeMap::from([("a".to_string(), Value::Int(1))]));
+        let runs = vec![
+            Run { state: TrialState::Complete, objective: Some(1.0), violation: 0.0 },
+            Run { state: TrialState::Complete, objective: Some(2.0), violation: 0.0 },
+        ];
+        let l = Landscape::new("t", "", vec![Point { params: c.clone(), runs }]);
+        let draw = |seed| {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            (0..16).map(|_| l.answer(&c, &mut rng).unwrap().objective.unwrap()).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(1), draw(1));
+        assert!(draw(1).contains(&1.0) && draw(1).contains(&2.0));
+        assert_eq!(l.true_value(&c), Some(1.5));
+        let back: Landscape = serde_json::from_str(&serde_json::to_string(&l).unwrap()).unwrap();
+        assert_eq!(back.points, l.points);
+    }
+}
