@@ -9,6 +9,8 @@
 //! A bad configuration is a result: planning refusals, failed starts and crashes become
 //! `infeasible` trials. Only infrastructure failures (store, missing program, no port) end a study.
 
+mod ollama;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -16,14 +18,14 @@ use anyhow::{Context, bail};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, warn, Instrument};
 
-use crate::backend::{self, Backend, LaunchPlan, process::{self, NotReady, Server}};
+use crate::backend::{self, Backend, Launch, LaunchPlan, process::{self, NotReady, Server}};
 use crate::export;
 use crate::measure::{self, RequestSlo, system};
 use crate::search;
-use crate::space::{Apply, Candidate, Space, Value};
+use crate::space::{Apply, BackendKind, BackendMode, Candidate, Space, Value};
 use crate::store::{Finished, NewStudy, Store};
 use crate::trial::{self, Fingerprint, Outcome, StageTimes, Study, Trial};
-use crate::workload::{self, Prompt, Target};
+use crate::workload::{self, Prompt, Protocol, Target};
 
 /// How long a server gets between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -76,6 +78,10 @@ pub enum Event<'a> {
     TrialFinished { trial: &'a Trial, elapsed: Duration, is_new_best: bool },
     /// An output file was rewritten because the best trial changed.
     OutputWritten { path: &'a std::path::Path },
+    /// A model the space needs is being pulled (`/api/pull` progress, sizes in bytes).
+    Pulling { model: &'a str, status: &'a str, completed: Option<u64>, total: Option<u64> },
+    /// Service mode: the env file was put back (or set to the best trial) and the service restarted.
+    ServiceRestored { path: &'a std::path::Path, is_best: bool },
 }
 
 /// The result of one run of the loop.
@@ -98,7 +104,18 @@ pub async fn tune(
     let backend = backend::from_spec(&space.backend, &space.params);
     let prompts = workload::load_dataset(&space.workload.dataset)?;
     let name = options.study_name.clone().unwrap_or_else(|| space.name.clone());
-    let fingerprint = fingerprint(space, backend.as_ref()).await?;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        // A fresh loopback connection per request (~0.1 ms): servers close kept-alive
+        // connections on their own schedule (cpp-httplib after a few requests), and a request
+        // sent on a connection the server just closed would fail without ever reaching it.
+        .pool_max_idle_per_host(0)
+        .build()
+        .context("building the HTTP client")?;
+    let fingerprint = match space.backend.kind {
+        BackendKind::Ollama => ollama::prepare(space, &client, on_event).await?,
+        BackendKind::Llamacpp => fingerprint(space, backend.as_ref()).await?,
+    };
 
     let study = match store.study(&name).await? {
         Some(existing) => {
@@ -135,14 +152,13 @@ pub async fn tune(
     let max_trials = options.max_trials.or(space.max_trials);
     let max_duration = options.max_duration.or(space.max_duration);
     let started = Instant::now();
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        // A fresh loopback connection per request (~0.1 ms): servers close kept-alive
-        // connections on their own schedule (cpp-httplib after a few requests), and a request
-        // sent on a connection the server just closed would fail without ever reaching it.
-        .pool_max_idle_per_host(0)
-        .build()
-        .context("building the HTTP client")?;
+    // Service mode: the user's env file, put back when this function returns, however it does.
+    let mut service = match (&space.backend.ollama, space.backend.mode) {
+        (Some(settings), BackendMode::Service) => Some(ollama::ServiceFile::open(settings)?),
+        _ => None,
+    };
+    // The server the last trial used; the next one reuses it when `Launch::between` allows.
+    let mut running: Option<Running> = None;
     let request_slo = RequestSlo::from_slos(&space.slos);
     let mut best_number = trial::best(&trials, space.objective.direction)
         .filter(|(_, feasible)| *feasible)
@@ -171,7 +187,7 @@ pub async fn tune(
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => Ok(TrialRun::interrupted()),
-                run = run_trial(space, backend.as_ref(), &client, &prompts, &request_slo, &candidate) => run,
+                run = run_trial(space, backend.as_ref(), &client, &prompts, &request_slo, &candidate, &mut running, service.as_mut()) => run,
             }
         }
         .instrument(span)
@@ -210,6 +226,18 @@ pub async fn tune(
             break Stop::Interrupted;
         }
     };
+    if let Some(server) = running.take().and_then(|r| r.server) {
+        server.stop(STOP_GRACE).await;
+    }
+    if let Some(file) = service.take() {
+        let path = file.path().to_path_buf();
+        let restore_best = space.backend.ollama.as_ref().is_some_and(|o| o.restore_best);
+        let best_env = trial::best(&trials, space.objective.direction)
+            .filter(|(_, feasible)| restore_best && *feasible)
+            .and_then(|(t, _)| t.plan.as_ref().map(|p| p.deploy_env.clone()));
+        file.finish(best_env.as_ref()).await?;
+        on_event(Event::ServiceRestored { path: &path, is_best: best_env.is_some() });
+    }
     store.set_stop_reason(study.id, stop.as_str()).await?;
     info!(study = %study.name, stop = stop.as_str(), trials = trials.len(), "study stopped");
     let study = store.study(&study.name).await?.expect("the study exists");
@@ -240,7 +268,22 @@ impl TrialRun {
     }
 }
 
-/// Launch, measure and stop one configuration. `Err` only for infrastructure failures.
+/// The server a trial ran on, kept for the next trial.
+struct Running {
+    /// The process, in spawn mode; `None` when a service manager runs the server.
+    server: Option<Server>,
+    /// The plan of the last trial served (what `Launch::between` compares against).
+    plan: LaunchPlan,
+    base_url: String,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Launch (or reuse), measure one configuration; the server stays up for the next trial.
+/// `Err` only for infrastructure failures.
+#[allow(clippy::too_many_arguments)]
 async fn run_trial(
     space: &Space,
     backend: &dyn Backend,
@@ -248,6 +291,8 @@ async fn run_trial(
     prompts: &[Prompt],
     request_slo: &RequestSlo,
     candidate: &Candidate,
+    running: &mut Option<Running>,
+    service: Option<&mut ollama::ServiceFile>,
 ) -> anyhow::Result<TrialRun> {
     let plan = match backend.plan(candidate) {
         Ok(plan) => plan,
@@ -255,33 +300,84 @@ async fn run_trial(
             return Ok(TrialRun::infeasible("invalid-combination", rejection.message, None, StageTimes::default()));
         }
     };
-    let port = process::free_port()?;
-    let mut server = match Server::spawn(&plan, &backend.bind_args(port), port) {
-        Ok(server) => server,
-        Err(e) => return Err(e).context("starting the backend (check [backend] command)"),
-    };
-    let mut stages = StageTimes::default();
-    match server.wait_ready(client, backend.health_path(), space.backend.ready_timeout).await {
-        Ok(ready) => stages.ready_ms = Some(ready.as_secs_f64() * 1000.0),
-        Err(not_ready) => {
-            let exited = matches!(not_ready, NotReady::Exited(_));
-            let log = server.log.clone();
+    let launch = Launch::between(running.as_ref().map(|r| &r.plan), &plan, backend.reload_options());
+    let mut stages = StageTimes { launch: Some(launch), ..StageTimes::default() };
+    if launch == Launch::Restart {
+        if let Some(server) = running.take().and_then(|r| r.server) {
             server.stop(STOP_GRACE).await;
-            let failure = backend.classify(&log.text(), exited);
-            return Ok(TrialRun::infeasible(failure.class.as_str(), failure.message, Some(plan), stages));
+        }
+        match service {
+            Some(file) => {
+                // Service mode: the user's file gets this trial's variables; their command restarts.
+                file.apply(&plan.env, &candidate.brief()).await?;
+                let url = space.backend.ollama.as_ref().expect("service mode is ollama").url.clone();
+                let Some(ready) = ollama::wait_url(client, &format!("{url}/"), space.backend.ready_timeout).await else {
+                    let message = format!("the service did not answer at '{url}/' within {:?} after the restart", space.backend.ready_timeout);
+                    return Ok(TrialRun::infeasible("never-ready", message, Some(plan), stages));
+                };
+                stages.ready_ms = Some(ms(ready));
+                *running = Some(Running { server: None, plan: plan.clone(), base_url: url });
+            }
+            None => {
+                let port = process::free_port()?;
+                let mut spawned = plan.clone();
+                spawned.env.extend(backend.bind_env(port));
+                let mut server = match Server::spawn(&spawned, &backend.bind_args(port), port) {
+                    Ok(server) => server,
+                    Err(e) => return Err(e).context("starting the backend (check [backend] command)"),
+                };
+                match server.wait_ready(client, backend.health_path(), space.backend.ready_timeout).await {
+                    Ok(ready) => stages.ready_ms = Some(ms(ready)),
+                    Err(not_ready) => {
+                        let exited = matches!(not_ready, NotReady::Exited(_));
+                        let log = server.log.clone();
+                        server.stop(STOP_GRACE).await;
+                        let failure = backend.classify(&log.text(), exited);
+                        return Ok(TrialRun::infeasible(failure.class.as_str(), failure.message, Some(plan), stages));
+                    }
+                }
+                *running = Some(Running { base_url: server.url(), server: Some(server), plan: plan.clone() });
+            }
+        }
+    }
+    let current = running.as_mut().expect("a server runs after a restart or a reuse");
+    current.plan = plan.clone();
+
+    if backend.protocol() == Protocol::Ollama {
+        // Load the model with this trial's options before measuring, so the load is timed on
+        // its own and a model that cannot load is a classified result, not failed requests.
+        let timeout = space.backend.ollama.as_ref().map_or(Duration::from_secs(300), |o| o.load_timeout);
+        match workload::ollama::preload(client, &current.base_url, &plan.model, &plan.request_options, timeout).await {
+            Ok(load) => stages.load_ms = Some(ms(load)),
+            Err(e) => {
+                let class = backend::ollama::classify_message(&e.message).unwrap_or(if e.status == 0 {
+                    backend::FailureClass::Crashed
+                } else {
+                    backend::FailureClass::LoadError
+                });
+                if current.server.as_mut().is_some_and(|s| s.exited().is_some()) {
+                    *running = None;
+                }
+                let message = format!("loading '{}': {}", plan.model, e.message);
+                return Ok(TrialRun::infeasible(class.as_str(), message, Some(plan), stages));
+            }
         }
     }
 
     let target = Target {
         protocol: backend.protocol(),
-        base_url: server.url(),
-        model: model_name(&plan.model),
+        base_url: current.base_url.clone(),
+        model: match backend.kind() {
+            BackendKind::Ollama => plan.model.clone(),
+            BackendKind::Llamacpp => model_name(&plan.model),
+        },
         options: plan.request_options.clone(),
     };
     let cpu_before = system::own_cpu_time();
     let workload_start = Instant::now();
-    let mut sampler = system::TreeSampler::new(server.pid());
-    let mut peak_rss = sampler.rss_bytes();
+    // Service mode has no process of ours to measure; /api/ps reports the model's memory.
+    let mut sampler = current.server.as_ref().map(|s| system::TreeSampler::new(s.pid()));
+    let mut peak_rss = sampler.as_mut().map_or(0, |s| s.rss_bytes());
     let run = {
         let workload = workload::run(client, &target, prompts, &space.workload);
         tokio::pin!(workload);
@@ -289,30 +385,43 @@ async fn run_trial(
         loop {
             tokio::select! {
                 run = &mut workload => break run,
-                _ = tick.tick() => peak_rss = peak_rss.max(sampler.rss_bytes()),
+                _ = tick.tick() => peak_rss = peak_rss.max(sampler.as_mut().map_or(0, |s| s.rss_bytes())),
             }
         }
     };
     stages.workload_ms = Some(workload_start.elapsed().as_secs_f64() * 1000.0);
     let client_cpu = system::own_cpu_time().saturating_sub(cpu_before);
 
-    if let Some(status) = server.exited() {
+    if let Some(server) = current.server.as_mut()
+        && let Some(status) = server.exited()
+    {
         let log = server.log.text();
+        *running = None;
         let failure = backend.classify(&log, true);
         let message = format!("server exited during the workload ({status}): {}", failure.message);
         return Ok(TrialRun { samples: run.samples, ..TrialRun::infeasible(failure.class.as_str(), message, Some(plan), stages) });
     }
-    server.stop(STOP_GRACE).await;
 
     let mut summary = measure::summarize(&run.samples, run.wall, request_slo);
     summary.peak_rss_bytes = peak_rss;
     summary.client_cpu_ms = client_cpu.as_secs_f64() * 1000.0;
+    if backend.protocol() == Protocol::Ollama {
+        match workload::ollama::ps(client, &current.base_url, &plan.model).await {
+            Ok(Some(loaded)) => {
+                summary.model_size_bytes = Some(loaded.size_bytes);
+                summary.model_size_vram_bytes = Some(loaded.size_vram_bytes);
+            }
+            Ok(None) => warn!(model = %plan.model, "model not listed by /api/ps after the workload"),
+            Err(e) => warn!(error = %e, "reading /api/ps"),
+        }
+    }
     let verdict = measure::judge(&summary, &space.objective, &space.slos);
     info!(
         ttft_p95_ms = summary.ttft_ms.p95,
         output_tok_per_s = summary.output_tok_per_s,
         success_rate = summary.success_rate,
         violation = verdict.violation,
+        launch = launch.as_str(),
         "trial measured"
     );
     Ok(TrialRun {

@@ -29,6 +29,16 @@ pub enum ErrorKind {
     Truncated,
     /// The stream carried something that is not the protocol's JSON.
     Malformed,
+    /// The server does not have the model (Ollama 404 `model "x" not found`).
+    ModelNotFound,
+    /// The server's queue is full (Ollama 503 `server busy`).
+    Busy,
+    /// The model did not load in time (Ollama `timed out waiting for llama-server to start`).
+    LoadTimeout,
+    /// The server ran out of memory loading or running the model.
+    Oom,
+    /// The model runner died (Ollama `llama-server process has terminated`).
+    RunnerCrashed,
 }
 
 /// The server's own timing figures for one request (llama.cpp `timings`).
@@ -40,6 +50,18 @@ pub struct ServerTimings {
     pub predicted_ms: f64,
     /// Prompt tokens served from the server's cache.
     pub cached_tokens: u32,
+    /// Ollama's own durations from the final chunk, in nanoseconds; `None` for other servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ollama: Option<OllamaDurations>,
+}
+
+/// Ollama's final-chunk durations, as sent (nanoseconds; a missing field is 0, reference §A.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct OllamaDurations {
+    pub total_duration_ns: u64,
+    pub load_duration_ns: u64,
+    pub prompt_eval_duration_ns: u64,
+    pub eval_duration_ns: u64,
 }
 
 /// One request, as the client saw it. Offsets are from the start of the workload run.
@@ -121,6 +143,9 @@ pub const DEFINITIONS: &[(&str, &str)] = &[
     ("server_decode_tok_per_s", "server-reported predicted tokens / predicted ms, summed over requests"),
     ("server_prompt_tok_per_s", "server-reported prompt tokens / prompt ms, summed over requests"),
     ("client_decode_tok_per_s", "client (output tokens - 1) / (e2e - ttft), summed over requests; compare with server_decode_tok_per_s"),
+    ("server_total_ms", "ollama total_duration (ns, shown in ms) per request, load included; compare with e2e"),
+    ("server_load_ms", "ollama load_duration (ns, shown in ms) per request"),
+    ("model_size_bytes", "ollama /api/ps size (and size_vram) of the loaded model after the workload"),
     ("percentiles", "linear interpolation between closest ranks (numpy default); n = sample count"),
 ];
 
@@ -193,6 +218,19 @@ pub struct Summary {
     pub client_decode_tok_per_s: Option<f64>,
     /// CPU time the tuner's own process used during the workload, in ms.
     pub client_cpu_ms: f64,
+    /// Ollama's `total_duration` per request (server-side E2E), in ms; compare with `e2e_ms`.
+    /// `None` for servers that do not report it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_total_ms: Option<Dist>,
+    /// Ollama's `load_duration` per request, in ms (near 0 once the model is loaded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_load_ms: Option<Dist>,
+    /// Ollama `/api/ps` `size` of the loaded model after the workload, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_size_bytes: Option<u64>,
+    /// Ollama `/api/ps` `size_vram` (bytes on the GPU; 0 on a CPU-only host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_size_vram_bytes: Option<u64>,
 }
 
 impl Summary {
@@ -301,7 +339,17 @@ pub fn summarize(samples: &[Sample], wall: Duration, request_slo: &RequestSlo) -
         server_decode_tok_per_s,
         client_decode_tok_per_s,
         client_cpu_ms: 0.0,
+        server_total_ms: ollama_dist(&timings, |d| d.total_duration_ns),
+        server_load_ms: ollama_dist(&timings, |d| d.load_duration_ns),
+        model_size_bytes: None,
+        model_size_vram_bytes: None,
     }
+}
+
+/// A distribution (ms) of one of Ollama's nanosecond durations; `None` without Ollama figures.
+fn ollama_dist(timings: &[ServerTimings], field: fn(&OllamaDurations) -> u64) -> Option<Dist> {
+    let values: Vec<f64> = timings.iter().filter_map(|t| t.ollama.as_ref()).map(|d| field(d) as f64 / 1e6).collect();
+    (!values.is_empty()).then(|| Dist::of(&values))
 }
 
 /// A finished trial's standing: its objective value and how far it misses each SLO.
@@ -384,6 +432,7 @@ mod tests {
                 predicted_tokens: tokens,
                 predicted_ms: 10.0 * f64::from(tokens),
                 cached_tokens: 0,
+                ollama: None,
             }),
         }
     }

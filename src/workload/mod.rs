@@ -5,6 +5,7 @@
 //! One `Sample` per request; a failed request is a sample with an error kind, never an abort.
 //! Knows nothing about backends or configurations: it gets a base URL and request options.
 
+pub mod ollama;
 pub mod openai;
 
 use std::path::Path;
@@ -108,6 +109,8 @@ pub enum Protocol {
     /// OpenAI `POST /v1/chat/completions` with `stream: true` (SSE).
     #[default]
     OpenAi,
+    /// Ollama `POST /api/chat` with `stream: true` (NDJSON), options in `options`.
+    Ollama,
 }
 
 /// Where and how to send requests.
@@ -193,6 +196,10 @@ pub async fn send(
         Protocol::OpenAi => {
             let body = openai::request_body(prompt, target, spec);
             openai::stream_chat(client, &target.base_url, &body, spec.request_timeout, origin).await
+        }
+        Protocol::Ollama => {
+            let body = ollama::request_body(prompt, target, spec);
+            ollama::stream_chat(client, &target.base_url, &body, spec.request_timeout, origin).await
         }
     }
 }
