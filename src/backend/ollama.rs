@@ -493,7 +493,7 @@ batch = { values = [256, 512], option = "num_batch" }
         assert!(e.contains("params.fa.values") && e.contains("'yes' is not a boolean"), "{e}");
         let e = parse(&SPACE.replace("option = \"num_batch\"", "option = \"num_bach\"")).unwrap_err();
         assert!(e.contains("unknown Ollama option 'num_bach'"), "{e}");
-        let e = parse(&SPACE.replace("[params]", "[backend.env]\nOLLAMA_HOST = \"0.0.0.0\"\n[params]").replace("\n[backend]", "\n[backend]")).unwrap_err();
+        let e = parse(&SPACE.replace("[params]", "[backend.env]\nOLLAMA_HOST = \"0.0.0.0\"\n[params]")).unwrap_err();
         assert!(e.contains("set by infertune"), "{e}");
         let e = parse(&SPACE.replace("kind = \"ollama\"", "kind = \"ollama\"\nmode = \"service\"")).unwrap_err();
         assert!(e.contains("ollama.env_file") && e.contains("service mode needs"), "{e}");
@@ -505,6 +505,31 @@ batch = { values = [256, 512], option = "num_batch" }
         let o = ok.backend.ollama.unwrap();
         assert_eq!(o.env_file.unwrap().1, EnvFileFormat::Systemd);
         assert_eq!(o.restart_command, ["systemctl", "restart", "ollama"]);
+    }
+
+    #[test]
+    fn env_restarts_load_options_reload_sampling_reuses() {
+        use crate::backend::Launch;
+        let space = parse(&SPACE.replace("[params]", "[params]\ntop_k = { values = [40, 1], option = \"top_k\" }")).unwrap();
+        let b = Ollama::new(space.backend.clone(), space.params.clone());
+        let plan = |p: i64, q: &str, batch: i64, k: i64| {
+            b.plan(&cand(&[
+                ("parallel", Value::Int(p)),
+                ("fa", Value::Int(1)),
+                ("quant", Value::Str(q.into())),
+                ("batch", Value::Int(batch)),
+                ("top_k", Value::Int(k)),
+            ]))
+            .unwrap()
+        };
+        let base = plan(1, "q8_0", 256, 40);
+        let between = |next: &LaunchPlan| Launch::between(Some(&base), next, b.reload_options());
+        assert_eq!(Launch::between(None, &base, RELOAD_OPTIONS), Launch::Restart);
+        assert_eq!(between(&plan(4, "q8_0", 256, 40)), Launch::Restart);
+        assert_eq!(between(&plan(1, "q8_0", 512, 40)), Launch::Reload);
+        assert_eq!(between(&plan(1, "q4_K_M", 256, 40)), Launch::Reload);
+        assert_eq!(between(&plan(1, "q8_0", 256, 1)), Launch::Reuse);
+        assert_eq!(between(&base), Launch::Reuse);
     }
 
     #[test]

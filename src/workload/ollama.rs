@@ -256,12 +256,15 @@ pub async fn ps(client: &reqwest::Client, base_url: &str, model: &str) -> Result
     }))
 }
 
+/// Progress callback of [`pull`]: `(status, completed bytes, total bytes)`.
+pub type PullProgress<'a> = dyn FnMut(&str, Option<u64>, Option<u64>) + Send + 'a;
+
 /// `POST /api/pull` streaming: calls `progress(status, completed, total)` per line.
 pub async fn pull(
     client: &reqwest::Client,
     base_url: &str,
     model: &str,
-    progress: &mut (dyn FnMut(&str, Option<u64>, Option<u64>) + Send),
+    progress: &mut PullProgress<'_>,
 ) -> Result<(), ApiError> {
     let resp = client
         .post(format!("{base_url}/api/pull"))
