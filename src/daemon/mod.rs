@@ -375,8 +375,15 @@ async fn run_trial(
     };
     let cpu_before = system::own_cpu_time();
     let workload_start = Instant::now();
-    // Service mode has no process of ours to measure; /api/ps reports the model's memory.
-    let mut sampler = current.server.as_ref().map(|s| system::TreeSampler::new(s.pid()));
+    // Service mode: the process listening on the service's port, when we may see it.
+    let pid = match &current.server {
+        Some(server) => Some(server.pid()),
+        None => reqwest::Url::parse(&current.base_url)
+            .ok()
+            .and_then(|u| u.port_or_known_default())
+            .and_then(ollama::listening_pid),
+    };
+    let mut sampler = pid.map(system::TreeSampler::new);
     let mut peak_rss = sampler.as_mut().map_or(0, |s| s.rss_bytes());
     let run = {
         let workload = workload::run(client, &target, prompts, &space.workload);

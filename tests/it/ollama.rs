@@ -243,6 +243,10 @@ num_ctx = { values = [1024], option = "num_ctx" }"#,
     let trials = trials_json(&db, "svc").await;
     let states: Vec<(&str, &str)> = trials.iter().map(|t| (t["state"].as_str().unwrap(), t["launch"].as_str().unwrap())).collect();
     assert_eq!(states, [("complete", "restart"), ("complete", "restart")], "{out}");
+    for t in &trials {
+        let rss = t["metrics"]["peak_rss_bytes"].as_f64().unwrap();
+        assert!((20e6..8e9).contains(&rss), "RSS of the service found by its port: {t:#}");
+    }
     assert_eq!(std::fs::read_to_string(&env_file).unwrap(), original, "byte-identical after a normal end");
     let fixture_log = std::fs::read_to_string(&log).unwrap();
     assert!(fixture_log.contains("OLLAMA_NUM_PARALLEL=2"), "the restart applied the trial's variables:\n{fixture_log}");
