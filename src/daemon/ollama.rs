@@ -194,7 +194,8 @@ pub async fn restart(argv: &[String]) -> anyhow::Result<()> {
     .with_context(|| format!("restart command '{shown}' could not be run (check [ollama] restart_command)"))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        bail!("restart command '{shown}' failed ({}): {}", output.status, stderr.trim());
+        let said = if stderr.trim().is_empty() { String::new() } else { format!(": {}", stderr.trim()) };
+        bail!("restart command '{shown}' failed ({}){said}", output.status);
     }
     Ok(())
 }

@@ -92,6 +92,7 @@ top_k = { values = [40, 1], option = "top_k" }"#,
     assert!(out.contains("pulling 'smollm2:135m-instruct-q4_0': success"), "a missing tag is pulled with progress:\n{out}");
     assert!(out.contains("stopped: budget"), "{out}");
 
+    eprintln!("{out}\n{}", run_cli(&["--db", db_s, "trials", "ollama-e2e"]).await.unwrap());
     let trials = trials_json(&db, "ollama-e2e").await;
     assert_eq!(trials.len(), 5, "{out}");
     let launches: Vec<&str> = trials.iter().map(|t| t["launch"].as_str().unwrap()).collect();
