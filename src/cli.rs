@@ -477,6 +477,18 @@ fn print_event(event: &Event<'_>, out: &mut dyn Write) -> std::io::Result<()> {
             out.flush()
         }
         Event::OutputWritten { path } => writeln!(out, "  wrote {}", path.display()),
+        Event::Pulling { model, status, completed, total } => match (completed, total) {
+            (Some(c), Some(t)) if *t > 0 => {
+                writeln!(out, "pulling '{model}': {status} {:.0}% of {} MB", *c as f64 * 100.0 / *t as f64, t / 1_000_000)
+            }
+            _ => writeln!(out, "pulling '{model}': {status}"),
+        },
+        Event::ServiceRestored { path, is_best } => writeln!(
+            out,
+            "{} '{}' and restarted the service",
+            if *is_best { "wrote the best trial to" } else { "restored" },
+            path.display()
+        ),
     }
 }
 
@@ -630,12 +642,19 @@ pub fn trial_json(t: &Trial, meets_slos: bool) -> serde_json::Value {
         "error_message": t.error_message,
         "ready_ms": t.stages.ready_ms,
         "workload_ms": t.stages.workload_ms,
+        "launch": t.stages.launch,
+        "load_ms": t.stages.load_ms,
         "server": t.summary.as_ref().map(|s| json!({
             "prompt_tok_per_s": s.server_prompt_tok_per_s,
             "decode_tok_per_s": s.server_decode_tok_per_s,
             "client_decode_tok_per_s": s.client_decode_tok_per_s,
             "decode_agreement": s.decode_agreement,
             "cross_check_flagged": s.is_cross_check_flagged,
+            "total_ms": s.server_total_ms,
+            "client_e2e_ms": s.e2e_ms,
+            "load_ms": s.server_load_ms,
+            "model_size_bytes": s.model_size_bytes,
+            "model_size_vram_bytes": s.model_size_vram_bytes,
         })),
         "quality": t.summary.as_ref().and_then(|s| s.quality),
         "samples": t.summary.as_ref().map(|s| json!({"requests": s.requests, "succeeded": s.succeeded, "ttft_n": s.ttft_ms.n, "itl_n": s.itl_ms.n})),

@@ -17,6 +17,11 @@ pub enum Format {
     Args,
     /// Parameters, launch plan and metrics as JSON.
     Json,
+    /// A systemd drop-in: `[Service]` and one `Environment="KEY=value"` line per server
+    /// variable (for `systemctl edit ollama`).
+    Systemd,
+    /// Ollama Modelfile lines: `FROM <tag>` and `PARAMETER <option> <value>` per request option.
+    Modelfile,
 }
 
 /// Why a trial cannot be exported.
@@ -83,7 +88,49 @@ pub fn render(study: &Study, trial: &Trial, format: Format) -> Result<String, Er
             });
             serde_json::to_string_pretty(&doc).expect("plain data") + "\n"
         }
+        Format::Systemd => {
+            let header = format!(
+                "# infertune study '{}', trial {} ({})\n# {}\n# install: systemctl edit ollama (paste), or save as \
+                 /etc/systemd/system/ollama.service.d/infertune.conf; then systemctl daemon-reload && \
+                 systemctl restart ollama\n",
+                study.name,
+                trial.number,
+                if trial.is_feasible() { "meets every SLO" } else { "does NOT meet every SLO" },
+                trial.params.brief()
+            );
+            header + &systemd_drop_in(&plan.deploy_env)
+        }
+        Format::Modelfile => {
+            let mut out = format!(
+                "# infertune study '{}', trial {}: per-request options as Modelfile parameters\n\
+                 # build: ollama create <name> -f <this file>\nFROM {}\n",
+                study.name, trial.number, plan.model
+            );
+            for (k, v) in &plan.request_options {
+                let value = match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                out.push_str(&format!("PARAMETER {k} {value}\n"));
+            }
+            out
+        }
     })
+}
+
+/// A systemd drop-in body: `[Service]`, then `Environment="KEY=value"` per variable in name
+/// order. Values must need no escaping (the Ollama adapter only admits `[A-Za-z0-9._:/,+-]`).
+pub fn systemd_drop_in(env: &std::collections::BTreeMap<String, String>) -> String {
+    let mut out = String::from("[Service]\n");
+    for (k, v) in env {
+        out.push_str(&format!("Environment=\"{k}={v}\"\n"));
+    }
+    out
+}
+
+/// `KEY=value` lines (an `EnvironmentFile=`), quoted for POSIX shells where needed.
+pub fn env_lines(env: &std::collections::BTreeMap<String, String>) -> String {
+    env.iter().map(|(k, v)| format!("{k}={}\n", shell_quote(v))).collect()
 }
 
 /// Quote for POSIX shells and env files: bare when safe, else single quotes.
@@ -134,6 +181,17 @@ mod tests {
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
         assert_eq!(shell_quote(""), "''");
         assert_eq!(shell_quote("$(rm -rf /)"), "'$(rm -rf /)'");
+    }
+
+    #[test]
+    fn systemd_and_env_bodies() {
+        let env: std::collections::BTreeMap<String, String> =
+            [("OLLAMA_NUM_PARALLEL", "4"), ("OLLAMA_FLASH_ATTENTION", "1")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        assert_eq!(
+            systemd_drop_in(&env),
+            "[Service]\nEnvironment=\"OLLAMA_FLASH_ATTENTION=1\"\nEnvironment=\"OLLAMA_NUM_PARALLEL=4\"\n"
+        );
+        assert_eq!(env_lines(&env), "OLLAMA_FLASH_ATTENTION=1\nOLLAMA_NUM_PARALLEL=4\n");
     }
 
     #[test]

@@ -52,6 +52,9 @@ struct SpaceFile {
     #[serde(default)]
     output: OutputFile,
     quality: Option<QualityFile>,
+    /// `[ollama]`: Ollama-only settings (service mode, pulling, the default `num_ctx`).
+    #[serde(default)]
+    ollama: Option<crate::backend::ollama::OllamaFile>,
 }
 
 /// `[quality]`: the quantization quality guard's prompt sets (issue 6).
@@ -112,6 +115,9 @@ struct BackendFile {
     env: BTreeMap<String, String>,
     #[serde(default = "default_ready_timeout")]
     ready_timeout: String,
+    /// `spawn` (default: the tuner starts the server) or `service` (Ollama run by systemd).
+    #[serde(default)]
+    mode: Option<String>,
 }
 
 fn default_ready_timeout() -> String {
@@ -295,12 +301,14 @@ pub enum StrategyKind {
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
     Llamacpp,
+    Ollama,
 }
 
 impl fmt::Display for BackendKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             BackendKind::Llamacpp => "llamacpp",
+            BackendKind::Ollama => "ollama",
         })
     }
 }
@@ -317,6 +325,22 @@ pub struct BackendSpec {
     /// Fixed environment for every launch.
     pub env: BTreeMap<String, String>,
     pub ready_timeout: Duration,
+    /// Who runs the server: the tuner (`spawn`) or a service manager (`service`).
+    pub mode: BackendMode,
+    /// Ollama-only settings; `Some` exactly when `kind` is `ollama`.
+    pub ollama: Option<crate::backend::ollama::OllamaSpec>,
+}
+
+/// `[backend] mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendMode {
+    /// The tuner starts the server for each configuration and stops it after.
+    #[default]
+    Spawn,
+    /// The server runs under a service manager; the tuner writes its environment file and runs
+    /// the user's restart command.
+    Service,
 }
 
 /// `[workload]`: the streaming load each trial runs.
@@ -509,10 +533,11 @@ impl Space {
 
         let kind = match file.backend.kind.as_str() {
             "llamacpp" => BackendKind::Llamacpp,
+            "ollama" => BackendKind::Ollama,
             other => {
                 return Err(invalid(
                     "backend.kind",
-                    format!("unknown backend '{other}' (expected llamacpp)"),
+                    format!("unknown backend '{other}' (expected llamacpp or ollama)"),
                 ));
             }
         };
@@ -521,10 +546,35 @@ impl Space {
         }
         let mut command = file.backend.command.clone();
         command[0] = resolve_program(base, &command[0]);
+        let mode = match file.backend.mode.as_deref() {
+            None | Some("spawn") => BackendMode::Spawn,
+            Some("service") if kind == BackendKind::Ollama => BackendMode::Service,
+            Some("service") => {
+                return Err(invalid("backend.mode", format!("'service' mode is only for kind 'ollama' (got kind '{kind}')")));
+            }
+            Some(other) => {
+                return Err(invalid("backend.mode", format!("unknown mode '{other}' (expected spawn or service)")));
+            }
+        };
+        let ollama = match (kind, file.ollama) {
+            (BackendKind::Ollama, raw) => Some(
+                crate::backend::ollama::OllamaSpec::from_file(raw.unwrap_or_default(), mode, base)
+                    .map_err(|(key, m)| invalid(&key, m))?,
+            ),
+            (_, Some(_)) => return Err(invalid("ollama", format!("an [ollama] section needs kind 'ollama' (got '{kind}')"))),
+            (_, None) => None,
+        };
         let backend = BackendSpec {
             kind,
             command,
-            model: resolve_program(base, &file.backend.model),
+            // An Ollama model is a tag (`library/qwen2.5:7b`), never a path, even with a '/'.
+            model: if kind == BackendKind::Ollama {
+                file.backend.model.clone()
+            } else {
+                resolve_program(base, &file.backend.model)
+            },
+            mode,
+            ollama,
             args: file.backend.args,
             env: file.backend.env,
             ready_timeout: parse_duration(&file.backend.ready_timeout)
@@ -540,6 +590,9 @@ impl Space {
                 invalid(&format!("params.{name}"), e.to_string().trim_end().to_string())
             })?;
             params.push(validate_param(name, &raw, &backend, &invalid)?);
+        }
+        if backend.kind == BackendKind::Ollama {
+            crate::backend::ollama::validate_space(&backend, &params).map_err(|(key, m)| invalid(&key, m))?;
         }
 
         let w = file.workload;
@@ -963,7 +1016,7 @@ fn resolve_program(base: &Path, program: &str) -> String {
     }
 }
 
-fn resolve_path(base: &Path, path: &str) -> PathBuf {
+pub(crate) fn resolve_path(base: &Path, path: &str) -> PathBuf {
     let p = Path::new(path);
     if p.is_absolute() {
         p.to_path_buf()

@@ -141,6 +141,8 @@ struct TrialRow {
     summary_json: Option<String>,
     ready_ms: Option<f64>,
     workload_ms: Option<f64>,
+    launch: Option<String>,
+    load_ms: Option<f64>,
     error_class: Option<String>,
     error_message: Option<String>,
     started_at_ms: i64,
@@ -174,6 +176,11 @@ impl TrialRow {
             stages: StageTimes {
                 ready_ms: self.ready_ms,
                 workload_ms: self.workload_ms,
+                launch: match self.launch.as_deref() {
+                    Some(text) => Some(crate::backend::Launch::from_name(text).ok_or_else(|| Error::Corrupt(format!("trial launch '{text}'")))?),
+                    None => None,
+                },
+                load_ms: self.load_ms,
             },
             started_at_ms: self.started_at_ms,
             ended_at_ms: self.ended_at_ms,
@@ -181,7 +188,7 @@ impl TrialRow {
     }
 }
 
-const TRIAL_COLUMNS: &str = "id, number, state, params_json, plan_json, objective, violation, violations_json, summary_json, ready_ms, workload_ms, error_class, error_message, started_at_ms, ended_at_ms";
+const TRIAL_COLUMNS: &str = "id, number, state, params_json, plan_json, objective, violation, violations_json, summary_json, ready_ms, workload_ms, launch, load_ms, error_class, error_message, started_at_ms, ended_at_ms";
 
 /// Everything the daemon knows once a trial ends.
 #[derive(Debug, Clone)]
@@ -425,7 +432,9 @@ impl Store {
                    error_class = ?22,
                    error_message = ?23,
                    ended_at_ms = ?24,
-                   server_pid = NULL
+                   server_pid = NULL,
+                   launch = ?25,
+                   load_ms = ?26
                WHERE id = ?1"#,
         )
         .bind(trial.0)
@@ -452,6 +461,8 @@ impl Store {
         .bind(error_class)
         .bind(error_message)
         .bind(now_ms())
+        .bind(finished.stages.launch.map(|l| l.as_str()))
+        .bind(finished.stages.load_ms)
         .execute(&mut *tx)
         .await?;
 
@@ -738,7 +749,7 @@ mod tests {
         let verdict = Verdict { objective: 1.5, violations: BTreeMap::from([("ttft_p95_ms".into(), 0.0)]), violation: 0.0 };
         let outcome = Outcome::Complete { summary: summary.clone(), verdict };
         store
-            .finish_trial(id, &Finished { outcome: &outcome, plan: None, stages: StageTimes { ready_ms: Some(900.0), workload_ms: Some(1.0) }, samples: &[] })
+            .finish_trial(id, &Finished { outcome: &outcome, plan: None, stages: StageTimes { ready_ms: Some(900.0), workload_ms: Some(1.0), launch: Some(crate::backend::Launch::Restart), load_ms: Some(12.5) }, samples: &[] })
             .await
             .unwrap();
         let trials = store.trials(s.id).await.unwrap();
@@ -749,6 +760,7 @@ mod tests {
         assert_eq!(t.objective, Some(1.5));
         assert_eq!(t.summary.as_ref().unwrap(), &summary);
         assert_eq!(t.stages.ready_ms, Some(900.0));
+        assert_eq!((t.stages.launch, t.stages.load_ms), (Some(crate::backend::Launch::Restart), Some(12.5)));
         assert!(t.is_feasible());
         assert_eq!(trial_metrics(t)["output_tok_per_s"], Some(42.0));
 

@@ -104,6 +104,14 @@ pub struct StageTimes {
     pub ready_ms: Option<f64>,
     /// Workload, including warm-up.
     pub workload_ms: Option<f64>,
+    /// How the trial got its server: `restart`, `reload` or `reuse` (`backend::Launch`);
+    /// `None` when no server was started.
+    #[serde(default)]
+    pub launch: Option<crate::backend::Launch>,
+    /// Model load the trial waited for (Ollama's preload `load_duration`); `None` for servers
+    /// that load at start.
+    #[serde(default)]
+    pub load_ms: Option<f64>,
 }
 
 /// A stored trial.

@@ -6,6 +6,7 @@
 //! wires the two together.
 
 pub mod llamacpp;
+pub mod ollama;
 pub mod process;
 
 use std::collections::BTreeMap;
@@ -97,6 +98,14 @@ pub trait Backend: Send + Sync {
     fn plan(&self, candidate: &Candidate) -> Result<LaunchPlan, Rejection>;
     /// Arguments that bind the server to `127.0.0.1:port`.
     fn bind_args(&self, port: u16) -> Vec<String>;
+    /// Environment that binds the server to `127.0.0.1:port` (Ollama's `OLLAMA_HOST`).
+    fn bind_env(&self, _port: u16) -> Vec<(String, String)> {
+        Vec::new()
+    }
+    /// Per-request options whose change makes the server reload the model (not restart).
+    fn reload_options(&self) -> &'static [&'static str] {
+        &[]
+    }
     /// The protocol the workload speaks to this server.
     fn protocol(&self) -> crate::workload::Protocol;
     /// Path polled for readiness (200 = ready).
@@ -112,6 +121,47 @@ pub trait Backend: Send + Sync {
 pub fn from_spec(spec: &BackendSpec, params: &[crate::space::Param]) -> Box<dyn Backend> {
     match spec.kind {
         BackendKind::Llamacpp => Box::new(llamacpp::LlamaCpp::new(spec.clone(), params.to_vec())),
+        BackendKind::Ollama => Box::new(ollama::Ollama::new(spec.clone(), params.to_vec())),
+    }
+}
+
+/// How a trial got its server, relative to the one before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Launch {
+    /// A new server process (first trial, or the process settings changed).
+    Restart,
+    /// Same process; the model is loaded again (other model, or a load-time option changed).
+    Reload,
+    /// Same process, same loaded model: only request-time options differ, or nothing.
+    Reuse,
+}
+
+impl Launch {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Launch::Restart => "restart",
+            Launch::Reload => "reload",
+            Launch::Reuse => "reuse",
+        }
+    }
+
+    /// The inverse of [`Launch::as_str`].
+    pub fn from_name(text: &str) -> Option<Launch> {
+        [Launch::Restart, Launch::Reload, Launch::Reuse].into_iter().find(|l| l.as_str() == text)
+    }
+
+    /// What moving from `previous` (the running server's plan) to `next` needs.
+    /// `reload_options` are the request options that make the server reload the model.
+    pub fn between(previous: Option<&LaunchPlan>, next: &LaunchPlan, reload_options: &[&str]) -> Launch {
+        let Some(prev) = previous else { return Launch::Restart };
+        if prev.process_key() != next.process_key() {
+            return Launch::Restart;
+        }
+        let load_changed = reload_options
+            .iter()
+            .any(|o| prev.request_options.get(*o) != next.request_options.get(*o));
+        if prev.model != next.model || load_changed { Launch::Reload } else { Launch::Reuse }
     }
 }
 

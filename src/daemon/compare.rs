@@ -113,7 +113,11 @@ pub async fn compare(store: &Store, opts: &CompareOptions, on_progress: &mut (dy
     let mut arms = [ArmRuns { samples: vec![], tok_per_s: vec![] }, ArmRuns { samples: vec![], tok_per_s: vec![] }];
     for pair in 1..=opts.pairs.max(1) {
         for (i, label) in [(0, 'A'), (1, 'B')] {
-            let run: TrialRun = run_trial(&bench, None, &cands[i]).await?;
+            // A fresh server for every run: close the session's server after each.
+            let mut session = super::Session::fresh();
+            let run = run_trial(&bench, &mut session, None, &cands[i]).await;
+            session.close(&shutdown).await;
+            let run: TrialRun = run?;
             let Outcome::Complete { summary, .. } = &run.outcome else {
                 bail!("run {pair} of {} could not be measured: {:?}", if i == 0 { opts.a } else { opts.b }, run.outcome);
             };

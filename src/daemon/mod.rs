@@ -18,6 +18,7 @@ mod quality;
 pub mod capacity;
 pub mod prune;
 pub mod validate;
+mod ollama;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
@@ -25,14 +26,14 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, bail};
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::backend::{self, Backend, LaunchPlan, process::{self, NotReady, Server}};
+use crate::backend::{self, Backend, Launch, LaunchPlan, process::{self, NotReady, Server}};
 use crate::export;
 use crate::measure::{self, RequestSlo, system};
 use crate::search;
-use crate::space::{Apply, Candidate, Space, Value};
+use crate::space::{Apply, BackendKind, BackendMode, Candidate, Space, Value};
 use crate::store::{Finished, NewStudy, Store};
 use crate::trial::{self, Fingerprint, Outcome, StageTimes, Study, Trial, TrialState};
-use crate::workload::{self, Prompt, Target};
+use crate::workload::{self, Prompt, Protocol, Target};
 
 pub use signal::Shutdown;
 
@@ -109,6 +110,10 @@ pub enum Event<'a> {
     OutputWritten { path: &'a std::path::Path },
     /// The fingerprint changed.
     Drift { what: &'a str },
+    /// A model the space needs is being pulled (`/api/pull` progress, sizes in bytes).
+    Pulling { model: &'a str, status: &'a str, completed: Option<u64>, total: Option<u64> },
+    /// Service mode: the env file was put back (or set to the best trial) and the service restarted.
+    ServiceRestored { path: &'a std::path::Path, is_best: bool },
 }
 
 /// The result of one run of the loop.
@@ -165,7 +170,11 @@ pub async fn tune(
 ) -> anyhow::Result<Report> {
     let backend = backend::from_spec(&space.backend, &space.params);
     let name = options.study_name.clone().unwrap_or_else(|| space.name.clone());
-    let fingerprint = fingerprint(space, backend.as_ref()).await?;
+    let mut bench = Bench::new(space, backend.as_ref(), shutdown)?;
+    let fingerprint = match space.backend.kind {
+        BackendKind::Ollama => ollama::prepare(space, &bench.client, on_event).await?,
+        BackendKind::Llamacpp => fingerprint(space, backend.as_ref()).await?,
+    };
     let mut seeds: Vec<Candidate> = Vec::new();
 
     let study = match store.study(&name).await? {
@@ -225,8 +234,15 @@ pub async fn tune(
         .begin_run(study.id, std::process::id(), max_trials, deadline.map(system_ms))
         .await?;
 
-    let mut bench = Bench::new(space, backend.as_ref(), shutdown)?;
     bench.guard = quality::prepare(space, backend.as_ref(), &bench.client).await?;
+    let mut session = Session {
+        running: None,
+        // Service mode: the user's env file, put back when the loop ends, however it ends.
+        service: match (&space.backend.ollama, space.backend.mode) {
+            (Some(settings), BackendMode::Service) => Some(ollama::ServiceFile::open(settings)?),
+            _ => None,
+        },
+    };
     let mut best_number = best_feasible(&trials, space);
     let mut files = ModelFiles::snapshot(&model_paths(space));
 
@@ -271,7 +287,14 @@ pub async fn tune(
         on_event(Event::TrialStarted { number, candidate: &candidate, planned: max_trials, is_retry });
         let t0 = Instant::now();
         let span = info_span!("trial", study = %study.name, number, backend = %backend.kind());
-        let result = run_trial(&bench, Some((store, trial_id)), &candidate).instrument(span).await?;
+        let result = run_trial(&bench, &mut session, Some((store, trial_id)), &candidate).instrument(span).await;
+        let result = match result {
+            Ok(result) => result,
+            Err(e) => {
+                session.close(shutdown).await;
+                return Err(e);
+            }
+        };
 
         // Persist now: a later crash must not lose this trial.
         store
@@ -307,6 +330,17 @@ pub async fn tune(
             break Stop::Interrupted;
         }
     };
+    if let Some(path) = session.service.as_ref().map(|f| f.path().to_path_buf()) {
+        let restore_best = space.backend.ollama.as_ref().is_some_and(|o| o.restore_best);
+        let best_env = trial::best(&trials, space.objective.direction)
+            .filter(|(_, feasible)| restore_best && *feasible)
+            .and_then(|(t, _)| t.plan.as_ref().map(|p| p.deploy_env.clone()));
+        let file = session.service.take().expect("checked above");
+        session.close(shutdown).await;
+        file.finish(best_env.as_ref()).await?;
+        on_event(Event::ServiceRestored { path: &path, is_best: best_env.is_some() });
+    }
+    session.close(shutdown).await;
     store.end_run(study.id, run, stop.as_str()).await?;
     info!(study = %study.name, stop = stop.as_str(), trials = trials.len(), "study stopped");
     let study = store.study(&study.name).await?.expect("the study exists");
@@ -475,10 +509,46 @@ async fn stop_server(server: Server, shutdown: &Shutdown) {
     }
 }
 
-/// Launch, measure and stop one configuration. `Err` only for infrastructure failures.
-/// `record` names the stored trial, whose server PID is recorded so a resume can reap it.
+/// The server the last trial used, kept for the next one.
+struct Running {
+    /// The process, in spawn mode; `None` when a service manager runs the server.
+    server: Option<Server>,
+    /// The plan of the last trial served (what `Launch::between` compares against).
+    plan: LaunchPlan,
+    base_url: String,
+}
+
+/// What lives across trials of one run: the running server (reused when only per-request
+/// options change) and, in service mode, the user's env file.
+struct Session {
+    running: Option<Running>,
+    service: Option<ollama::ServiceFile>,
+}
+
+impl Session {
+    /// A session with no server yet, in spawn mode (compare, validate: fresh starts).
+    fn fresh() -> Session {
+        Session { running: None, service: None }
+    }
+
+    /// Stop the server this session started, if any.
+    async fn close(&mut self, shutdown: &Shutdown) {
+        if let Some(server) = self.running.take().and_then(|r| r.server) {
+            stop_server(server, shutdown).await;
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Launch (or reuse) a server for one configuration and measure it; the server stays up in
+/// `session` for the next trial. `record` names the stored trial, whose server PID is recorded
+/// so a resume can reap it. `Err` only for infrastructure failures.
 async fn run_trial(
     bench: &Bench<'_>,
+    session: &mut Session,
     record: Option<(&Store, trial::TrialId)>,
     candidate: &Candidate,
 ) -> anyhow::Result<TrialRun> {
@@ -490,43 +560,99 @@ async fn run_trial(
             return Ok(TrialRun::infeasible("invalid-combination", rejection.message, None, StageTimes::default()));
         }
     };
-    let port = process::free_port()?;
-    let mut server = match Server::spawn(&plan, &backend.bind_args(port), port) {
-        Ok(server) => server,
-        Err(e) => return Err(e).context("starting the backend (check [backend] command)"),
-    };
-    if let Some((store, trial_id)) = record {
+    let launch = Launch::between(session.running.as_ref().map(|r| &r.plan), &plan, backend.reload_options());
+    let mut stages = StageTimes { launch: Some(launch), ..StageTimes::default() };
+    if launch == Launch::Restart {
+        session.close(shutdown).await;
+        match session.service.as_mut() {
+            Some(file) => {
+                // Service mode: the user's file gets this trial's variables; their command restarts.
+                file.apply(&plan.env, &candidate.brief()).await?;
+                let url = space.backend.ollama.as_ref().expect("service mode is ollama").url.clone();
+                let Some(ready) = ollama::wait_url(client, &format!("{url}/"), space.backend.ready_timeout).await else {
+                    let message = format!("the service did not answer at '{url}/' within {:?} after the restart", space.backend.ready_timeout);
+                    return Ok(TrialRun::infeasible("never-ready", message, Some(plan), stages));
+                };
+                stages.ready_ms = Some(ms(ready));
+                session.running = Some(Running { server: None, plan: plan.clone(), base_url: url });
+            }
+            None => {
+                let port = process::free_port()?;
+                let mut spawned = plan.clone();
+                spawned.env.extend(backend.bind_env(port));
+                let mut server = match Server::spawn(&spawned, &backend.bind_args(port), port) {
+                    Ok(server) => server,
+                    Err(e) => return Err(e).context("starting the backend (check [backend] command)"),
+                };
+                let ready = tokio::select! {
+                    r = server.wait_ready(client, backend.health_path(), space.backend.ready_timeout) => r,
+                    _ = shutdown.graceful.cancelled() => {
+                        stop_server(server, shutdown).await;
+                        return Ok(TrialRun::interrupted(Some(plan), stages));
+                    }
+                };
+                match ready {
+                    Ok(ready) => stages.ready_ms = Some(ms(ready)),
+                    Err(not_ready) => {
+                        let exited = matches!(not_ready, NotReady::Exited(_));
+                        let log = server.log.clone();
+                        stop_server(server, shutdown).await;
+                        let failure = backend.classify(&log.text(), exited);
+                        return Ok(TrialRun::infeasible(failure.class.as_str(), failure.message, Some(plan), stages));
+                    }
+                }
+                session.running = Some(Running { base_url: server.url(), server: Some(server), plan: plan.clone() });
+            }
+        }
+    }
+    let current = session.running.as_mut().expect("a server runs after a restart or a reuse");
+    current.plan = plan.clone();
+    if let (Some((store, trial_id)), Some(server)) = (record, current.server.as_ref()) {
         store.set_server_pid(trial_id, Some(server.pid())).await?;
     }
-    let mut stages = StageTimes::default();
-    let ready = tokio::select! {
-        r = server.wait_ready(client, backend.health_path(), space.backend.ready_timeout) => r,
-        _ = shutdown.graceful.cancelled() => {
-            stop_server(server, shutdown).await;
-            return Ok(TrialRun::interrupted(Some(plan), stages));
-        }
-    };
-    match ready {
-        Ok(ready) => stages.ready_ms = Some(ready.as_secs_f64() * 1000.0),
-        Err(not_ready) => {
-            let exited = matches!(not_ready, NotReady::Exited(_));
-            let log = server.log.clone();
-            stop_server(server, shutdown).await;
-            let failure = backend.classify(&log.text(), exited);
-            return Ok(TrialRun::infeasible(failure.class.as_str(), failure.message, Some(plan), stages));
+
+    if backend.protocol() == Protocol::Ollama {
+        // Load the model with this trial's options before measuring, so the load is timed on
+        // its own and a model that cannot load is a classified result, not failed requests.
+        let timeout = space.backend.ollama.as_ref().map_or(Duration::from_secs(300), |o| o.load_timeout);
+        match workload::ollama::preload(client, &current.base_url, &plan.model, &plan.request_options, timeout).await {
+            Ok(load) => stages.load_ms = Some(ms(load)),
+            Err(e) => {
+                let class = backend::ollama::classify_message(&e.message).unwrap_or(if e.status == 0 {
+                    backend::FailureClass::Crashed
+                } else {
+                    backend::FailureClass::LoadError
+                });
+                if current.server.as_mut().is_some_and(|s| s.exited().is_some()) {
+                    session.close(shutdown).await;
+                }
+                let message = format!("loading '{}': {}", plan.model, e.message);
+                return Ok(TrialRun::infeasible(class.as_str(), message, Some(plan), stages));
+            }
         }
     }
 
     let target = Target {
         protocol: backend.protocol(),
-        base_url: server.url(),
-        model: model_name(&plan.model),
+        base_url: current.base_url.clone(),
+        model: match backend.kind() {
+            BackendKind::Ollama => plan.model.clone(),
+            BackendKind::Llamacpp => model_name(&plan.model),
+        },
         options: plan.request_options.clone(),
     };
     let cpu_before = system::own_cpu_time();
     let workload_start = Instant::now();
-    let mut sampler = system::TreeSampler::new(server.pid());
-    let mut peak_rss = sampler.rss_bytes();
+    // Service mode: the process listening on the service's port, when we may see it.
+    let pid = match &current.server {
+        Some(server) => Some(server.pid()),
+        None => reqwest::Url::parse(&current.base_url)
+            .ok()
+            .and_then(|u| u.port_or_known_default())
+            .and_then(ollama::listening_pid),
+    };
+    let mut sampler = pid.map(system::TreeSampler::new);
+    let mut peak_rss = sampler.as_mut().map_or(0, |s| s.rss_bytes());
     let measured = {
         let ttft_limit_ms = space.slos.iter().find(|s| s.metric == "ttft_p95_ms" && s.is_upper_bound).map(|s| s.limit);
         let workload = prune::run(client, &target, prompts, &space.workload, ttft_limit_ms);
@@ -535,26 +661,28 @@ async fn run_trial(
         loop {
             tokio::select! {
                 run = &mut workload => break Some(run),
-                _ = tick.tick() => peak_rss = peak_rss.max(sampler.rss_bytes()),
+                _ = tick.tick() => peak_rss = peak_rss.max(sampler.as_mut().map_or(0, |s| s.rss_bytes())),
                 _ = shutdown.graceful.cancelled() => break None,
             }
         }
     };
-    stages.workload_ms = Some(workload_start.elapsed().as_secs_f64() * 1000.0);
+    stages.workload_ms = Some(ms(workload_start.elapsed()));
     let Some((run, pruned)) = measured else {
-        stop_server(server, shutdown).await;
+        session.close(shutdown).await;
         return Ok(TrialRun::interrupted(Some(plan), stages));
     };
     let client_cpu = system::own_cpu_time().saturating_sub(cpu_before);
 
     // Failed requests may mean the server is dying: give it a moment to show it.
     let settle = if run.samples.iter().any(|s| !s.is_ok()) { Duration::from_millis(500) } else { Duration::ZERO };
-    if let Some(status) = server.exited_within(settle).await {
+    if let Some(server) = current.server.as_mut()
+        && let Some(status) = server.exited_within(settle).await
+    {
         // Let the reader tasks drain the last log lines.
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let log = server.log.clone();
-        stop_server(server, shutdown).await;
-        let failure = backend.classify(&log.text(), true);
+        let log = server.log.text();
+        session.close(shutdown).await;
+        let failure = backend.classify(&log, true);
         let message = format!("server exited during the workload ({status}): {}", failure.message);
         return Ok(TrialRun { samples: run.samples, ..TrialRun::infeasible(failure.class.as_str(), message, Some(plan), stages) });
     }
@@ -562,17 +690,28 @@ async fn run_trial(
         Some(g) => Some(g.answers(client, &target, space.workload.request_timeout).await),
         None => None,
     };
-    stop_server(server, shutdown).await;
 
     let mut summary = measure::summarize(&run.samples, run.wall, request_slo);
     summary.quality = guard.zip(answers).map(|(g, a)| g.score(&a));
     summary.peak_rss_bytes = peak_rss;
     summary.client_cpu_ms = client_cpu.as_secs_f64() * 1000.0;
+    if backend.protocol() == Protocol::Ollama {
+        match workload::ollama::ps(client, &current.base_url, &plan.model).await {
+            Ok(Some(loaded)) => {
+                summary.model_size_bytes = Some(loaded.size_bytes);
+                summary.model_size_vram_bytes = Some(loaded.size_vram_bytes);
+            }
+            Ok(None) => warn!(model = %plan.model, "model not listed by /api/ps after the workload"),
+            Err(e) => warn!(error = %e, "reading /api/ps"),
+        }
+    }
     if summary.succeeded == 0 && summary.requests > 0 {
         // Nothing was served: the configuration does not work, whatever the server says.
         let (kind, n) = summary.errors.iter().max_by_key(|(_, n)| **n).map(|(k, n)| (k.clone(), *n)).unwrap_or_default();
         let example = run.samples.iter().filter(|s| !s.is_warmup).find_map(|s| s.error_message.clone()).unwrap_or_default();
         let message = format!("all {} requests failed ({n} x {kind}): {example}", summary.requests);
+        // A server that served nothing is not worth keeping for the next trial.
+        session.close(shutdown).await;
         return Ok(TrialRun { samples: run.samples, ..TrialRun::infeasible(&format!("requests-{kind}"), message, Some(plan), stages) });
     }
     let verdict = measure::judge(&summary, &space.objective, &space.slos);
@@ -581,6 +720,7 @@ async fn run_trial(
         output_tok_per_s = summary.output_tok_per_s,
         success_rate = summary.success_rate,
         violation = verdict.violation,
+        launch = launch.as_str(),
         "trial measured"
     );
     Ok(TrialRun {

@@ -78,11 +78,15 @@ pub async fn revalidate(
         let arms = std::iter::once((None, baseline)).chain(top.iter().enumerate().map(|(i, t)| (Some(i), &t.params)));
         for (arm_index, candidate) in arms {
             let arm = if arm_index.is_some() { "candidate" } else { "default" };
+            // A fresh server start for every run.
+            let mut session = super::Session::fresh();
             let run = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => bail!("re-validation interrupted"),
-                run = run_trial(&bench, None, candidate) => run?,
+                run = run_trial(&bench, &mut session, None, candidate) => run,
             };
+            session.close(&shutdown).await;
+            let run = run?;
             let value = match run.outcome {
                 Outcome::Complete { verdict, .. } | Outcome::Pruned { verdict, .. } => verdict.objective,
                 Outcome::Infeasible { class, message } => bail!("the {arm} configuration failed on re-validation ({class}): {message}"),

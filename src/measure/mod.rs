@@ -32,6 +32,16 @@ pub enum ErrorKind {
     Truncated,
     /// The stream carried something that is not the protocol's JSON.
     Malformed,
+    /// The server does not have the model (Ollama 404 `model "x" not found`).
+    ModelNotFound,
+    /// The server's queue is full (Ollama 503 `server busy`).
+    Busy,
+    /// The model did not load in time (Ollama `timed out waiting for llama-server to start`).
+    LoadTimeout,
+    /// The server ran out of memory loading or running the model.
+    Oom,
+    /// The model runner died (Ollama `llama-server process has terminated`).
+    RunnerCrashed,
 }
 
 /// The server's own timing figures for one request (llama.cpp `timings`).
@@ -43,6 +53,18 @@ pub struct ServerTimings {
     pub predicted_ms: f64,
     /// Prompt tokens served from the server's cache.
     pub cached_tokens: u32,
+    /// Ollama's own durations from the final chunk, in nanoseconds; `None` for other servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ollama: Option<OllamaDurations>,
+}
+
+/// Ollama's final-chunk durations, as sent (nanoseconds; a missing field is 0, reference §A.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct OllamaDurations {
+    pub total_duration_ns: u64,
+    pub load_duration_ns: u64,
+    pub prompt_eval_duration_ns: u64,
+    pub eval_duration_ns: u64,
 }
 
 /// One request, as the client saw it. Offsets are from the start of the workload run.
@@ -127,6 +149,9 @@ pub const DEFINITIONS: &[(&str, &str)] = &[
     ("decode_agreement", "client_decode_tok_per_s / server decode steps per s (sum of predicted tokens - 1 over sum of predicted ms, the span llama.cpp times); flagged when off by more than 10 % (client overloaded, clock or parsing off)"),
     ("quality_agreement", "mean token-level agreement (ROUGE-L F1 over words) of greedy answers with the highest-precision model variant's"),
     ("quality_exact_match", "fraction of prompts/known-answers.jsonl answered with an accepted spelling (greedy)"),
+    ("server_total_ms", "ollama total_duration (ns, shown in ms) per request, load included; compare with e2e"),
+    ("server_load_ms", "ollama load_duration (ns, shown in ms) per request"),
+    ("model_size_bytes", "ollama /api/ps size (and size_vram) of the loaded model after the workload"),
     ("percentiles", "linear interpolation between closest ranks (numpy default); n = sample count"),
 ];
 
@@ -208,6 +233,19 @@ pub struct Summary {
     /// Quality guard figures; `None` unless the study runs the guard.
     #[serde(default)]
     pub quality: Option<quality::QualityScore>,
+    /// Ollama's `total_duration` per request (server-side E2E), in ms; compare with `e2e_ms`.
+    /// `None` for servers that do not report it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_total_ms: Option<Dist>,
+    /// Ollama's `load_duration` per request, in ms (near 0 once the model is loaded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_load_ms: Option<Dist>,
+    /// Ollama `/api/ps` `size` of the loaded model after the workload, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_size_bytes: Option<u64>,
+    /// Ollama `/api/ps` `size_vram` (bytes on the GPU; 0 on a CPU-only host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_size_vram_bytes: Option<u64>,
 }
 
 /// Relative client/server decode-rate difference above which a trial is flagged.
@@ -345,7 +383,17 @@ pub fn summarize(samples: &[Sample], wall: Duration, request_slo: &RequestSlo) -
         decode_agreement,
         is_cross_check_flagged,
         quality: None,
+        server_total_ms: ollama_dist(&timings, |d| d.total_duration_ns),
+        server_load_ms: ollama_dist(&timings, |d| d.load_duration_ns),
+        model_size_bytes: None,
+        model_size_vram_bytes: None,
     }
+}
+
+/// A distribution (ms) of one of Ollama's nanosecond durations; `None` without Ollama figures.
+fn ollama_dist(timings: &[ServerTimings], field: fn(&OllamaDurations) -> u64) -> Option<Dist> {
+    let values: Vec<f64> = timings.iter().filter_map(|t| t.ollama.as_ref()).map(|d| field(d) as f64 / 1e6).collect();
+    (!values.is_empty()).then(|| Dist::of(&values))
 }
 
 /// A finished trial's standing: its objective value and how far it misses each SLO.
@@ -428,6 +476,7 @@ mod tests {
                 predicted_tokens: tokens,
                 predicted_ms: 10.0 * f64::from(tokens),
                 cached_tokens: 0,
+                ollama: None,
             }),
         }
     }

@@ -7,6 +7,7 @@
 
 pub mod open_loop;
 pub mod greedy;
+pub mod ollama;
 pub mod openai;
 pub mod timed;
 
@@ -114,6 +115,8 @@ pub enum Protocol {
     /// OpenAI `POST /v1/chat/completions` with `stream: true` (SSE).
     #[default]
     OpenAi,
+    /// Ollama `POST /api/chat` with `stream: true` (NDJSON), options in `options`.
+    Ollama,
 }
 
 /// Where and how to send requests.
@@ -199,6 +202,10 @@ pub async fn send(
         Protocol::OpenAi => {
             let body = openai::request_body(prompt, target, spec);
             openai::stream_chat(client, &target.base_url, &body, spec.request_timeout, origin).await
+        }
+        Protocol::Ollama => {
+            let body = ollama::request_body(prompt, target, spec);
+            ollama::stream_chat(client, &target.base_url, &body, spec.request_timeout, origin).await
         }
     }
 }

@@ -187,6 +187,7 @@ async fn read_stream(
                 predicted_tokens: t.predicted_n,
                 predicted_ms: t.predicted_ms,
                 cached_tokens: t.cache_n,
+                ollama: None,
             });
         }
     }

@@ -7,4 +7,5 @@ mod faults;
 mod report;
 mod measure;
 mod search;
+mod ollama;
 mod spaces;
