@@ -155,6 +155,8 @@ struct SloFile {
     output_tok_per_s: Option<f64>,
     success_rate: Option<f64>,
     peak_rss_mb: Option<f64>,
+    /// Peak GPU memory in use during the workload (MiB, summed over the visible GPUs).
+    peak_vram_mb: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -266,12 +268,14 @@ pub enum StrategyKind {
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
     Llamacpp,
+    Vllm,
 }
 
 impl fmt::Display for BackendKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             BackendKind::Llamacpp => "llamacpp",
+            BackendKind::Vllm => "vllm",
         })
     }
 }
@@ -462,10 +466,11 @@ impl Space {
 
         let kind = match file.backend.kind.as_str() {
             "llamacpp" => BackendKind::Llamacpp,
+            "vllm" => BackendKind::Vllm,
             other => {
                 return Err(invalid(
                     "backend.kind",
-                    format!("unknown backend '{other}' (expected llamacpp)"),
+                    format!("unknown backend '{other}' (expected llamacpp or vllm)"),
                 ));
             }
         };
@@ -477,7 +482,12 @@ impl Space {
         let backend = BackendSpec {
             kind,
             command,
-            model: resolve_program(base, &file.backend.model),
+            // vLLM models are usually hub ids (`org/name`): only `./` and `../` paths are local.
+            model: if kind == BackendKind::Vllm && !file.backend.model.starts_with('.') {
+                file.backend.model.clone()
+            } else {
+                resolve_program(base, &file.backend.model)
+            },
             args: file.backend.args,
             env: file.backend.env,
             ready_timeout: parse_duration(&file.backend.ready_timeout)
@@ -551,6 +561,7 @@ impl Space {
             ("output_tok_per_s", s.output_tok_per_s, false),
             ("success_rate", s.success_rate, false),
             ("peak_rss_mb", s.peak_rss_mb, true),
+            ("peak_vram_mb", s.peak_vram_mb, true),
         ] {
             let Some(limit) = limit else { continue };
             if !limit.is_finite() || limit < 0.0 {

@@ -255,13 +255,23 @@ async fn run_trial(
             return Ok(TrialRun::infeasible("invalid-combination", rejection.message, None, StageTimes::default()));
         }
     };
+    // GPU memory in use before this server starts (the previous trial's must have been freed).
+    let vram_before = if backend.samples_gpu() { measure::gpu::query(&plan.env).await } else { None };
     let port = process::free_port()?;
     let mut server = match Server::spawn(&plan, &backend.bind_args(port), port) {
         Ok(server) => server,
         Err(e) => return Err(e).context("starting the backend (check [backend] command)"),
     };
     let mut stages = StageTimes::default();
-    match server.wait_ready(client, backend.health_path(), space.backend.ready_timeout).await {
+    let request_model = backend.request_model(&plan).unwrap_or_else(|| model_name(&plan.model));
+    let ready = match server.wait_ready(client, backend.health_path(), space.backend.ready_timeout).await {
+        Ok(ready) => match backend.models_path() {
+            Some(path) => wait_model_listed(&mut server, client, path, &request_model, space.backend.ready_timeout).await,
+            None => Ok(ready),
+        },
+        Err(not_ready) => Err(not_ready),
+    };
+    match ready {
         Ok(ready) => stages.ready_ms = Some(ready.as_secs_f64() * 1000.0),
         Err(not_ready) => {
             let exited = matches!(not_ready, NotReady::Exited(_));
@@ -275,9 +285,19 @@ async fn run_trial(
     let target = Target {
         protocol: backend.protocol(),
         base_url: server.url(),
-        model: model_name(&plan.model),
+        model: request_model,
         options: plan.request_options.clone(),
     };
+    let version = match backend.version_path() {
+        Some(path) => fetch_text(client, &format!("{}{path}", server.url())).await.map(|v| v.trim().to_string()),
+        None => None,
+    };
+    let metrics_url = backend.metrics_path().map(|p| format!("{}{p}", server.url()));
+    let metrics_before = match &metrics_url {
+        Some(url) => fetch_text(client, url).await.map(|t| measure::prom::VllmSnapshot::from_text(&t)),
+        None => None,
+    };
+    let server_sampler = ServerSampler::start(client.clone(), metrics_url.clone(), plan.env.clone(), backend.samples_gpu());
     let cpu_before = system::own_cpu_time();
     let workload_start = Instant::now();
     let mut sampler = system::TreeSampler::new(server.pid());
@@ -296,6 +316,11 @@ async fn run_trial(
     stages.workload_ms = Some(workload_start.elapsed().as_secs_f64() * 1000.0);
     let client_cpu = system::own_cpu_time().saturating_sub(cpu_before);
 
+    let peaks = server_sampler.finish().await;
+    let metrics_after = match &metrics_url {
+        Some(url) => fetch_text(client, url).await.map(|t| measure::prom::VllmSnapshot::from_text(&t)),
+        None => None,
+    };
     if let Some(status) = server.exited() {
         let log = server.log.text();
         let failure = backend.classify(&log, true);
@@ -307,6 +332,21 @@ async fn run_trial(
     let mut summary = measure::summarize(&run.samples, run.wall, request_slo);
     summary.peak_rss_bytes = peak_rss;
     summary.client_cpu_ms = client_cpu.as_secs_f64() * 1000.0;
+    summary.peak_vram_bytes = peaks.vram_used_mib.map(|mib| (mib * 1024.0 * 1024.0) as u64);
+    if metrics_url.is_some() || version.is_some() {
+        let mut m = match (&metrics_before, &metrics_after) {
+            (Some(b), Some(a)) => measure::prom::ServerMetrics::delta(b, a),
+            _ => measure::prom::ServerMetrics::default(),
+        };
+        m.version = version;
+        m.kv_cache_usage_peak = match (m.kv_cache_usage_peak, peaks.kv_cache_usage) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        m.vram_baseline_mb = vram_before.map(|g| g.used_mib);
+        m.vram_total_mb = peaks.vram_total_mib.or(vram_before.map(|g| g.total_mib));
+        summary.server_metrics = Some(m);
+    }
     let verdict = measure::judge(&summary, &space.objective, &space.slos);
     info!(
         ttft_p95_ms = summary.ttft_ms.p95,
@@ -321,6 +361,97 @@ async fn run_trial(
         stages,
         samples: run.samples,
     })
+}
+
+/// After `/health`, poll `path` (OpenAI `/v1/models`) until it lists `model`, under the same
+/// deadline as the health check; a server that serves another model never counts as ready.
+async fn wait_model_listed(
+    server: &mut Server,
+    client: &reqwest::Client,
+    path: &str,
+    model: &str,
+    deadline: Duration,
+) -> Result<Duration, NotReady> {
+    let url = format!("{}{path}", server.url());
+    loop {
+        if let Some(status) = server.exited() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            return Err(NotReady::Exited(status.code()));
+        }
+        if let Some(text) = fetch_text(client, &url).await
+            && let Ok(doc) = serde_json::from_str::<serde_json::Value>(&text)
+            && doc["data"].as_array().is_some_and(|d| d.iter().any(|m| m["id"] == model))
+        {
+            return Ok(server.started.elapsed());
+        }
+        if server.started.elapsed() >= deadline {
+            warn!(model, url = %url, "the server never listed the model");
+            return Err(NotReady::Timeout(deadline));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// GET `url` and return the body of a 2xx answer.
+async fn fetch_text(client: &reqwest::Client, url: &str) -> Option<String> {
+    let resp = client.get(url).timeout(Duration::from_secs(5)).send().await.ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    resp.text().await.ok()
+}
+
+/// Peaks seen by [`ServerSampler`] during the workload.
+#[derive(Debug, Default)]
+struct ServerPeaks {
+    vram_used_mib: Option<f64>,
+    vram_total_mib: Option<f64>,
+    kv_cache_usage: Option<f64>,
+}
+
+/// Samples GPU memory (`nvidia-smi`) and the KV-cache gauge (`/metrics`) on its own task, so a
+/// slow query never stalls the workload.
+struct ServerSampler {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<ServerPeaks>,
+}
+
+/// How often GPU memory and the KV-cache gauge are sampled during the workload.
+const SERVER_SAMPLE_INTERVAL: Duration = Duration::from_millis(500);
+
+impl ServerSampler {
+    fn start(client: reqwest::Client, metrics_url: Option<String>, env: BTreeMap<String, String>, gpu: bool) -> ServerSampler {
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut peaks = ServerPeaks::default();
+            let max = |a: Option<f64>, b: f64| Some(a.map_or(b, |a| a.max(b)));
+            let mut tick = tokio::time::interval(SERVER_SAMPLE_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                if gpu && let Some(g) = measure::gpu::query(&env).await {
+                    peaks.vram_used_mib = max(peaks.vram_used_mib, g.used_mib);
+                    peaks.vram_total_mib = Some(g.total_mib);
+                }
+                if let Some(url) = &metrics_url
+                    && let Some(text) = fetch_text(&client, url).await
+                    && let Some(kv) = measure::prom::VllmSnapshot::from_text(&text).kv_cache_usage
+                {
+                    peaks.kv_cache_usage = max(peaks.kv_cache_usage, kv);
+                }
+            }
+            peaks
+        });
+        ServerSampler { stop, task }
+    }
+
+    async fn finish(self) -> ServerPeaks {
+        self.stop.cancel();
+        self.task.await.unwrap_or_default()
+    }
 }
 
 /// The model name sent in requests: the model file's stem.

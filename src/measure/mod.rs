@@ -6,6 +6,8 @@
 //! which is stored with each trial's figures. Percentiles use linear interpolation between closest
 //! ranks (numpy's default), over successful, non-warm-up requests only.
 
+pub mod gpu;
+pub mod prom;
 pub mod system;
 
 use std::collections::BTreeMap;
@@ -193,6 +195,13 @@ pub struct Summary {
     pub client_decode_tok_per_s: Option<f64>,
     /// CPU time the tuner's own process used during the workload, in ms.
     pub client_cpu_ms: f64,
+    /// Peak GPU memory in use during the workload (visible GPUs summed), in bytes; `None`
+    /// when the backend has no GPU or `nvidia-smi` could not be read.
+    #[serde(default)]
+    pub peak_vram_bytes: Option<u64>,
+    /// Server-side figures from the backend's `/metrics` (vLLM), as trial deltas.
+    #[serde(default)]
+    pub server_metrics: Option<prom::ServerMetrics>,
 }
 
 impl Summary {
@@ -214,6 +223,7 @@ impl Summary {
             "goodput_rps" => self.goodput_rps,
             "peak_rss_mb" => self.peak_rss_bytes as f64 / (1024.0 * 1024.0),
             "peak_rss_bytes" => self.peak_rss_bytes as f64,
+            "peak_vram_mb" => self.peak_vram_bytes? as f64 / (1024.0 * 1024.0),
             _ => return None,
         })
     }
@@ -301,6 +311,8 @@ pub fn summarize(samples: &[Sample], wall: Duration, request_slo: &RequestSlo) -
         server_decode_tok_per_s,
         client_decode_tok_per_s,
         client_cpu_ms: 0.0,
+        peak_vram_bytes: None,
+        server_metrics: None,
     }
 }
 
