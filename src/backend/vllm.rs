@@ -221,7 +221,7 @@ pub fn check_constraints(args: &ServeArgs, visible_gpus: Option<u32>) -> Result<
 }
 
 /// GPUs the server would see: `CUDA_VISIBLE_DEVICES` (server env first, then ours), else the
-/// lines of `nvidia-smi -L` (found on the server env's `PATH` when it sets one); `None` if unknown.
+/// lines of `nvidia-smi -L` (run with the server's environment added); `None` if unknown.
 pub fn visible_gpus(env: &BTreeMap<String, String>) -> Option<u32> {
     let cvd = env
         .get("CUDA_VISIBLE_DEVICES")
@@ -232,9 +232,7 @@ pub fn visible_gpus(env: &BTreeMap<String, String>) -> Option<u32> {
     }
     let mut cmd = std::process::Command::new("nvidia-smi");
     cmd.arg("-L").stdin(std::process::Stdio::null()).stderr(std::process::Stdio::null());
-    if let Some(path) = env.get("PATH") {
-        cmd.env("PATH", path);
-    }
+    cmd.envs(env);
     let out = cmd.output().ok().filter(|o| o.status.success())?;
     let text = String::from_utf8_lossy(&out.stdout);
     Some(text.lines().filter(|l| l.starts_with("GPU ")).count() as u32)
@@ -366,14 +364,14 @@ impl Backend for Vllm {
     }
 }
 
-/// `--flag value` words, one per flag, for the env export's "pass on the command line" notes.
+/// The model, then `--flag value` per flag: vLLM reads none of them from the environment, so the
+/// env export lists them as "pass on the command line" notes.
 fn group_flags(args: &ServeArgs) -> Vec<String> {
-    args.flags
-        .iter()
-        .map(|(f, v)| match v {
+    std::iter::once(args.model.clone())
+        .chain(args.flags.iter().map(|(f, v)| match v {
             Some(v) => format!("{f} {v}"),
             None => f.clone(),
-        })
+        }))
         .collect()
 }
 

@@ -289,7 +289,13 @@ async fn run_trial(
         options: plan.request_options.clone(),
     };
     let version = match backend.version_path() {
-        Some(path) => fetch_text(client, &format!("{}{path}", server.url())).await.map(|v| v.trim().to_string()),
+        // vLLM answers `{"version": "0.33.0"}`; keep plain text as it is.
+        Some(path) => fetch_text(client, &format!("{}{path}", server.url())).await.map(|v| {
+            serde_json::from_str::<serde_json::Value>(&v)
+                .ok()
+                .and_then(|d| d["version"].as_str().map(str::to_string))
+                .unwrap_or_else(|| v.trim().to_string())
+        }),
         None => None,
     };
     let metrics_url = backend.metrics_path().map(|p| format!("{}{p}", server.url()));

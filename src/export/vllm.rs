@@ -141,15 +141,27 @@ fn is_env_name(k: &str) -> bool {
     !k.is_empty() && k.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
 }
 
-/// Read an env file (`NAME=value`, `#` comments, values quoted as the exporter quotes them).
-pub fn read_env(text: &str) -> Result<BTreeMap<String, String>, ReadError> {
+/// Read an env file (`NAME=value`, values quoted as the exporter quotes them) and its
+/// "has no environment form" notes: (env, `vllm serve` words from the notes, model first).
+pub fn read_env(text: &str) -> Result<(BTreeMap<String, String>, Vec<String>), ReadError> {
+    const NOTE_HEAD: &str = "# '";
+    const NOTE_TAIL: &str = "' has no environment form; pass it on the command line";
     let mut env = BTreeMap::new();
+    let mut words = Vec::new();
+    for line in text.lines() {
+        if let Some(note) = line.strip_prefix(NOTE_HEAD).and_then(|l| l.strip_suffix(NOTE_TAIL)) {
+            match note.split_once(' ').filter(|_| note.starts_with("--") && !words.is_empty()) {
+                Some((flag, value)) => words.extend([flag.to_string(), value.to_string()]),
+                None => words.push(note.to_string()),
+            }
+        }
+    }
     for line in text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
         let (k, v) = line.split_once('=').ok_or_else(|| ReadError(format!("not NAME=value: '{line}'")))?;
         let v = shell_split(v)?.join(" ");
         env.insert(k.to_string(), v);
     }
-    Ok(env)
+    Ok((env, words))
 }
 
 /// Read the compose snippet back: (environment, command words).

@@ -42,16 +42,14 @@ fn visible_indices(env: &BTreeMap<String, String>) -> Option<Vec<u32>> {
 }
 
 /// Query GPU memory as the server with environment `env` sees it; `None` without `nvidia-smi`
-/// or a GPU. `nvidia-smi` is looked up on the server env's `PATH` when it sets one.
+/// or a GPU. `nvidia-smi` runs with the server's environment added (its `PATH`, `CUDA_VISIBLE_DEVICES`).
 pub async fn query(env: &BTreeMap<String, String>) -> Option<GpuMemory> {
     let mut cmd = tokio::process::Command::new("nvidia-smi");
     cmd.args(["--query-gpu=index,memory.used,memory.total", "--format=csv,noheader,nounits"])
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true);
-    if let Some(path) = env.get("PATH") {
-        cmd.env("PATH", path);
-    }
+    cmd.envs(env);
     let out = tokio::time::timeout(Duration::from_secs(5), cmd.output()).await.ok()?.ok()?;
     if !out.status.success() {
         return None;
