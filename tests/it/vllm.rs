@@ -129,6 +129,7 @@ async fn vllm_study_on_fixture_records_each_infeasible_route_and_exports_round_t
     let done: Vec<_> = trials.iter().filter(|t| t["state"] == "complete").collect();
     assert_eq!(done.len(), 1, "{trials:#?}");
     let t = done[0];
+    eprintln!("feasible trial on the fixture: {t:#}");
     assert_eq!(t["meets_slos"], true, "{t:#}");
     assert_eq!(t["metrics"]["success_rate"], 1.0);
     // 0.9 x 560 MiB fake VRAM, claimed by the fixture and read through the fake nvidia-smi.
