@@ -8,6 +8,8 @@ use serde_json::json;
 
 use crate::trial::{Study, Trial};
 
+pub mod vllm;
+
 /// Output formats of `export`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -22,6 +24,10 @@ pub enum Format {
     Systemd,
     /// Ollama Modelfile lines: `FROM <tag>` and `PARAMETER <option> <value>` per request option.
     Modelfile,
+    /// A docker-compose service snippet (`command:` and `environment:`); vLLM studies.
+    Compose,
+    /// vLLM's `--config` YAML file (long flag names as keys); vLLM studies.
+    Yaml,
 }
 
 /// Why a trial cannot be exported.
@@ -29,6 +35,10 @@ pub enum Format {
 pub enum Error {
     #[error("trial {0} has no launch plan (it was never planned)")]
     NoPlan(i64),
+    #[error("format '{format}' is only for vLLM studies (study backend is '{backend}')")]
+    Unsupported { format: String, backend: String },
+    #[error("trial {trial} cannot be written as YAML: {message}")]
+    Yaml { trial: i64, message: String },
     #[error("writing '{path}'")]
     Write {
         path: String,
@@ -72,6 +82,26 @@ pub fn render(study: &Study, trial: &Trial, format: Format) -> Result<String, Er
             let mut line = env;
             line.extend(words);
             line.join(" ") + "\n"
+        }
+        Format::Compose | Format::Yaml if study.backend != "vllm" => {
+            return Err(Error::Unsupported {
+                format: format!("{format:?}").to_lowercase(),
+                backend: study.backend.clone(),
+            });
+        }
+        Format::Compose | Format::Yaml => {
+            let header = format!(
+                "# infertune study '{}', trial {} ({})\n# {}\n",
+                study.name,
+                trial.number,
+                if trial.is_feasible() { "meets every SLO" } else { "does NOT meet every SLO" },
+                trial.params.brief()
+            );
+            if format == Format::Compose {
+                vllm::compose(&header, plan)
+            } else {
+                vllm::yaml(&header, plan).map_err(|e| Error::Yaml { trial: trial.number, message: e.0 })?
+            }
         }
         Format::Json => {
             let doc = json!({

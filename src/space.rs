@@ -186,6 +186,8 @@ struct SloFile {
     success_rate: Option<f64>,
     peak_rss_mb: Option<f64>,
     quality_agreement_min: Option<f64>,
+    /// Peak GPU memory in use during the workload (MiB, summed over the visible GPUs).
+    peak_vram_mb: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -302,6 +304,7 @@ pub enum StrategyKind {
 pub enum BackendKind {
     Llamacpp,
     Ollama,
+    Vllm,
 }
 
 impl fmt::Display for BackendKind {
@@ -309,6 +312,7 @@ impl fmt::Display for BackendKind {
         f.write_str(match self {
             BackendKind::Llamacpp => "llamacpp",
             BackendKind::Ollama => "ollama",
+            BackendKind::Vllm => "vllm",
         })
     }
 }
@@ -534,10 +538,11 @@ impl Space {
         let kind = match file.backend.kind.as_str() {
             "llamacpp" => BackendKind::Llamacpp,
             "ollama" => BackendKind::Ollama,
+            "vllm" => BackendKind::Vllm,
             other => {
                 return Err(invalid(
                     "backend.kind",
-                    format!("unknown backend '{other}' (expected llamacpp or ollama)"),
+                    format!("unknown backend '{other}' (expected llamacpp, ollama or vllm)"),
                 ));
             }
         };
@@ -567,8 +572,11 @@ impl Space {
         let backend = BackendSpec {
             kind,
             command,
-            // An Ollama model is a tag (`library/qwen2.5:7b`), never a path, even with a '/'.
-            model: if kind == BackendKind::Ollama {
+            // An Ollama model is a tag (`library/qwen2.5:7b`), never a path, even with a '/';
+            // vLLM models are usually hub ids (`org/name`): only `./` and `../` paths are local.
+            model: if kind == BackendKind::Ollama
+                || (kind == BackendKind::Vllm && !file.backend.model.starts_with('.'))
+            {
                 file.backend.model.clone()
             } else {
                 resolve_program(base, &file.backend.model)
@@ -652,6 +660,7 @@ impl Space {
             ("success_rate", s.success_rate, false),
             ("peak_rss_mb", s.peak_rss_mb, true),
             ("quality_agreement", s.quality_agreement_min, false),
+            ("peak_vram_mb", s.peak_vram_mb, true),
         ] {
             let Some(limit) = limit else { continue };
             if !limit.is_finite() || limit < 0.0 {

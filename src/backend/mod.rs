@@ -8,6 +8,7 @@
 pub mod llamacpp;
 pub mod ollama;
 pub mod process;
+pub mod vllm;
 
 use std::collections::BTreeMap;
 
@@ -67,6 +68,11 @@ pub enum FailureClass {
     Crashed,
     /// The server could not bind its port.
     PortInUse,
+    /// The KV cache that fits in memory cannot hold one request of the maximum length
+    /// (vLLM: "estimated maximum model length is ...").
+    KvTooSmall,
+    /// A CUDA/NCCL runtime error that is not an out-of-memory.
+    CudaError,
 }
 
 impl FailureClass {
@@ -79,6 +85,8 @@ impl FailureClass {
             FailureClass::NeverReady => "never-ready",
             FailureClass::Crashed => "crashed",
             FailureClass::PortInUse => "port-in-use",
+            FailureClass::KvTooSmall => "kv-too-small",
+            FailureClass::CudaError => "cuda-error",
         }
     }
 }
@@ -115,6 +123,27 @@ pub trait Backend: Send + Sync {
     /// Read a failed start or a crash from the server's log tail.
     /// `exited` is false when the server was still running but never got ready.
     fn classify(&self, log_tail: &str, exited: bool) -> Failure;
+    /// The model name requests carry; `None` = the model file's stem.
+    fn request_model(&self, _plan: &LaunchPlan) -> Option<String> {
+        None
+    }
+    /// Path (OpenAI `/v1/models`) that must list the request model before the server counts as
+    /// ready; `None` when the health check alone decides.
+    fn models_path(&self) -> Option<&'static str> {
+        None
+    }
+    /// Path that answers the running server's version, recorded with each trial.
+    fn version_path(&self) -> Option<&'static str> {
+        None
+    }
+    /// Prometheus metrics path scraped before and after the workload.
+    fn metrics_path(&self) -> Option<&'static str> {
+        None
+    }
+    /// Whether to sample GPU memory (`nvidia-smi`) during the workload.
+    fn samples_gpu(&self) -> bool {
+        false
+    }
 }
 
 /// Build the adapter a space file names.
@@ -122,6 +151,7 @@ pub fn from_spec(spec: &BackendSpec, params: &[crate::space::Param]) -> Box<dyn 
     match spec.kind {
         BackendKind::Llamacpp => Box::new(llamacpp::LlamaCpp::new(spec.clone(), params.to_vec())),
         BackendKind::Ollama => Box::new(ollama::Ollama::new(spec.clone(), params.to_vec())),
+        BackendKind::Vllm => Box::new(vllm::Vllm::new(spec.clone(), params.to_vec())),
     }
 }
 

@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
+use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::backend::{self, Backend, Launch, LaunchPlan, process::{self, NotReady, Server}};
@@ -173,7 +174,7 @@ pub async fn tune(
     let mut bench = Bench::new(space, backend.as_ref(), shutdown)?;
     let fingerprint = match space.backend.kind {
         BackendKind::Ollama => ollama::prepare(space, &bench.client, on_event).await?,
-        BackendKind::Llamacpp => fingerprint(space, backend.as_ref()).await?,
+        BackendKind::Llamacpp | BackendKind::Vllm => fingerprint(space, backend.as_ref()).await?,
     };
     let mut seeds: Vec<Candidate> = Vec::new();
 
@@ -562,8 +563,15 @@ async fn run_trial(
     };
     let launch = Launch::between(session.running.as_ref().map(|r| &r.plan), &plan, backend.reload_options());
     let mut stages = StageTimes { launch: Some(launch), ..StageTimes::default() };
+    let request_model = backend.request_model(&plan).unwrap_or_else(|| match backend.kind() {
+        BackendKind::Ollama => plan.model.clone(),
+        _ => model_name(&plan.model),
+    });
+    let mut vram_before = None;
     if launch == Launch::Restart {
         session.close(shutdown).await;
+        // GPU memory in use before this server starts (the previous trial's must have been freed).
+        vram_before = if backend.samples_gpu() { measure::gpu::query(&plan.env).await } else { None };
         match session.service.as_mut() {
             Some(file) => {
                 // Service mode: the user's file gets this trial's variables; their command restarts.
@@ -585,7 +593,14 @@ async fn run_trial(
                     Err(e) => return Err(e).context("starting the backend (check [backend] command)"),
                 };
                 let ready = tokio::select! {
-                    r = server.wait_ready(client, backend.health_path(), space.backend.ready_timeout) => r,
+                    r = async {
+                        let ready = server.wait_ready(client, backend.health_path(), space.backend.ready_timeout).await?;
+                        match backend.models_path() {
+                            // Ready means the server lists the model too (vLLM /v1/models).
+                            Some(path) => wait_model_listed(&mut server, client, path, &request_model, space.backend.ready_timeout).await,
+                            None => Ok(ready),
+                        }
+                    } => r,
                     _ = shutdown.graceful.cancelled() => {
                         stop_server(server, shutdown).await;
                         return Ok(TrialRun::interrupted(Some(plan), stages));
@@ -635,12 +650,25 @@ async fn run_trial(
     let target = Target {
         protocol: backend.protocol(),
         base_url: current.base_url.clone(),
-        model: match backend.kind() {
-            BackendKind::Ollama => plan.model.clone(),
-            BackendKind::Llamacpp => model_name(&plan.model),
-        },
+        model: request_model,
         options: plan.request_options.clone(),
     };
+    let version = match backend.version_path() {
+        // vLLM answers `{"version": "0.33.0"}`; keep plain text as it is.
+        Some(path) => fetch_text(client, &format!("{}{path}", current.base_url)).await.map(|v| {
+            serde_json::from_str::<serde_json::Value>(&v)
+                .ok()
+                .and_then(|d| d["version"].as_str().map(str::to_string))
+                .unwrap_or_else(|| v.trim().to_string())
+        }),
+        None => None,
+    };
+    let metrics_url = backend.metrics_path().map(|p| format!("{}{p}", current.base_url));
+    let metrics_before = match &metrics_url {
+        Some(url) => fetch_text(client, url).await.map(|t| measure::prom::VllmSnapshot::from_text(&t)),
+        None => None,
+    };
+    let server_sampler = ServerSampler::start(client.clone(), metrics_url.clone(), plan.env.clone(), backend.samples_gpu());
     let cpu_before = system::own_cpu_time();
     let workload_start = Instant::now();
     // Service mode: the process listening on the service's port, when we may see it.
@@ -667,11 +695,16 @@ async fn run_trial(
         }
     };
     stages.workload_ms = Some(ms(workload_start.elapsed()));
+    let peaks = server_sampler.finish().await;
     let Some((run, pruned)) = measured else {
         session.close(shutdown).await;
         return Ok(TrialRun::interrupted(Some(plan), stages));
     };
     let client_cpu = system::own_cpu_time().saturating_sub(cpu_before);
+    let metrics_after = match &metrics_url {
+        Some(url) => fetch_text(client, url).await.map(|t| measure::prom::VllmSnapshot::from_text(&t)),
+        None => None,
+    };
 
     // Failed requests may mean the server is dying: give it a moment to show it.
     let settle = if run.samples.iter().any(|s| !s.is_ok()) { Duration::from_millis(500) } else { Duration::ZERO };
@@ -695,6 +728,21 @@ async fn run_trial(
     summary.quality = guard.zip(answers).map(|(g, a)| g.score(&a));
     summary.peak_rss_bytes = peak_rss;
     summary.client_cpu_ms = client_cpu.as_secs_f64() * 1000.0;
+    summary.peak_vram_bytes = peaks.vram_used_mib.map(|mib| (mib * 1024.0 * 1024.0) as u64);
+    if metrics_url.is_some() || version.is_some() {
+        let mut m = match (&metrics_before, &metrics_after) {
+            (Some(b), Some(a)) => measure::prom::ServerMetrics::delta(b, a),
+            _ => measure::prom::ServerMetrics::default(),
+        };
+        m.version = version;
+        m.kv_cache_usage_peak = match (m.kv_cache_usage_peak, peaks.kv_cache_usage) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        m.vram_baseline_mb = vram_before.map(|g| g.used_mib);
+        m.vram_total_mb = peaks.vram_total_mib.or(vram_before.map(|g| g.total_mib));
+        summary.server_metrics = Some(m);
+    }
     if backend.protocol() == Protocol::Ollama {
         match workload::ollama::ps(client, &current.base_url, &plan.model).await {
             Ok(Some(loaded)) => {
@@ -729,6 +777,97 @@ async fn run_trial(
         stages,
         samples: run.samples,
     })
+}
+
+/// After `/health`, poll `path` (OpenAI `/v1/models`) until it lists `model`, under the same
+/// deadline as the health check; a server that serves another model never counts as ready.
+async fn wait_model_listed(
+    server: &mut Server,
+    client: &reqwest::Client,
+    path: &str,
+    model: &str,
+    deadline: Duration,
+) -> Result<Duration, NotReady> {
+    let url = format!("{}{path}", server.url());
+    loop {
+        if let Some(status) = server.exited() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            return Err(NotReady::Exited(status.code()));
+        }
+        if let Some(text) = fetch_text(client, &url).await
+            && let Ok(doc) = serde_json::from_str::<serde_json::Value>(&text)
+            && doc["data"].as_array().is_some_and(|d| d.iter().any(|m| m["id"] == model))
+        {
+            return Ok(server.started.elapsed());
+        }
+        if server.started.elapsed() >= deadline {
+            warn!(model, url = %url, "the server never listed the model");
+            return Err(NotReady::Timeout(deadline));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// GET `url` and return the body of a 2xx answer.
+async fn fetch_text(client: &reqwest::Client, url: &str) -> Option<String> {
+    let resp = client.get(url).timeout(Duration::from_secs(5)).send().await.ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    resp.text().await.ok()
+}
+
+/// Peaks seen by [`ServerSampler`] during the workload.
+#[derive(Debug, Default)]
+struct ServerPeaks {
+    vram_used_mib: Option<f64>,
+    vram_total_mib: Option<f64>,
+    kv_cache_usage: Option<f64>,
+}
+
+/// Samples GPU memory (`nvidia-smi`) and the KV-cache gauge (`/metrics`) on its own task, so a
+/// slow query never stalls the workload.
+struct ServerSampler {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<ServerPeaks>,
+}
+
+/// How often GPU memory and the KV-cache gauge are sampled during the workload.
+const SERVER_SAMPLE_INTERVAL: Duration = Duration::from_millis(500);
+
+impl ServerSampler {
+    fn start(client: reqwest::Client, metrics_url: Option<String>, env: BTreeMap<String, String>, gpu: bool) -> ServerSampler {
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut peaks = ServerPeaks::default();
+            let max = |a: Option<f64>, b: f64| Some(a.map_or(b, |a| a.max(b)));
+            let mut tick = tokio::time::interval(SERVER_SAMPLE_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                if gpu && let Some(g) = measure::gpu::query(&env).await {
+                    peaks.vram_used_mib = max(peaks.vram_used_mib, g.used_mib);
+                    peaks.vram_total_mib = Some(g.total_mib);
+                }
+                if let Some(url) = &metrics_url
+                    && let Some(text) = fetch_text(&client, url).await
+                    && let Some(kv) = measure::prom::VllmSnapshot::from_text(&text).kv_cache_usage
+                {
+                    peaks.kv_cache_usage = max(peaks.kv_cache_usage, kv);
+                }
+            }
+            peaks
+        });
+        ServerSampler { stop, task }
+    }
+
+    async fn finish(self) -> ServerPeaks {
+        self.stop.cancel();
+        self.task.await.unwrap_or_default()
+    }
 }
 
 /// The model name sent in requests: the model file's stem.

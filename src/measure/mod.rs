@@ -9,6 +9,8 @@
 pub mod quality;
 pub mod ratio;
 pub mod stamp;
+pub mod gpu;
+pub mod prom;
 pub mod system;
 
 use std::collections::BTreeMap;
@@ -246,6 +248,13 @@ pub struct Summary {
     /// Ollama `/api/ps` `size_vram` (bytes on the GPU; 0 on a CPU-only host).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_size_vram_bytes: Option<u64>,
+    /// Peak GPU memory in use during the workload (visible GPUs summed), in bytes; `None`
+    /// when the backend has no GPU or `nvidia-smi` could not be read.
+    #[serde(default)]
+    pub peak_vram_bytes: Option<u64>,
+    /// Server-side figures from the backend's `/metrics` (vLLM), as trial deltas.
+    #[serde(default)]
+    pub server_metrics: Option<prom::ServerMetrics>,
 }
 
 /// Relative client/server decode-rate difference above which a trial is flagged.
@@ -284,6 +293,7 @@ impl Summary {
             "decode_agreement" => return self.decode_agreement,
             "quality_agreement" => return self.quality.map(|q| q.agreement),
             "quality_exact_match" => return self.quality.and_then(|q| q.exact_match),
+            "peak_vram_mb" => self.peak_vram_bytes? as f64 / (1024.0 * 1024.0),
             _ => return None,
         })
     }
@@ -387,6 +397,8 @@ pub fn summarize(samples: &[Sample], wall: Duration, request_slo: &RequestSlo) -
         server_load_ms: ollama_dist(&timings, |d| d.load_duration_ns),
         model_size_bytes: None,
         model_size_vram_bytes: None,
+        peak_vram_bytes: None,
+        server_metrics: None,
     }
 }
 

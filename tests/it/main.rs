@@ -9,3 +9,4 @@ mod measure;
 mod search;
 mod ollama;
 mod spaces;
+mod vllm;
