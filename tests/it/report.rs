@@ -58,6 +58,8 @@ fn load_in_browser(page: &Path, shot: &str) -> String {
     for line in stderr.lines() {
         assert!(!line.contains("CONSOLE") && !line.contains("Uncaught"), "console output while loading the report: {line}");
     }
+    // Keep the page beside its screenshot, so a failing CI run can be looked at.
+    std::fs::copy(page, artifact(shot).with_extension("html")).unwrap();
     let shot_path = artifact(shot);
     let _ = std::fs::remove_file(&shot_path);
     let shot_arg = format!("--screenshot={}", shot_path.display());
