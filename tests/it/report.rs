@@ -118,8 +118,9 @@ async fn synthetic_report_renders_in_chromium() {
         })
         .await
         .unwrap();
-    // (parallel, fa, quant, goodput, ttft p95, tok/s); None = infeasible.
-    let rows: &[(i64, &str, &str, Option<(f64, f64, f64)>)] = &[
+    // (parallel, fa, quant, (goodput, ttft p95, tok/s)); None = infeasible.
+    type Row<'a> = (i64, &'a str, &'a str, Option<(f64, f64, f64)>);
+    let rows: &[Row] = &[
         (4, "on", "Q4_1", Some((1.1, 2100.0, 38.0))),
         (1, "on", "Q4_0", Some((1.6, 900.0, 45.0))),
         (2, "off", "Q8_0", None),
