@@ -271,7 +271,8 @@ pub fn render(study: &Study, trials: &[Trial], now_ms: i64) -> String {
                 }
                 h.push_str("</tr>\n");
             }
-            let rows: [(&str, fn(&Trial) -> String); 9] = [
+            type Cell = fn(&Trial) -> String;
+            let rows: [(&str, Cell); 9] = [
                 ("objective", |t| fmt_opt(t.objective, 3)),
                 ("TTFT p95 (ms)", |t| fmt_opt(t.summary.as_ref().map(|s| s.ttft_ms.p95), 0)),
                 ("TPOT p50 (ms)", |t| fmt_opt(t.summary.as_ref().map(|s| s.tpot_ms.p50), 1)),
@@ -290,17 +291,17 @@ pub fn render(study: &Study, trials: &[Trial], now_ms: i64) -> String {
                 h.push_str("</tr>\n");
             }
             h.push_str("</table>\n");
-            if let (Some(d), Some(bo), Some(dobj)) = (d, b.objective, d.and_then(|d| d.objective)) {
-                if dobj != 0.0 {
-                    let _ = writeln!(
-                        h,
-                        "<p>Single-run ratio best/default on {}: {:.2}× (trial #{} vs #{}).</p>",
-                        escape(metric),
-                        bo / dobj,
-                        b.number,
-                        d.number
-                    );
-                }
+            if let (Some(d), Some(bo), Some(dobj)) = (d, b.objective, d.and_then(|d| d.objective))
+                && dobj != 0.0
+            {
+                let _ = writeln!(
+                    h,
+                    "<p>Single-run ratio best/default on {}: {:.2}× (trial #{} vs #{}).</p>",
+                    escape(metric),
+                    bo / dobj,
+                    b.number,
+                    d.number
+                );
             }
             note(&mut h, "Validation: not validated (no interleaved A/B re-measurement of the winner against the default is stored), so the figures above are single runs without a confidence interval.");
         }

@@ -159,8 +159,8 @@ fn draw_history(
         })
         .y_label_formatter(&|y| tick(*y))
         .light_line_style(WHITE.mix(0.0))
-        .label_style(("sans-serif", 13))
-        .axis_desc_style(("sans-serif", 14))
+        .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 16))
         .draw()?;
 
     // Best so far among feasible trials: a step line.
@@ -224,8 +224,8 @@ fn draw_pareto(root: &Area<'_>, points: &[ParetoPoint]) -> Result<(), DrawingAre
         .x_label_formatter(&|x| tick(*x))
         .y_label_formatter(&|y| tick(*y))
         .light_line_style(WHITE.mix(0.0))
-        .label_style(("sans-serif", 13))
-        .axis_desc_style(("sans-serif", 14))
+        .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 16))
         .draw()?;
 
     // The front among feasible trials when there are any, else among all measured ones.
@@ -286,8 +286,8 @@ fn draw_effect(
         .y_labels(5)
         .y_label_formatter(&|y| tick(*y))
         .light_line_style(WHITE.mix(0.0))
-        .label_style(("sans-serif", 13))
-        .axis_desc_style(("sans-serif", 14))
+        .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 16))
         .draw()?;
     for (i, name) in categories.iter().enumerate() {
         let at = chart.backend_coord(&(i as f64, y_lo));

@@ -58,6 +58,8 @@ fn load_in_browser(page: &Path, shot: &str) -> String {
     for line in stderr.lines() {
         assert!(!line.contains("CONSOLE") && !line.contains("Uncaught"), "console output while loading the report: {line}");
     }
+    // Keep the page beside its screenshot, so a failing CI run can be looked at.
+    std::fs::copy(page, artifact(shot).with_extension("html")).unwrap();
     let shot_path = artifact(shot);
     let _ = std::fs::remove_file(&shot_path);
     let shot_arg = format!("--screenshot={}", shot_path.display());
@@ -116,8 +118,9 @@ async fn synthetic_report_renders_in_chromium() {
         })
         .await
         .unwrap();
-    // (parallel, fa, quant, goodput, ttft p95, tok/s); None = infeasible.
-    let rows: &[(i64, &str, &str, Option<(f64, f64, f64)>)] = &[
+    // (parallel, fa, quant, (goodput, ttft p95, tok/s)); None = infeasible.
+    type Row<'a> = (i64, &'a str, &'a str, Option<(f64, f64, f64)>);
+    let rows: &[Row] = &[
         (4, "on", "Q4_1", Some((1.1, 2100.0, 38.0))),
         (1, "on", "Q4_0", Some((1.6, 900.0, 45.0))),
         (2, "off", "Q8_0", None),
