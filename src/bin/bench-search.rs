@@ -165,12 +165,28 @@ fn main() -> Result<()> {
         let direction = space.objective.direction;
         let optimum = landscape.optimum(direction).context("landscape has no feasible point")?;
         let mut rows: Vec<(String, Vec<Trace>)> = Vec::new();
+        let (mut after_startup, mut bad_after_startup) = (0usize, 0usize);
         for (name, kind) in [("grid", StrategyKind::Grid), ("random", StrategyKind::Random), ("anneal", StrategyKind::Anneal), ("tpe", StrategyKind::Tpe)] {
             // grid is deterministic: one seed says all
             let seeds = if kind == StrategyKind::Grid { 1 } else { args.seeds };
-            let traces = (0..seeds).map(|s| trace(landscape, direction, &run_strategy(landscape, &space, kind, s, BUDGET))).collect();
+            let mut traces = Vec::new();
+            for s in 0..seeds {
+                let steps = run_strategy(landscape, &space, kind, s, BUDGET);
+                if kind == StrategyKind::Tpe {
+                    for (c, run) in steps.iter().skip(infertune::search::tpe::STARTUP_TRIALS) {
+                        after_startup += 1;
+                        bad_after_startup += landscape.point(c).is_some_and(|p| p.runs[*run].violation > 0.0) as usize;
+                    }
+                }
+                traces.push(trace(landscape, direction, &steps));
+            }
             rows.push((name.to_string(), traces));
         }
+        eprintln!(
+            "{}: tpe trials after startup that were infeasible or missed an SLO: {:.1} %",
+            landscape.name,
+            100.0 * bad_after_startup as f64 / after_startup.max(1) as f64
+        );
         if let Some(py) = &args.python {
             let file = tmp.join(format!("{}.json", landscape.name));
             std::fs::write(&file, serde_json::to_vec(landscape)?)?;
