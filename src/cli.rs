@@ -394,7 +394,7 @@ pub fn trial_json(t: &Trial, meets_slos: bool) -> serde_json::Value {
             "model_size_bytes": s.model_size_bytes,
             "model_size_vram_bytes": s.model_size_vram_bytes,
         })),
-        "samples": t.summary.as_ref().map(|s| json!({"requests": s.requests, "succeeded": s.succeeded, "ttft_n": s.ttft_ms.n, "itl_n": s.itl_ms.n})),
+        "samples": t.summary.as_ref().map(|s| json!({"requests": s.requests, "succeeded": s.succeeded, "errors": s.errors, "ttft_n": s.ttft_ms.n, "itl_n": s.itl_ms.n})),
         "started_at_ms": t.started_at_ms,
         "ended_at_ms": t.ended_at_ms,
     })
