@@ -659,7 +659,7 @@ pub fn trial_json(t: &Trial, meets_slos: bool) -> serde_json::Value {
         "quality": t.summary.as_ref().and_then(|s| s.quality),
         "server_metrics": t.summary.as_ref().and_then(|s| s.server_metrics.as_ref()),
         "peak_vram_mb": t.summary.as_ref().and_then(|s| s.metric("peak_vram_mb")),
-        "samples": t.summary.as_ref().map(|s| json!({"requests": s.requests, "succeeded": s.succeeded, "ttft_n": s.ttft_ms.n, "itl_n": s.itl_ms.n})),
+        "samples": t.summary.as_ref().map(|s| json!({"requests": s.requests, "succeeded": s.succeeded, "errors": s.errors, "ttft_n": s.ttft_ms.n, "itl_n": s.itl_ms.n})),
         "started_at_ms": t.started_at_ms,
         "ended_at_ms": t.ended_at_ms,
     })

@@ -30,7 +30,13 @@ pub async fn prepare(
     // Spawn mode: a short-lived server with the fixed environment, just to talk to the store.
     let mut temp: Option<Server> = None;
     let base_url = match space.backend.mode {
-        BackendMode::Service => settings.url.clone(),
+        BackendMode::Service => {
+            // The service may be (re)starting, e.g. right after a previous study put its file back.
+            if wait_url(client, &format!("{}/", settings.url), space.backend.ready_timeout).await.is_none() {
+                bail!("the Ollama service at '{}' does not answer (waited {:?}); start it first", settings.url, space.backend.ready_timeout);
+            }
+            settings.url.clone()
+        }
         BackendMode::Spawn => {
             let port = process::free_port()?;
             let plan = LaunchPlan {

@@ -55,6 +55,16 @@ peak_rss_mb = 16384
     path
 }
 
+/// Distinct error messages of a study's failed requests (for assertion messages).
+async fn request_errors(db: &Path) -> Vec<String> {
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display())).await.unwrap();
+    let rows: Vec<(String,)> = sqlx::query_as("SELECT DISTINCT error_kind || ': ' || error_message FROM samples WHERE error_kind IS NOT NULL")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    rows.into_iter().map(|(m,)| m).collect()
+}
+
 fn env_lines_of(text: &str) -> BTreeMap<String, String> {
     text.lines()
         .filter_map(|l| l.strip_prefix("Environment=\"")?.strip_suffix('"')?.split_once('='))
@@ -97,6 +107,8 @@ top_k = { values = [40, 1], option = "top_k" }"#,
     assert_eq!(trials.len(), 5, "{out}");
     let launches: Vec<&str> = trials.iter().map(|t| t["launch"].as_str().unwrap()).collect();
     assert_eq!(launches, ["restart", "reuse", "reload", "reuse", "restart"], "{out}");
+    let errors = request_errors(&db).await;
+    assert!(errors.is_empty(), "failed requests: {errors:#?}\n{out}");
     for t in &trials {
         assert_eq!(t["state"], "complete", "{t:#}");
         assert_eq!(t["metrics"]["success_rate"], 1.0, "{t:#}");
@@ -244,6 +256,8 @@ num_ctx = { values = [1024], option = "num_ctx" }"#,
     let trials = trials_json(&db, "svc").await;
     let states: Vec<(&str, &str)> = trials.iter().map(|t| (t["state"].as_str().unwrap(), t["launch"].as_str().unwrap())).collect();
     assert_eq!(states, [("complete", "restart"), ("complete", "restart")], "{out}");
+    let errors = request_errors(&db).await;
+    assert!(errors.is_empty(), "failed requests: {errors:#?}\n{out}");
     for t in &trials {
         let rss = t["metrics"]["peak_rss_bytes"].as_f64().unwrap();
         assert!((20e6..8e9).contains(&rss), "RSS of the service found by its port: {t:#}");
