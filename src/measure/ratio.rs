@@ -109,6 +109,32 @@ pub fn ratio_ci(a: &[Vec<f64>], b: &[Vec<f64>], stat: fn(&[f64]) -> f64, seed: u
     RatioCi { ratio, lo: super::percentile(&ratios, 2.5), hi: super::percentile(&ratios, 97.5) }
 }
 
+/// Two-sided 95 % Student t quantiles (0.975) for 1..=30 degrees of freedom.
+const T975: [f64; 30] = [
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+    2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+];
+
+/// Ratio of per-run values from interleaved pairs (`a[i]` ran just before `b[i]`): the
+/// geometric mean of the pair ratios b/a, with a Student-t 95 % CI on their logs. Used for
+/// figures that exist once per run (throughput), where a bootstrap over two or three runs
+/// cannot show its own uncertainty. One pair gives the interval (0, ∞): nothing is shown.
+pub fn paired_ratio_ci(a: &[f64], b: &[f64]) -> RatioCi {
+    let logs: Vec<f64> = a.iter().zip(b).filter(|(x, y)| **x > 0.0 && **y > 0.0).map(|(x, y)| (y / x).ln()).collect();
+    let k = logs.len();
+    if k == 0 {
+        return RatioCi { ratio: f64::NAN, lo: f64::NAN, hi: f64::NAN };
+    }
+    let m = mean(&logs);
+    if k == 1 {
+        return RatioCi { ratio: m.exp(), lo: 0.0, hi: f64::INFINITY };
+    }
+    let sd = (logs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (k - 1) as f64).sqrt();
+    let t = T975.get(k - 2).copied().unwrap_or(1.96);
+    let half = t * sd / (k as f64).sqrt();
+    RatioCi { ratio: m.exp(), lo: (m - half).exp(), hi: (m + half).exp() }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,6 +157,20 @@ mod tests {
         let r = ratio_ci(&a, &b, median, 7);
         assert!(r.covers_one(), "{r:?}");
         assert_eq!(r.call(Better::Lower), Call::NoDifference);
+    }
+
+    #[test]
+    fn paired_ratio_exact_values() {
+        let r = paired_ratio_ci(&[10.0, 10.0], &[20.0, 20.0]);
+        assert!((r.ratio - 2.0).abs() < 1e-12 && (r.lo - 2.0).abs() < 1e-12 && (r.hi - 2.0).abs() < 1e-12, "{r:?}");
+        // Pair ratios 1.1 and 0.9: log mean -0.005025, se 0.100335, t(1) = 12.706.
+        let r = paired_ratio_ci(&[10.0, 10.0], &[11.0, 9.0]);
+        assert!((r.ratio - 0.994987).abs() < 1e-6, "{r:?}");
+        assert!((r.lo - (-0.005025 - 12.706 * 0.100335f64).exp()).abs() < 1e-3, "{r:?}");
+        assert!(r.covers_one());
+        let one = paired_ratio_ci(&[10.0], &[30.0]);
+        assert_eq!((one.lo, one.hi), (0.0, f64::INFINITY));
+        assert_eq!(one.call(Better::Higher), Call::NoDifference);
     }
 
     #[test]
