@@ -487,7 +487,7 @@ impl TrialRun {
     }
 
     fn infeasible(class: &str, message: String, plan: Option<LaunchPlan>, stages: StageTimes) -> TrialRun {
-        warn!(class, message = %message, "trial infeasible");
+        info!(class, message = %message, "trial infeasible");
         TrialRun {
             outcome: Outcome::Infeasible { class: class.to_string(), message },
             plan,
