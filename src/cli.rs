@@ -811,7 +811,8 @@ async fn export_cmd(store: &Store, args: ExportArgs, out: &mut dyn Write) -> any
 async fn report_cmd(store: &Store, args: ReportArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let study = find_study(store, &args.study).await?;
     let trials = store.trials(study.id).await?;
-    let html = crate::report::render(&study, &trials, store::now_ms());
+    let validation = store.latest_validation(study.id).await?;
+    let html = crate::report::render(&study, &trials, validation.as_ref(), store::now_ms());
     match &args.output {
         Some(path) => {
             export::write_atomic(path, &html)?;

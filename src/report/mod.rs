@@ -13,6 +13,7 @@ use std::path::Path;
 
 use crate::export::{self, Format};
 use crate::space::{Candidate, Direction, Space};
+use crate::store::Validation;
 use crate::trial::{self, Study, Trial, TrialState};
 use plot::{HistoryPoint, Mark, ParetoPoint};
 
@@ -140,7 +141,7 @@ svg { max-width: 100%; height: auto; }
 const LEGEND: &str = r#"<p class="legend"><span><i class="swatch" style="background:#1f77b4"></i>meets every SLO</span><span><i class="swatch" style="border:2px solid #e67e22;width:7px;height:7px"></i>misses an SLO</span><span><i class="swatch" style="background:#7f7f7f;border-radius:0"></i>pruned</span><span style="color:#c82828">&#x2715; infeasible (no value, drawn on the bottom edge)</span><span><i class="swatch" style="background:#2ca02c;height:3px;border-radius:0"></i>best so far / Pareto front</span></p>"#;
 
 /// Render the report of `study` with its `trials` as they are stored at `now_ms`.
-pub fn render(study: &Study, trials: &[Trial], now_ms: i64) -> String {
+pub fn render(study: &Study, trials: &[Trial], validation: Option<&Validation>, now_ms: i64) -> String {
     let space = stored_space(study);
     let best = trial::best(trials, study.direction);
     let is_max = study.direction == Direction::Maximize;
@@ -303,7 +304,21 @@ pub fn render(study: &Study, trials: &[Trial], now_ms: i64) -> String {
                     d.number
                 );
             }
-            note(&mut h, "Validation: not validated (no interleaved A/B re-measurement of the winner against the default is stored), so the figures above are single runs without a confidence interval.");
+            match validation {
+                Some(v) => {
+                    let _ = writeln!(
+                        h,
+                        "<p>Validated: trial #{} against the default on {} interleaved pairs of fresh starts: {} ratio {:.3}× (95 % CI {:.3}–{:.3}).</p>",
+                        v.winner_number,
+                        v.winner_values.len().min(v.default_values.len()),
+                        escape(&v.metric),
+                        v.ratio,
+                        v.ci_low,
+                        v.ci_high
+                    );
+                }
+                None => note(&mut h, "Validation: not validated (no interleaved A/B re-measurement of the winner against the default is stored; run `infertune validate STUDY`), so the figures above are single runs without a confidence interval."),
+            }
         }
     }
     h.push_str("</section>\n");
@@ -597,7 +612,7 @@ ttft_p95_ms = 1000
             (2, "Q4_1", Kind::Ok(1.5, 600.0, 40.0)),
         ])
         .await;
-        let html = render(&study, &trials, 1_709_210_096_000);
+        let html = render(&study, &trials, None, 1_709_210_096_000);
         for id in ["summary", "best", "history", "pareto", "effects", "trials", "env"] {
             assert!(html.contains(&format!("id=\"{id}\"")), "section {id} missing");
         }
@@ -632,7 +647,7 @@ ttft_p95_ms = 1000
             (2, "Q4_1", Kind::Infeasible("never-ready", "timeout")),
         ])
         .await;
-        let html = render(&study, &trials, 0);
+        let html = render(&study, &trials, None, 0);
         assert_eq!(svg_count(&html), 0, "{html}");
         assert!(html.contains("No trial produced a goodput_rps value yet (2 finished without one)"));
         assert!(html.contains("No complete trial served a request"));
@@ -645,7 +660,7 @@ ttft_p95_ms = 1000
     #[tokio::test]
     async fn single_trial_study_plots_one_point_and_notes_the_rest() {
         let (study, trials) = study_with(&[(4, "Q4_1", Kind::Ok(1.25, 400.0, 33.0))]).await;
-        let html = render(&study, &trials, 0);
+        let html = render(&study, &trials, None, 0);
         // History and Pareto each with the one point; no strip plot with a single value.
         assert_eq!(svg_count(&html), 2, "{html}");
         assert_eq!(html.matches("<circle").count(), 2);
@@ -658,7 +673,7 @@ ttft_p95_ms = 1000
     async fn empty_study_and_running_state() {
         let (mut study, trials) = study_with(&[]).await;
         study.stop_reason = None;
-        let html = render(&study, &trials, 60_000);
+        let html = render(&study, &trials, None, 60_000);
         assert_eq!(svg_count(&html), 0);
         assert!(html.contains("The study has no trials yet."));
         assert!(html.contains("as of 1970-01-01 00:01:00 UTC"));
