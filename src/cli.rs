@@ -827,8 +827,7 @@ async fn bench(db: &Path, args: BenchArgs, out: &mut (dyn Write + Send)) -> anyh
     use daemon::bench::{Amount, BenchOptions, Load};
     let protocol = match args.protocol {
         ProtocolArg::Openai => crate::workload::Protocol::OpenAi,
-        // TODO(lead, issue 6 merge): map to Protocol::Ollama once the Ollama client lands.
-        ProtocolArg::Ollama => bail!("protocol 'ollama' is not available in this build"),
+        ProtocolArg::Ollama => crate::workload::Protocol::Ollama,
     };
     let opts = BenchOptions {
         url: args.url.clone(),

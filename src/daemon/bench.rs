@@ -77,6 +77,9 @@ pub async fn bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     let url = opts.url.trim_end_matches('/').trim_end_matches("/v1").to_string();
     let model = match &opts.model {
         Some(m) => m.clone(),
+        None if opts.protocol == Protocol::Ollama => {
+            bail!("--protocol ollama needs --model (an Ollama tag such as 'qwen2.5:7b-instruct-q4_K_M')")
+        }
         None => discover_model(&client, &url).await?,
     };
     let target = Target { protocol: opts.protocol, base_url: url, model: model.clone(), options: Default::default() };
