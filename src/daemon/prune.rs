@@ -8,11 +8,8 @@
 //! are dropped, and the trial is `pruned` with the partial samples (the sampler still learns
 //! from it). Warm-up requests never count.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::measure::Sample;
 use crate::space::WorkloadSpec;
 use crate::workload::{self, Prompt, Target};
 
@@ -33,59 +30,11 @@ pub async fn run(
     spec: &WorkloadSpec,
     ttft_limit_ms: Option<f64>,
 ) -> (workload::Run, bool) {
-    let order = workload::schedule(prompts.len(), spec.warmup as usize, spec.requests as usize, spec.seed);
-    let (warm, measured) = order.split_at(spec.warmup as usize);
-    let origin = Instant::now();
-    let mut samples = closed_loop(client, target, prompts, spec, warm, origin, true, None).await.0;
-    let start = Instant::now();
-    let limit = ttft_limit_ms.map(|ms| (Duration::from_micros((ms * 1000.0) as u64), misses_to_fail_p95(measured.len())));
-    let (rest, pruned) = closed_loop(client, target, prompts, spec, measured, origin, false, limit).await;
-    samples.extend(rest);
-    (workload::Run { samples, wall: start.elapsed() }, pruned)
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn closed_loop(
-    client: &reqwest::Client,
-    target: &Target,
-    prompts: &[Prompt],
-    spec: &WorkloadSpec,
-    order: &[usize],
-    origin: Instant,
-    is_warmup: bool,
-    limit: Option<(Duration, usize)>,
-) -> (Vec<Sample>, bool) {
-    let next = AtomicUsize::new(0);
-    let misses = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
-    let done: Arc<Mutex<Vec<Sample>>> = Arc::new(Mutex::new(Vec::new()));
-    let stopped = tokio::sync::Notify::new();
-    let workers = (0..spec.concurrency.max(1)).map(|_| async {
-        while !stop.load(Ordering::Relaxed) {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(&prompt_index) = order.get(i) else { break };
-            let mut sample = workload::send(client, target, &prompts[prompt_index], spec, origin).await;
-            sample.prompt_index = prompt_index;
-            sample.is_warmup = is_warmup;
-            if let Some((limit, allowed)) = limit
-                && sample.ttft().is_some_and(|t| t > limit)
-                && misses.fetch_add(1, Ordering::Relaxed) + 1 >= allowed
-            {
-                stop.store(true, Ordering::Relaxed);
-                stopped.notify_one();
-            }
-            done.lock().expect("no panics while holding").push(sample);
-        }
+    let abort = ttft_limit_ms.map(|ms| workload::Abort {
+        ttft_limit: Duration::from_micros((ms * 1000.0) as u64),
+        misses: misses_to_fail_p95(spec.requests as usize),
     });
-    let all = futures_util::future::join_all(workers);
-    let pruned = tokio::select! {
-        _ = all => stop.load(Ordering::Relaxed),
-        // Dropping the workers cancels their in-flight requests.
-        _ = stopped.notified() => true,
-    };
-    let mut samples = std::mem::take(&mut *done.lock().expect("no panics while holding"));
-    samples.sort_by_key(|s| s.sent);
-    (samples, pruned)
+    workload::run_until(client, target, prompts, spec, abort).await
 }
 
 #[cfg(test)]

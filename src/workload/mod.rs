@@ -12,8 +12,8 @@ pub mod openai;
 pub mod timed;
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
@@ -136,6 +136,25 @@ pub async fn run(
     prompts: &[Prompt],
     spec: &WorkloadSpec,
 ) -> Run {
+    run_until(client, target, prompts, spec, None).await.0
+}
+
+/// When to cut a run short: once `misses` measured requests had a TTFT above `ttft_limit`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Abort {
+    pub ttft_limit: Duration,
+    pub misses: usize,
+}
+
+/// [`run`], stopping the measured phase early under `abort` (in-flight requests are dropped).
+/// The bool says whether the run was cut short. Warm-up requests never count.
+pub async fn run_until(
+    client: &reqwest::Client,
+    target: &Target,
+    prompts: &[Prompt],
+    spec: &WorkloadSpec,
+    abort: Option<Abort>,
+) -> (Run, bool) {
     let order = schedule(
         prompts.len(),
         spec.warmup as usize,
@@ -144,15 +163,20 @@ pub async fn run(
     );
     let (warm, measured) = order.split_at(spec.warmup as usize);
     let origin = Instant::now();
-    let mut samples = closed_loop(client, target, prompts, spec, warm, origin, true).await;
+    let (mut samples, _) = closed_loop(client, target, prompts, spec, warm, origin, true, None).await;
     let start = Instant::now();
-    samples.extend(closed_loop(client, target, prompts, spec, measured, origin, false).await);
-    Run {
-        samples,
-        wall: start.elapsed(),
-    }
+    let (rest, is_cut) = closed_loop(client, target, prompts, spec, measured, origin, false, abort).await;
+    samples.extend(rest);
+    (
+        Run {
+            samples,
+            wall: start.elapsed(),
+        },
+        is_cut,
+    )
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn closed_loop(
     client: &reqwest::Client,
     target: &Target,
@@ -161,32 +185,39 @@ async fn closed_loop(
     order: &[usize],
     origin: Instant,
     is_warmup: bool,
-) -> Vec<Sample> {
-    let next = Arc::new(AtomicUsize::new(0));
-    let workers = (0..spec.concurrency.max(1)).map(|_| {
-        let next = next.clone();
-        async move {
-            let mut out = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(&prompt_index) = order.get(i) else {
-                    break;
-                };
-                let mut sample = send(client, target, &prompts[prompt_index], spec, origin).await;
-                sample.prompt_index = prompt_index;
-                sample.is_warmup = is_warmup;
-                out.push(sample);
+    abort: Option<Abort>,
+) -> (Vec<Sample>, bool) {
+    let next = AtomicUsize::new(0);
+    let misses = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let done: Mutex<Vec<Sample>> = Mutex::new(Vec::new());
+    let stopped = tokio::sync::Notify::new();
+    let workers = (0..spec.concurrency.max(1)).map(|_| async {
+        while !stop.load(Ordering::Relaxed) {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(&prompt_index) = order.get(i) else { break };
+            let mut sample = send(client, target, &prompts[prompt_index], spec, origin).await;
+            sample.prompt_index = prompt_index;
+            sample.is_warmup = is_warmup;
+            if let Some(abort) = abort
+                && sample.ttft().is_some_and(|t| t > abort.ttft_limit)
+                && misses.fetch_add(1, Ordering::Relaxed) + 1 >= abort.misses
+            {
+                stop.store(true, Ordering::Relaxed);
+                stopped.notify_one();
             }
-            out
+            done.lock().expect("no panics while holding").push(sample);
         }
     });
-    let mut samples: Vec<Sample> = futures_util::future::join_all(workers)
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
+    let all = futures_util::future::join_all(workers);
+    let is_cut = tokio::select! {
+        _ = all => stop.load(Ordering::Relaxed),
+        // Dropping the workers cancels their in-flight requests.
+        _ = stopped.notified() => true,
+    };
+    let mut samples = std::mem::take(&mut *done.lock().expect("no panics while holding"));
     samples.sort_by_key(|s| s.sent);
-    samples
+    (samples, is_cut)
 }
 
 /// Send one request in the target's protocol and time it. Never fails: errors become the
