@@ -196,6 +196,10 @@ pub struct TuneArgs {
     /// study seeded with its best configurations instead of stopping
     #[arg(long)]
     pub retune_on_drift: bool,
+    /// Service mode: what the service runs after the study (default: the space's
+    /// `[ollama] restore`)
+    #[arg(long, value_enum, value_name = "WHAT")]
+    pub on_exit: Option<daemon::OnExit>,
     /// Study name, instead of the one in the space file
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
@@ -349,6 +353,7 @@ async fn tune(db: &Path, args: TuneArgs, out: &mut (dyn Write + Send)) -> anyhow
         study_name: args.name.clone(),
         force: args.force,
         retune_on_drift: args.retune_on_drift,
+        on_exit: args.on_exit,
     };
     let quiet = args.json;
     // In a terminal, a progress bar on stderr; elsewhere (logs, pipes, tests) plain lines.
@@ -961,6 +966,9 @@ mod tests {
         let err = Cli::try_parse_from(["infertune", "tune", "x.toml", "--max-duration=-1h"]).unwrap_err().to_string();
         assert!(err.contains("'-1h' is not a duration"), "{err}");
         assert!(Cli::try_parse_from(["infertune", "tune", "x.toml", "--until", "06:30", "--window", "22:00-06:30"]).is_ok());
+        assert!(Cli::try_parse_from(["infertune", "tune", "x.toml", "--on-exit", "leave"]).is_ok());
+        let err = Cli::try_parse_from(["infertune", "tune", "x.toml", "--on-exit", "maybe"]).unwrap_err().to_string();
+        assert!(err.contains("'maybe'") && err.contains("restore") && err.contains("best"), "{err}");
     }
 
     #[test]

@@ -63,6 +63,20 @@ pub struct Options {
     /// On a changed fingerprint, start a new study seeded with the old top configurations
     /// instead of stopping.
     pub retune_on_drift: bool,
+    /// What a service-mode backend runs afterwards; `None` follows the space file
+    /// (`[ollama] restore`).
+    pub on_exit: Option<OnExit>,
+}
+
+/// What a service-mode backend runs once the study stops (spawned servers are always stopped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnExit {
+    /// Put the original env file back and restart the service.
+    Restore,
+    /// Deploy the best trial meeting every SLO (the original if none does) and restart.
+    Best,
+    /// Leave the service as the last trial configured it.
+    Leave,
 }
 
 /// Why a run of the loop stopped.
@@ -331,15 +345,21 @@ pub async fn tune(
             break Stop::Interrupted;
         }
     };
-    if let Some(path) = session.service.as_ref().map(|f| f.path().to_path_buf()) {
-        let restore_best = space.backend.ollama.as_ref().is_some_and(|o| o.restore_best);
-        let best_env = trial::best(&trials, space.objective.direction)
-            .filter(|(_, feasible)| restore_best && *feasible)
-            .and_then(|(t, _)| t.plan.as_ref().map(|p| p.deploy_env.clone()));
-        let file = session.service.take().expect("checked above");
+    if let Some(file) = session.service.take() {
+        let path = file.path().to_path_buf();
+        let on_exit = options.on_exit.unwrap_or(
+            if space.backend.ollama.as_ref().is_some_and(|o| o.restore_best) { OnExit::Best } else { OnExit::Restore },
+        );
         session.close(shutdown).await;
-        file.finish(best_env.as_ref()).await?;
-        on_event(Event::ServiceRestored { path: &path, is_best: best_env.is_some() });
+        if on_exit == OnExit::Leave {
+            file.leave();
+        } else {
+            let best_env = trial::best(&trials, space.objective.direction)
+                .filter(|(_, feasible)| on_exit == OnExit::Best && *feasible)
+                .and_then(|(t, _)| t.plan.as_ref().map(|p| p.deploy_env.clone()));
+            file.finish(best_env.as_ref()).await?;
+            on_event(Event::ServiceRestored { path: &path, is_best: best_env.is_some() });
+        }
     }
     session.close(shutdown).await;
     store.end_run(study.id, run, stop.as_str()).await?;

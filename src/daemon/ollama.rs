@@ -151,6 +151,11 @@ impl ServiceFile {
         Ok(())
     }
 
+    /// Leave the service as the last trial configured it (`--on-exit leave`).
+    pub fn leave(mut self) {
+        self.is_restored = true;
+    }
+
     fn restore(&mut self) -> anyhow::Result<()> {
         let what = || format!("restoring '{}'", self.path.display());
         match &self.original {
