@@ -8,7 +8,8 @@
 //! until the async side has measured it. One server serves every level; each level draws its
 //! own prompt schedule (seed + level) so the prompt cache does not carry over.
 //!
-//! Rate-based capacity (open-loop Poisson arrivals) waits for the open-loop workload.
+//! Rate-based capacity (open-loop Poisson arrivals, `workload::open_loop`) is not built yet:
+//! this searches over closed-loop concurrency only.
 
 use std::collections::BTreeMap;
 
