@@ -241,6 +241,43 @@ pub async fn send(
     }
 }
 
+/// A request's sample before anything has arrived: sent at `sent`, no tokens, no status.
+pub(crate) fn blank_sample(sent: Duration) -> Sample {
+    Sample {
+        prompt_index: 0,
+        is_warmup: false,
+        sent,
+        first_token: None,
+        end: sent,
+        chunk_gaps: Vec::new(),
+        output_tokens: 0,
+        prompt_tokens: None,
+        status: 0,
+        error: None,
+        error_message: None,
+        server: None,
+    }
+}
+
+/// Record how a protocol client's read ended: a failure or a timeout becomes the sample's
+/// error kind and message, stamped with the time it was seen. Shared by every protocol.
+pub(crate) fn settle(
+    mut sample: Sample,
+    outcome: Result<Result<(), (crate::measure::ErrorKind, String)>, tokio::time::error::Elapsed>,
+    timeout: Duration,
+    origin: Instant,
+) -> Sample {
+    let (kind, message) = match outcome {
+        Ok(Ok(())) => return sample,
+        Ok(Err(failure)) => failure,
+        Err(_) => (crate::measure::ErrorKind::Timeout, format!("no complete response within {timeout:?}")),
+    };
+    sample.error = Some(kind);
+    sample.error_message = Some(message);
+    sample.end = origin.elapsed();
+    sample
+}
+
 /// An error and its causes, `a: b: c` (reqwest's top-level message alone hides the cause).
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();

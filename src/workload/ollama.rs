@@ -92,35 +92,10 @@ fn error_text(body: &str) -> String {
 /// Send one streaming chat request and time it. Never fails: errors become the sample's kind.
 pub async fn stream_chat(client: &reqwest::Client, base_url: &str, body: &Json, timeout: Duration, origin: Instant) -> Sample {
     let sent = origin.elapsed();
-    let mut sample = Sample {
-        prompt_index: 0,
-        is_warmup: false,
-        sent,
-        first_token: None,
-        end: sent,
-        chunk_gaps: Vec::new(),
-        output_tokens: 0,
-        prompt_tokens: None,
-        status: 0,
-        error: None,
-        error_message: None,
-        server: None,
-    };
+    let mut sample = super::blank_sample(sent);
     let url = format!("{base_url}/api/chat");
-    match tokio::time::timeout(timeout, read_stream(client, &url, body, origin, &mut sample)).await {
-        Ok(Ok(())) => {}
-        Ok(Err((kind, message))) => {
-            sample.error = Some(kind);
-            sample.error_message = Some(message);
-            sample.end = origin.elapsed();
-        }
-        Err(_) => {
-            sample.error = Some(ErrorKind::Timeout);
-            sample.error_message = Some(format!("no complete response within {timeout:?}"));
-            sample.end = origin.elapsed();
-        }
-    }
-    sample
+    let outcome = tokio::time::timeout(timeout, read_stream(client, &url, body, origin, &mut sample)).await;
+    super::settle(sample, outcome, timeout, origin)
 }
 
 async fn read_stream(

@@ -98,36 +98,10 @@ pub async fn stream_chat(
     origin: Instant,
 ) -> Sample {
     let sent = origin.elapsed();
-    let mut sample = Sample {
-        prompt_index: 0,
-        is_warmup: false,
-        sent,
-        first_token: None,
-        end: sent,
-        chunk_gaps: Vec::new(),
-        output_tokens: 0,
-        prompt_tokens: None,
-        status: 0,
-        error: None,
-        error_message: None,
-        server: None,
-    };
+    let mut sample = super::blank_sample(sent);
     let url = format!("{base_url}/v1/chat/completions");
     let outcome = tokio::time::timeout(timeout, read_stream(client, &url, body, origin, &mut sample)).await;
-    match outcome {
-        Ok(Ok(())) => {}
-        Ok(Err((kind, message))) => {
-            sample.error = Some(kind);
-            sample.error_message = Some(message);
-            sample.end = origin.elapsed();
-        }
-        Err(_) => {
-            sample.error = Some(ErrorKind::Timeout);
-            sample.error_message = Some(format!("no complete response within {timeout:?}"));
-            sample.end = origin.elapsed();
-        }
-    }
-    sample
+    super::settle(sample, outcome, timeout, origin)
 }
 
 async fn read_stream(
