@@ -38,6 +38,25 @@ pub fn env_name(flag: &str) -> Option<&'static str> {
         .map(|(_, env)| *env)
 }
 
+/// The value following the last of `flags` in `args` (llama-server lets a later flag win).
+fn flag_value<'a>(args: &'a [String], flags: &[&str]) -> Option<&'a str> {
+    args.windows(2).rev().find(|w| flags.contains(&w[0].as_str())).map(|w| w[1].as_str())
+}
+
+/// Combinations llama.cpp refuses at start, rejected before a launch with llama.cpp's words: a
+/// quantized V cache needs flash attention (`llama_init_from_model`), so `-fa off` with
+/// `-ctv q8_0` can only fail. (`-fa auto`, the default, turns it on where it can.)
+pub fn check_constraints(args: &[String]) -> Result<(), Rejection> {
+    let fa_off = flag_value(args, &["-fa", "--flash-attn"]).is_some_and(|v| matches!(v, "off" | "0" | "false"));
+    let v_type = flag_value(args, &["-ctv", "--cache-type-v"]).unwrap_or("f16");
+    if fa_off && !matches!(v_type, "f16" | "f32" | "bf16") {
+        return Err(Rejection {
+            message: format!("quantized V cache requires flash_attn to be enabled (V cache type '{v_type}' with flash attention off; llama.cpp refuses this at start)"),
+        });
+    }
+    Ok(())
+}
+
 /// Adapter for llama.cpp's `llama-server` (or the bundled launcher with the same flags).
 pub struct LlamaCpp {
     spec: BackendSpec,
@@ -96,6 +115,7 @@ impl Backend for LlamaCpp {
             args.extend(value.clone());
         }
         args.extend(self.spec.args.iter().cloned());
+        check_constraints(&args)?;
 
         // The same settings as LLAMA_ARG_* variables; the fixed args are parsed the same way.
         let mut deploy_env = BTreeMap::new();
@@ -275,6 +295,20 @@ threads_batch = { values = [1, 2], flag = "-tb" }
             ]
         );
         assert_eq!(plan.args_without_env, ["-tb 2"]);
+    }
+
+    #[test]
+    fn quantized_v_cache_without_flash_attention_is_rejected_before_launch() {
+        let args = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
+        let err = check_constraints(&args("-m x -fa off -ctk q8_0 -ctv q8_0")).unwrap_err();
+        assert!(err.message.starts_with("quantized V cache requires flash_attn"), "{err}");
+        assert!(err.message.contains("'q8_0'"), "{err}");
+        assert!(check_constraints(&args("-m x --flash-attn off --cache-type-v q4_0")).is_err());
+        // f16 V, flash attention on or auto, and a later flag overriding an earlier one are fine.
+        assert!(check_constraints(&args("-m x -fa off -ctk q8_0 -ctv f16")).is_ok());
+        assert!(check_constraints(&args("-m x -fa on -ctv q8_0")).is_ok());
+        assert!(check_constraints(&args("-m x -ctv q8_0")).is_ok());
+        assert!(check_constraints(&args("-m x -fa off -ctv q8_0 -fa on")).is_ok());
     }
 
     #[test]
