@@ -90,6 +90,14 @@ struct StudyFile {
     budget: BudgetFile,
     #[serde(default)]
     anchor_every: Option<u32>,
+    #[serde(default)]
+    validate_pairs: u32,
+    #[serde(default = "default_validate_top")]
+    validate_top: usize,
+}
+
+fn default_validate_top() -> usize {
+    3
 }
 
 fn default_strategy() -> String {
@@ -394,6 +402,11 @@ pub struct Space {
     pub max_trials: Option<u32>,
     /// Re-measure the default configuration every this many trials (drift anchor); `None`: never.
     pub anchor_every: Option<u32>,
+    /// When the study ends on its budget (or runs out of candidates), re-measure the best
+    /// `validate_top` trials against the default in this many interleaved rounds on fresh
+    /// starts (0 = don't; `infertune validate` does it later).
+    pub validate_pairs: u32,
+    pub validate_top: usize,
     pub max_duration: Option<Duration>,
     pub backend: BackendSpec,
     pub params: Vec<Param>,
@@ -524,6 +537,15 @@ impl Space {
                 ));
             }
         };
+        if matches!(file.study.validate_pairs, 1 | 2) {
+            return Err(invalid(
+                "study.validate_pairs",
+                format!("got '{}': re-validation needs at least 3 interleaved rounds (0 = off)", file.study.validate_pairs),
+            ));
+        }
+        if file.study.validate_top == 0 {
+            return Err(invalid("study.validate_top", "got '0': must be at least 1".to_string()));
+        }
         if file.study.budget.trials == Some(0) {
             return Err(invalid(
                 "study.budget.trials",
@@ -713,6 +735,8 @@ impl Space {
             seed: file.study.seed,
             max_trials: file.study.budget.trials,
             anchor_every: file.study.anchor_every.filter(|m| *m > 0),
+            validate_pairs: file.study.validate_pairs,
+            validate_top: file.study.validate_top,
             max_duration,
             backend,
             params,

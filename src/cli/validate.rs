@@ -37,21 +37,35 @@ pub async fn run(store: &Store, args: ValidateArgs, out: &mut (dyn Write + Send)
         Some(path) => Space::load(path)?,
         None => Space::from_toml(&study.space_toml, &study.name, &std::env::current_dir()?)?,
     };
+    let v = validate_study(store, &study, &space, args.pairs, args.top, &CancellationToken::new()).await?;
+    print(&v, out)?;
+    Ok(())
+}
+
+/// Re-validate the study's `top` best feasible trials against the space's default in `pairs`
+/// interleaved rounds, and store the result (`validate`, and `tune` when the space asks).
+pub async fn validate_study(
+    store: &Store,
+    study: &trial::Study,
+    space: &Space,
+    pairs: u32,
+    top: usize,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Validation> {
     let trials = store.trials(study.id).await?;
     let mut feasible: Vec<&trial::Trial> = trials.iter().filter(|t| t.is_feasible() && t.objective.is_some_and(f64::is_finite)).collect();
     feasible.sort_by(|a, b| {
         let (x, y) = (a.objective.expect("filtered"), b.objective.expect("filtered"));
         if crate::measure::is_better(study.direction, x, y) { std::cmp::Ordering::Less } else if x == y { a.number.cmp(&b.number) } else { std::cmp::Ordering::Greater }
     });
-    feasible.truncate(args.top.max(1));
+    feasible.truncate(top.max(1));
     if feasible.is_empty() {
         bail!("study '{}' has no trial meeting every SLO", study.name);
     }
     let baseline = space.default_candidate().context("the space gives no default for some parameter, so there is no baseline")?;
-    let v = validate::revalidate(&space, &feasible, &baseline, args.pairs, &CancellationToken::new()).await?;
+    let v = validate::revalidate(space, &feasible, &baseline, pairs, cancel).await?;
     store.save_validation(study.id, &v).await?;
-    print(&v, out)?;
-    Ok(())
+    Ok(v)
 }
 
 /// One line: the winner against the default.

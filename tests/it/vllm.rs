@@ -202,7 +202,7 @@ async fn vllm_gpu_study() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("gpu.db");
     let space = repo().join("search-spaces/vllm-gpu.toml");
-    let out = run_cli(&["--db", db.to_str().unwrap(), "tune", space.to_str().unwrap(), "--max-trials", "3"])
+    let out = run_cli(&["--db", db.to_str().unwrap(), "tune", space.to_str().unwrap(), "--max-trials", "3", "--validate", "0"])
         .await
         .unwrap();
     let trials = trials_json(&db, "vllm-gpu").await;
