@@ -76,7 +76,7 @@ pub enum Command {
     Bench(BenchArgs),
     /// Re-measure two trials of a study on fresh servers, interleaved, with a ratio and 95 % CI
     Compare(CompareArgs),
-    /// Highest concurrency at which an SLO holds for a trial's configuration (live backend)
+    /// Highest concurrency (or --rate: request rate) at which an SLO holds for a trial's configuration (live backend)
     Capacity(capacity::CapacityArgs),
     /// Re-measure the best trial against the default (interleaved, fresh starts) and store the ratio
     Validate(validate::ValidateArgs),
@@ -200,6 +200,16 @@ pub struct TuneArgs {
     /// `[ollama] restore`)
     #[arg(long, value_enum, value_name = "WHAT")]
     pub on_exit: Option<daemon::OnExit>,
+    /// When the study ends on its budget, re-measure its best trials against the default in
+    /// this many interleaved rounds on fresh server starts (at least 3; 0 = don't) and store
+    /// the ratio with its 95 % CI [default: the space's `validate_pairs`, else 0]
+    #[arg(long, value_name = "PAIRS", value_parser = parse_validate_pairs)]
+    pub validate: Option<u32>,
+    /// Answer trials from a recorded landscape (scripts/record-landscape) instead of launching
+    /// the backend: try a strategy, budget or SLOs in seconds. Each trial replays one of the
+    /// point's recorded runs (seeded by the study's seed), judged against this space's SLOs
+    #[arg(long, value_name = "LANDSCAPE.json")]
+    pub replay: Option<PathBuf>,
     /// Study name, instead of the one in the space file
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
@@ -265,6 +275,14 @@ pub enum SpaceCommand {
 
 fn parse_duration_arg(s: &str) -> Result<Duration, String> {
     parse_duration(s)
+}
+
+fn parse_validate_pairs(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n) if n == 0 || n >= 3 => Ok(n),
+        Ok(n) => Err(format!("'{n}': re-validation needs at least 3 interleaved rounds (0 = off)")),
+        Err(_) => Err(format!("'{s}' is not a number of rounds")),
+    }
 }
 
 fn parse_time_of_day(s: &str) -> Result<TimeOfDay, String> {
@@ -354,6 +372,10 @@ async fn tune(db: &Path, args: TuneArgs, out: &mut (dyn Write + Send)) -> anyhow
         force: args.force,
         retune_on_drift: args.retune_on_drift,
         on_exit: args.on_exit,
+        replay: match &args.replay {
+            Some(path) => Some(std::sync::Arc::new(daemon::replay::Replay::load(path, &space)?)),
+            None => None,
+        },
     };
     let quiet = args.json;
     // In a terminal, a progress bar on stderr; elsewhere (logs, pipes, tests) plain lines.
@@ -402,6 +424,18 @@ async fn tune(db: &Path, args: TuneArgs, out: &mut (dyn Write + Send)) -> anyhow
     if let Some(e) = progress_error {
         return Err(e.into());
     }
+    // The winner against the default on fresh starts, when the study ran to its end.
+    let pairs = args.validate.unwrap_or(space.validate_pairs);
+    let ran_to_end = matches!(report.stop, daemon::Stop::Budget | daemon::Stop::Deadline | daemon::Stop::Exhausted);
+    // (A replayed study has no server to re-measure.)
+    let validation = if pairs > 0 && ran_to_end && args.replay.is_none() && !shutdown.graceful.is_cancelled() {
+        if !quiet {
+            writeln!(out, "re-validating the best {} trial(s) against the default: {pairs} interleaved rounds on fresh starts", space.validate_top)?;
+        }
+        Some(validate::validate_study(&store, &report.study, &space, pairs, space.validate_top, &shutdown.graceful).await)
+    } else {
+        None
+    };
     if args.json {
         let best = trial::best(&report.trials, report.study.direction);
         let doc = json!({
@@ -410,6 +444,11 @@ async fn tune(db: &Path, args: TuneArgs, out: &mut (dyn Write + Send)) -> anyhow
             "trials": report.trials.len(),
             "best": best.map(|(t, feasible)| trial_json(t, feasible)),
             "decode_agreement_median": decode_agreement_median(&report.trials).map(|(m, n)| json!({"median": m, "trials": n})),
+            "validation": match &validation {
+                Some(Ok(v)) => serde_json::to_value(v)?,
+                Some(Err(e)) => json!({"error": format!("{e:#}")}),
+                None => serde_json::Value::Null,
+            },
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
     } else {
@@ -418,6 +457,11 @@ async fn tune(db: &Path, args: TuneArgs, out: &mut (dyn Write + Send)) -> anyhow
             writeln!(out, "client/server decode rate agreement: median {median:.3} over {n} trials")?;
         }
         print_best(&report.study, &report.trials, out)?;
+        match &validation {
+            Some(Ok(v)) => validate::print(v, out)?,
+            Some(Err(e)) => writeln!(out, "re-validation failed: {e:#} (the study is kept; `infertune validate` retries)")?,
+            None => {}
+        }
     }
     store.close().await;
     if report.stop == daemon::Stop::Drift {

@@ -160,12 +160,15 @@ fn main() -> Result<()> {
         "landscape", "strategy", "@20", "@40", "@60", "@100", "median_n"
     );
     let mut summary: BTreeMap<String, String> = BTreeMap::new();
+    let mut real: Vec<String> = Vec::new();
     for landscape in &landscapes {
         let space = landscape.space()?;
         let direction = space.objective.direction;
         let optimum = landscape.optimum(direction).context("landscape has no feasible point")?;
         let mut rows: Vec<(String, Vec<Trace>)> = Vec::new();
-        let (mut after_startup, mut bad_after_startup) = (0usize, 0usize);
+        // After tpe's startup: trials that could not run (crash, refused, or over the synthetic
+        // memory limit) and trials that ran but missed an SLO, counted apart.
+        let (mut after_startup, mut crashed_after_startup, mut missed_after_startup) = (0usize, 0usize, 0usize);
         for (name, kind) in [("grid", StrategyKind::Grid), ("random", StrategyKind::Random), ("anneal", StrategyKind::Anneal), ("tpe", StrategyKind::Tpe)] {
             // grid is deterministic: one seed says all
             let seeds = if kind == StrategyKind::Grid { 1 } else { args.seeds };
@@ -175,7 +178,10 @@ fn main() -> Result<()> {
                 if kind == StrategyKind::Tpe {
                     for (c, run) in steps.iter().skip(infertune::search::tpe::STARTUP_TRIALS) {
                         after_startup += 1;
-                        bad_after_startup += landscape.point(c).is_some_and(|p| p.runs[*run].violation > 0.0) as usize;
+                        let r = &landscape.point(c).expect("a grid point").runs[*run];
+                        let cannot_run = r.state == infertune::trial::TrialState::Infeasible || (r.violation > 0.0 && landscape.name == "synthetic");
+                        crashed_after_startup += cannot_run as usize;
+                        missed_after_startup += (!cannot_run && r.violation > 0.0) as usize;
                     }
                 }
                 traces.push(trace(landscape, direction, &steps));
@@ -183,9 +189,10 @@ fn main() -> Result<()> {
             rows.push((name.to_string(), traces));
         }
         eprintln!(
-            "{}: tpe trials after startup that were infeasible or missed an SLO: {:.1} %",
+            "{}: tpe trials after startup that crashed or were infeasible: {:.1} %; that ran but missed an SLO: {:.1} %",
             landscape.name,
-            100.0 * bad_after_startup as f64 / after_startup.max(1) as f64
+            100.0 * crashed_after_startup as f64 / after_startup.max(1) as f64,
+            100.0 * missed_after_startup as f64 / after_startup.max(1) as f64,
         );
         if let Some(py) = &args.python {
             let file = tmp.join(format!("{}.json", landscape.name));
@@ -208,6 +215,9 @@ fn main() -> Result<()> {
             );
             if landscape.name == "synthetic" {
                 summary.insert(format!("{name}_within5_at60"), cells[2].clone());
+            } else if name != "grid" {
+                let median = row.median_needed.map_or(format!(">{BUDGET}"), |n| n.to_string());
+                real.push(format!("{}_{name}_within5_at20={} {}_{name}_median_n={median}", landscape.name, cells[0], landscape.name));
             }
         }
     }
@@ -234,10 +244,11 @@ fn main() -> Result<()> {
     let _ = std::fs::remove_dir_all(&tmp);
     let get = |k: &str| summary.get(k).cloned().unwrap_or_else(|| "na".into());
     println!(
-        "summary: synthetic tpe_within5_at60={} random_within5_at60={} optuna_within5_at60={} tpe_suggest_ms_at200={suggest:.1}",
+        "summary: synthetic tpe_within5_at60={} random_within5_at60={} optuna_within5_at60={} tpe_suggest_ms_at200={suggest:.1} {}",
         get("tpe_within5_at60"),
         get("random_within5_at60"),
         get("optuna_within5_at60"),
+        real.join(" "),
     );
     Ok(())
 }

@@ -1,5 +1,6 @@
-//! `infertune capacity STUDY --trial N`: the highest closed-loop concurrency at which an SLO
-//! still holds for a stored trial's configuration, measured on the live backend.
+//! `infertune capacity STUDY --trial N [--rate]`: the highest closed-loop concurrency (or, with
+//! `--rate`, open-loop Poisson request rate) at which an SLO still holds for a stored trial's
+//! configuration, measured on the live backend.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -8,7 +9,7 @@ use anyhow::Context;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use crate::daemon::capacity;
+use crate::daemon::capacity::{self, Load};
 use crate::space::Space;
 use crate::store::Store;
 
@@ -22,12 +23,16 @@ pub struct CapacityArgs {
     /// SLO metric to hold (one of the study's SLOs) [default: the first]
     #[arg(long, value_name = "METRIC")]
     pub slo: Option<String>,
-    /// Lowest concurrency tried
-    #[arg(long, default_value_t = 1)]
-    pub min: u32,
-    /// Highest concurrency tried
-    #[arg(long, default_value_t = 16)]
-    pub max: u32,
+    /// Search over an open-loop Poisson request rate (requests/s, arrivals that do not wait for
+    /// answers) instead of closed-loop concurrency
+    #[arg(long)]
+    pub rate: bool,
+    /// Lowest level tried [default: 1 client, or 0.25 req/s with --rate]
+    #[arg(long)]
+    pub min: Option<f64>,
+    /// Highest level tried [default: 16 clients, or 8 req/s with --rate]
+    #[arg(long)]
+    pub max: Option<f64>,
     /// The study's space file, to resolve its relative paths [default: the stored text,
     /// relative to the current directory]
     #[arg(long, value_name = "FILE")]
@@ -54,25 +59,38 @@ pub async fn capacity(store: &Store, args: CapacityArgs, out: &mut (dyn Write + 
     }
     .with_context(|| format!("the study has no SLO '{}'", args.slo.as_deref().unwrap_or("(any)")))?
     .clone();
+    let (load, min, max) = match args.rate {
+        false => (Load::Concurrency, args.min.unwrap_or(1.0), args.max.unwrap_or(16.0)),
+        true => (Load::Rate, args.min.unwrap_or(0.25), args.max.unwrap_or(8.0)),
+    };
     let cancel = CancellationToken::new();
-    let found = capacity::search(&space, &trial.params, &slo, args.min, args.max, &cancel).await?;
+    let found = capacity::search(&space, &trial.params, &slo, load, min, max, &cancel).await?;
     if args.json {
-        let levels: Vec<_> = found.levels.iter().map(|(c, v)| serde_json::json!({"concurrency": c, "value": v})).collect();
+        let levels: Vec<_> = found.levels.iter().map(|(l, v)| serde_json::json!({"level": l, "value": v})).collect();
         let doc = serde_json::json!({
-            "study": study.name, "trial": args.trial, "slo": slo,
-            "concurrency": found.concurrency, "is_at_max": found.is_at_max, "levels": levels,
+            "study": study.name, "trial": args.trial, "slo": slo, "load": load,
+            "unit": if load == Load::Rate { "requests/s" } else { "clients" },
+            "capacity": found.found, "is_at_max": found.is_at_max, "levels": levels,
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
         return Ok(());
     }
     let op = if slo.is_upper_bound { "<=" } else { ">=" };
-    for (c, v) in &found.levels {
-        writeln!(out, "concurrency {c:>4}  {} {v:.1}", slo.metric)?;
+    let level = |l: f64| match load {
+        Load::Concurrency => format!("concurrency {l:>4}"),
+        Load::Rate => format!("rate {l:>6.2} req/s"),
+    };
+    let amount = |l: f64| match load {
+        Load::Concurrency => format!("{l} concurrent requests"),
+        Load::Rate => format!("{l:.2} requests/s (Poisson arrivals)"),
+    };
+    for (l, v) in &found.levels {
+        writeln!(out, "{}  {} {v:.1}", level(*l), slo.metric)?;
     }
-    match found.concurrency {
-        Some(c) if found.is_at_max => writeln!(out, "capacity: >= {c} (the top of the range still meets {} {op} {})", slo.metric, slo.limit)?,
-        Some(c) => writeln!(out, "capacity: {c} concurrent requests with {} {op} {}", slo.metric, slo.limit)?,
-        None => writeln!(out, "capacity: none (concurrency {} already misses {} {op} {})", args.min, slo.metric, slo.limit)?,
+    match found.found {
+        Some(l) if found.is_at_max => writeln!(out, "capacity: >= {} (the top of the range still meets {} {op} {})", amount(l), slo.metric, slo.limit)?,
+        Some(l) => writeln!(out, "capacity: {} with {} {op} {}", amount(l), slo.metric, slo.limit)?,
+        None => writeln!(out, "capacity: none (the lowest level, {}, already misses {} {op} {})", level(min), slo.metric, slo.limit)?,
     }
     Ok(())
 }

@@ -1,17 +1,16 @@
-//! Capacity search: the highest closed-loop concurrency at which one SLO still holds, for one
-//! configuration on the live backend.
+//! Capacity search: the highest load at which one SLO still holds, for one configuration on the
+//! live backend. The load is closed-loop concurrency (clients that each wait for their answer)
+//! or an open-loop Poisson request rate (`workload::open_loop`: arrivals do not wait, so a slow
+//! server builds a queue, as real traffic would).
 //!
-//! It is a 1-D root-finding problem, `f(c) = metric(c) − limit` (sign flipped for lower-bound
-//! SLOs), solved with argmin's Brent root finder. Concurrency is an integer, so the solver's
-//! real-valued points are rounded and each level is measured once (a cache answers repeats).
-//! argmin's executor runs on its own thread; `cost()` sends the level over a channel and blocks
-//! until the async side has measured it. One server serves every level; each level draws its
-//! own prompt schedule (seed + level) so the prompt cache does not carry over.
-//!
-//! Rate-based capacity (open-loop Poisson arrivals, `workload::open_loop`) is not built yet:
-//! this searches over closed-loop concurrency only.
-
-use std::collections::BTreeMap;
+//! It is a 1-D root-finding problem, `f(load) = metric(load) − limit` (sign flipped for
+//! lower-bound SLOs), solved with argmin's Brent root finder. The solver's real-valued points are
+//! rounded to a level (whole clients, or steps of 1/32 of the rate range) and each level is
+//! measured once (a cache answers repeats). argmin's executor runs on its own thread; `cost()`
+//! sends the level over a channel and blocks until the async side has measured it. One server
+//! serves every level; each level draws its own prompt schedule (seed + level) so the prompt
+//! cache does not carry over. An open-loop level whose client fell behind its schedule is an
+//! error, not a figure: it measured the client.
 
 use anyhow::{Context, bail};
 use argmin::core::{CostFunction, Error as ArgminError, Executor};
@@ -24,26 +23,61 @@ use super::{STOP_GRACE, model_name};
 use crate::backend::{self, process::{self, Server}};
 use crate::measure::{self, RequestSlo};
 use crate::space::{Candidate, Slo, Space};
-use crate::workload::{self, Target};
+use crate::workload::{self, Target, open_loop};
 
 /// Most levels measured in one search (two brackets plus Brent's steps).
 const MAX_LEVELS: u64 = 12;
+
+/// Open-loop levels last at least this many seconds of arrivals.
+const MIN_ARRIVAL_SECONDS: f64 = 8.0;
+
+/// What the search varies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Load {
+    /// Closed-loop clients.
+    Concurrency,
+    /// Open-loop Poisson arrivals, in requests per second.
+    Rate,
+}
+
+impl Load {
+    /// The measured level for a solver point in `min..=max`.
+    fn level(self, x: f64, min: f64, max: f64) -> f64 {
+        match self {
+            Load::Concurrency => x.round().clamp(min, max),
+            Load::Rate => {
+                let step = (max - min) / 32.0;
+                (min + ((x - min) / step).round() * step).clamp(min, max)
+            }
+        }
+    }
+
+    /// Brent's tolerance: about one level.
+    fn tolerance(self, min: f64, max: f64) -> f64 {
+        match self {
+            Load::Concurrency => 1.0,
+            Load::Rate => (max - min) / 32.0,
+        }
+    }
+}
 
 /// What the search found.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Capacity {
     pub slo: Slo,
-    /// Highest concurrency measured that meets the SLO below the lowest one that misses it;
-    /// `None` when even the lowest level misses.
-    pub concurrency: Option<u32>,
+    pub load: Load,
+    /// Highest level measured that meets the SLO below the lowest one that misses it; `None`
+    /// when even the lowest level misses.
+    pub found: Option<f64>,
     /// `true` when the top of the range still met the SLO (capacity is at least `max`).
     pub is_at_max: bool,
-    /// Every measured level: concurrency → metric value.
-    pub levels: BTreeMap<u32, f64>,
+    /// Every measured level, ascending: (level, metric value).
+    pub levels: Vec<(f64, f64)>,
 }
 
 struct Bridge {
-    levels: mpsc::Sender<u32>,
+    levels: mpsc::Sender<f64>,
     values: std::sync::Mutex<mpsc::Receiver<f64>>,
 }
 
@@ -51,35 +85,42 @@ impl CostFunction for Bridge {
     type Param = f64;
     type Output = f64;
 
-    fn cost(&self, c: &f64) -> Result<f64, ArgminError> {
-        self.levels.blocking_send(c.round().max(1.0) as u32).map_err(|_| ArgminError::msg("capacity search cancelled"))?;
+    fn cost(&self, x: &f64) -> Result<f64, ArgminError> {
+        self.levels.blocking_send(*x).map_err(|_| ArgminError::msg("capacity search cancelled"))?;
         let mut rx = self.values.lock().map_err(|_| ArgminError::msg("poisoned"))?;
         rx.blocking_recv().ok_or_else(|| ArgminError::msg("capacity search cancelled"))
     }
 }
 
-/// `f(c)` from a measured metric: ≤ 0 when the SLO holds.
+/// `f(load)` from a measured metric: ≤ 0 when the SLO holds.
 pub fn slack(slo: &Slo, value: f64) -> f64 {
     if slo.is_upper_bound { value - slo.limit } else { slo.limit - value }
 }
 
-/// The capacity from measured levels: the highest passing level below the lowest failing one.
-pub fn capacity_of(slo: &Slo, levels: &BTreeMap<u32, f64>) -> Option<u32> {
-    let first_fail = levels.iter().find(|(_, v)| slack(slo, **v) > 0.0).map(|(c, _)| *c);
-    levels.iter().filter(|(c, v)| slack(slo, **v) <= 0.0 && first_fail.is_none_or(|f| **c < f)).map(|(c, _)| *c).max()
+/// The capacity from measured levels (ascending): the highest passing level below the lowest
+/// failing one.
+pub fn capacity_of(slo: &Slo, levels: &[(f64, f64)]) -> Option<f64> {
+    let first_fail = levels.iter().find(|(_, v)| slack(slo, *v) > 0.0).map(|(l, _)| *l);
+    levels.iter().filter(|(l, v)| slack(slo, *v) <= 0.0 && first_fail.is_none_or(|f| *l < f)).map(|(l, _)| *l).reduce(f64::max)
 }
 
-/// Find the capacity of `candidate` for `slo` over concurrency `min..=max`.
+/// Find the capacity of `candidate` for `slo` over `load` levels `min..=max`.
 pub async fn search(
     space: &Space,
     candidate: &Candidate,
     slo: &Slo,
-    min: u32,
-    max: u32,
+    load: Load,
+    min: f64,
+    max: f64,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Capacity> {
-    if min == 0 || min >= max {
-        bail!("concurrency range '{min}..{max}' must have 1 <= min < max");
+    let valid = match load {
+        Load::Concurrency => min >= 1.0 && min.fract() == 0.0 && max.fract() == 0.0 && min < max,
+        Load::Rate => min > 0.0 && min < max && max.is_finite(),
+    };
+    if !valid {
+        let want = if load == Load::Concurrency { "whole numbers with 1 <= min < max" } else { "rates with 0 < min < max" };
+        bail!("{} range '{min}..{max}' must be {want}", if load == Load::Concurrency { "concurrency" } else { "rate" });
     }
     let backend = backend::from_spec(&space.backend, &space.params);
     let prompts = workload::load_dataset(&space.workload.dataset)?;
@@ -95,34 +136,37 @@ pub async fn search(
     let target = Target { protocol: backend.protocol(), base_url: server.url(), model: model_name(&plan.model), options: plan.request_options.clone() };
     let request_slo = RequestSlo::from_slos(&space.slos);
 
-    let (level_tx, mut level_rx) = mpsc::channel::<u32>(1);
+    let (level_tx, mut level_rx) = mpsc::channel::<f64>(1);
     let (value_tx, value_rx) = mpsc::channel::<f64>(1);
     let bridge = Bridge { levels: level_tx, values: std::sync::Mutex::new(value_rx) };
-    let (lo, hi) = (min as f64, max as f64);
+    let tol = load.tolerance(min, max);
     let solver_thread = std::thread::Builder::new()
         .name("capacity".into())
         .spawn(move || {
-            // tol 1: stop once the bracket is about one level wide.
-            Executor::new(bridge, BrentRoot::new(lo, hi, 1.0)).configure(|s| s.max_iters(MAX_LEVELS)).ctrlc(false).run().map(|_| ())
+            // Stop once the bracket is about one level wide.
+            Executor::new(bridge, BrentRoot::new(min, max, tol)).configure(|s| s.max_iters(MAX_LEVELS)).ctrlc(false).run().map(|_| ())
         })
         .context("starting the capacity solver thread")?;
 
-    let mut levels: BTreeMap<u32, f64> = BTreeMap::new();
+    let mut levels: Vec<(f64, f64)> = Vec::new();
     let mut failure: Option<anyhow::Error> = None;
-    while let Some(level) = level_rx.recv().await {
-        let value = match levels.get(&level) {
-            Some(v) => *v,
+    while let Some(x) = level_rx.recv().await {
+        let level = load.level(x, min, max);
+        let value = match levels.iter().find(|(l, _)| *l == level) {
+            Some((_, v)) => *v,
             None => {
                 let mut spec = space.workload.clone();
-                spec.concurrency = level;
-                spec.requests = spec.requests.max(4 * level);
-                spec.seed = spec.seed.wrapping_add(level as u64);
-                let run = tokio::select! {
+                spec.seed = spec.seed.wrapping_add(level.to_bits());
+                let measured = tokio::select! {
                     _ = cancel.cancelled() => { failure = Some(anyhow::anyhow!("interrupted")); break; }
-                    run = workload::run(&client, &target, &prompts, &spec) => run,
+                    run = measure_level(&client, &target, &prompts, spec, load, level) => run,
+                };
+                let run = match measured {
+                    Ok(run) => run,
+                    Err(e) => { failure = Some(e); break; }
                 };
                 if let Some(status) = server.exited() {
-                    failure = Some(anyhow::anyhow!("server exited at concurrency {level} ({status})"));
+                    failure = Some(anyhow::anyhow!("server exited at {load:?} {level} ({status})"));
                     break;
                 }
                 let summary = measure::summarize(&run.samples, run.wall, &request_slo);
@@ -130,8 +174,9 @@ pub async fn search(
                     failure = Some(anyhow::anyhow!("metric '{}' is not measured", slo.metric));
                     break;
                 };
-                info!(concurrency = level, value = v, metric = %slo.metric, "capacity level measured");
-                levels.insert(level, v);
+                info!(?load, level, value = v, metric = %slo.metric, "capacity level measured");
+                levels.push((level, v));
+                levels.sort_by(|a, b| a.0.total_cmp(&b.0));
                 v
             }
         };
@@ -147,8 +192,39 @@ pub async fn search(
     if let Some(e) = failure {
         return Err(e);
     }
-    let is_at_max = levels.get(&max).is_some_and(|v| slack(slo, *v) <= 0.0);
-    Ok(Capacity { slo: slo.clone(), concurrency: capacity_of(slo, &levels), is_at_max, levels })
+    let is_at_max = levels.last().is_some_and(|(l, v)| *l == max && slack(slo, *v) <= 0.0);
+    Ok(Capacity { slo: slo.clone(), load, found: capacity_of(slo, &levels), is_at_max, levels })
+}
+
+/// One level's workload: `level` closed-loop clients, or Poisson arrivals at `level` req/s
+/// (at least [`MIN_ARRIVAL_SECONDS`] of them).
+async fn measure_level(
+    client: &reqwest::Client,
+    target: &Target,
+    prompts: &[workload::Prompt],
+    mut spec: crate::space::WorkloadSpec,
+    load: Load,
+    level: f64,
+) -> anyhow::Result<workload::Run> {
+    match load {
+        Load::Concurrency => {
+            spec.concurrency = level as u32;
+            spec.requests = spec.requests.max(4 * spec.concurrency);
+            Ok(workload::run(client, target, prompts, &spec).await)
+        }
+        Load::Rate => {
+            spec.requests = spec.requests.max((level * MIN_ARRIVAL_SECONDS).ceil() as u32);
+            let open = open_loop::run(client, target, prompts, &spec, level).await?;
+            if !open.is_valid {
+                bail!(
+                    "the client fell behind its schedule at {level:.2} req/s (lateness p99 {:.1} ms > {} ms): the figures would describe the client, not the server",
+                    open.lateness_ms.p99,
+                    open_loop::MAX_LATENESS_P99.as_millis()
+                );
+            }
+            Ok(open.run)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -158,36 +234,50 @@ mod tests {
     #[test]
     fn capacity_is_the_last_pass_before_the_first_fail() {
         let slo = Slo { metric: "ttft_p95_ms".into(), is_upper_bound: true, limit: 1000.0 };
-        let levels = BTreeMap::from([(1, 200.0), (4, 600.0), (6, 1200.0), (5, 900.0), (9, 800.0), (16, 4000.0)]);
+        let levels = [(1.0, 200.0), (4.0, 600.0), (5.0, 900.0), (6.0, 1200.0), (9.0, 800.0), (16.0, 4000.0)];
         // 9 passes again (noise), but lies above the first failing level 6
-        assert_eq!(capacity_of(&slo, &levels), Some(5));
-        assert_eq!(capacity_of(&slo, &BTreeMap::from([(1, 1500.0)])), None);
+        assert_eq!(capacity_of(&slo, &levels), Some(5.0));
+        assert_eq!(capacity_of(&slo, &[(1.0, 1500.0)]), None);
         let rate = Slo { metric: "success_rate".into(), is_upper_bound: false, limit: 1.0 };
         assert_eq!(slack(&rate, 0.9), 1.0 - 0.9);
-        assert_eq!(capacity_of(&rate, &BTreeMap::from([(1, 1.0), (8, 1.0)])), Some(8));
+        assert_eq!(capacity_of(&rate, &[(1.0, 1.0), (8.0, 1.0)]), Some(8.0));
+    }
+
+    #[test]
+    fn levels_are_whole_clients_or_steps_of_the_rate_range() {
+        assert_eq!(Load::Concurrency.level(3.4, 1.0, 16.0), 3.0);
+        assert_eq!(Load::Concurrency.level(0.2, 1.0, 16.0), 1.0);
+        // rate steps of (8 - 0) / 32 = 0.25 req/s
+        assert_eq!(Load::Rate.level(2.3, 0.0, 8.0), 2.25);
+        assert_eq!(Load::Rate.level(8.1, 0.0, 8.0), 8.0);
+        assert_eq!(Load::Rate.tolerance(0.0, 8.0), 0.25);
     }
 
     /// Brent over the channel bridge finds the step of a monotone function in a few levels.
     #[test]
     fn brent_bridge_brackets_the_step() {
-        let (level_tx, mut level_rx) = mpsc::channel::<u32>(1);
+        let (level_tx, mut level_rx) = mpsc::channel::<f64>(1);
         let (value_tx, value_rx) = mpsc::channel::<f64>(1);
         let bridge = Bridge { levels: level_tx, values: std::sync::Mutex::new(value_rx) };
         let t = std::thread::spawn(move || {
             let _ = Executor::new(bridge, BrentRoot::new(1.0, 64.0, 1.0)).configure(|s| s.max_iters(MAX_LEVELS)).ctrlc(false).run();
         });
         let slo = Slo { metric: "ttft_p95_ms".into(), is_upper_bound: true, limit: 1000.0 };
-        let mut levels = BTreeMap::new();
+        let mut levels: Vec<(f64, f64)> = Vec::new();
         // ttft grows linearly: 100 ms per concurrent request, so the capacity is 10
-        while let Some(c) = level_rx.blocking_recv() {
-            let v = 100.0 * c as f64;
-            levels.insert(c, v);
+        while let Some(x) = level_rx.blocking_recv() {
+            let c = Load::Concurrency.level(x, 1.0, 64.0);
+            let v = 100.0 * c;
+            if !levels.iter().any(|(l, _)| *l == c) {
+                levels.push((c, v));
+                levels.sort_by(|a, b| a.0.total_cmp(&b.0));
+            }
             if value_tx.blocking_send(slack(&slo, v)).is_err() {
                 break;
             }
         }
         t.join().unwrap();
-        assert_eq!(capacity_of(&slo, &levels), Some(10), "{levels:?}");
+        assert_eq!(capacity_of(&slo, &levels), Some(10.0), "{levels:?}");
         assert!(levels.len() <= MAX_LEVELS as usize + 2, "{levels:?}");
     }
 }

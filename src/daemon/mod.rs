@@ -17,6 +17,7 @@ pub mod compare;
 mod quality;
 pub mod capacity;
 pub mod prune;
+pub mod replay;
 pub mod validate;
 mod ollama;
 
@@ -66,6 +67,8 @@ pub struct Options {
     /// What a service-mode backend runs afterwards; `None` follows the space file
     /// (`[ollama] restore`).
     pub on_exit: Option<OnExit>,
+    /// Answer trials from this recorded landscape instead of launching the backend.
+    pub replay: Option<std::sync::Arc<replay::Replay>>,
 }
 
 /// What a service-mode backend runs once the study stops (spawned servers are always stopped).
@@ -186,9 +189,11 @@ pub async fn tune(
     let backend = backend::from_spec(&space.backend, &space.params);
     let name = options.study_name.clone().unwrap_or_else(|| space.name.clone());
     let mut bench = Bench::new(space, backend.as_ref(), shutdown)?;
-    let fingerprint = match space.backend.kind {
-        BackendKind::Ollama => ollama::prepare(space, &bench.client, on_event).await?,
-        BackendKind::Llamacpp | BackendKind::Vllm => fingerprint(space, backend.as_ref()).await?,
+    let replay = options.replay.as_deref();
+    let fingerprint = match (replay, space.backend.kind) {
+        (Some(replay), _) => replay.fingerprint(),
+        (None, BackendKind::Ollama) => ollama::prepare(space, &bench.client, on_event).await?,
+        (None, BackendKind::Llamacpp | BackendKind::Vllm) => fingerprint(space, backend.as_ref()).await?,
     };
     let mut seeds: Vec<Candidate> = Vec::new();
 
@@ -249,12 +254,14 @@ pub async fn tune(
         .begin_run(study.id, std::process::id(), max_trials, deadline.map(system_ms))
         .await?;
 
-    bench.guard = quality::prepare(space, backend.as_ref(), &bench.client).await?;
+    if replay.is_none() {
+        bench.guard = quality::prepare(space, backend.as_ref(), &bench.client).await?;
+    }
     let mut session = Session {
         running: None,
         // Service mode: the user's env file, put back when the loop ends, however it ends.
-        service: match (&space.backend.ollama, space.backend.mode) {
-            (Some(settings), BackendMode::Service) => Some(ollama::ServiceFile::open(settings)?),
+        service: match (&space.backend.ollama, space.backend.mode, replay) {
+            (Some(settings), BackendMode::Service, None) => Some(ollama::ServiceFile::open(settings)?),
             _ => None,
         },
     };
@@ -283,7 +290,9 @@ pub async fn tune(
                 continue;
             }
         }
-        if let Some(what) = drift_before_trial(space, backend.as_ref(), &fingerprint, &mut files).await {
+        if replay.is_none()
+            && let Some(what) = drift_before_trial(space, backend.as_ref(), &fingerprint, &mut files).await
+        {
             on_event(Event::Drift { what: &what });
             break Stop::Drift;
         }
@@ -302,7 +311,10 @@ pub async fn tune(
         on_event(Event::TrialStarted { number, candidate: &candidate, planned: max_trials, is_retry });
         let t0 = Instant::now();
         let span = info_span!("trial", study = %study.name, number, backend = %backend.kind());
-        let result = run_trial(&bench, &mut session, Some((store, trial_id)), &candidate).instrument(span).await;
+        let result = match replay {
+            Some(replay) => Ok(replay.answer(space, backend.as_ref(), &candidate)),
+            None => run_trial(&bench, &mut session, Some((store, trial_id)), &candidate).instrument(span).await,
+        };
         let result = match result {
             Ok(result) => result,
             Err(e) => {

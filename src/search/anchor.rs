@@ -95,7 +95,7 @@ mod tests {
         for n in 1..=12i64 {
             let c = s.propose(&space).unwrap();
             let objective = if c == anchor { 100.0 + n as f64 } else { 1.0 };
-            let t = Landscape::trial(n, &c, &Run { state: TrialState::Complete, objective: Some(objective), violation: 0.0 });
+            let t = Landscape::trial(n, &c, &Run::new(TrialState::Complete, Some(objective), 0.0));
             s.observe(&t);
             trials.push(t);
         }

@@ -13,6 +13,7 @@ use std::path::Path;
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
+use crate::measure::Summary;
 use crate::space::{Candidate, Direction, Space, Value};
 use crate::trial::{INFEASIBLE_VIOLATION, StageTimes, Trial, TrialId, TrialState};
 
@@ -24,6 +25,20 @@ pub struct Run {
     pub objective: Option<f64>,
     /// Summed graded SLO violation (0 = every SLO met).
     pub violation: f64,
+    /// The measured figures, so a replay can judge them against other SLOs; `None` for
+    /// infeasible runs, synthetic points and older recordings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<Summary>,
+    /// Why an infeasible run failed (`oom`, `invalid-combination`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_class: Option<String>,
+}
+
+impl Run {
+    /// A run known only by its outcome (synthetic landscapes, tests).
+    pub fn new(state: TrialState, objective: Option<f64>, violation: f64) -> Run {
+        Run { state, objective, violation, summary: None, error_class: None }
+    }
 }
 
 /// A grid point with its runs.
@@ -153,9 +168,12 @@ impl Landscape {
         for t in trials {
             let run = match t.state {
                 TrialState::Complete | TrialState::Pruned => {
-                    Run { state: t.state, objective: t.objective, violation: t.violation.unwrap_or(0.0) }
+                    Run { summary: t.summary.clone(), ..Run::new(t.state, t.objective, t.violation.unwrap_or(0.0)) }
                 }
-                TrialState::Infeasible => Run { state: t.state, objective: None, violation: t.violation.unwrap_or(INFEASIBLE_VIOLATION) },
+                TrialState::Infeasible => Run {
+                    error_class: t.error_class.clone(),
+                    ..Run::new(t.state, None, t.violation.unwrap_or(INFEASIBLE_VIOLATION))
+                },
                 TrialState::Running | TrialState::Interrupted => continue,
             };
             let key = t.params.to_json();
@@ -191,7 +209,7 @@ impl Landscape {
                                 ("kv_cache".to_string(), Value::Str(kv.into())),
                             ]));
                             let run = if fa == "off" && kv != "f16" {
-                                Run { state: TrialState::Infeasible, objective: None, violation: INFEASIBLE_VIOLATION }
+                                Run::new(TrialState::Infeasible, None, INFEASIBLE_VIOLATION)
                             } else {
                                 let mem_gb = 0.6 * slots as f64 * 2f64.powi(l - 12) * kv_mem + weights_gb;
                                 let ctx_factor = 1.0 - 0.03 * (l - 9) as f64 + if l == 12 { 0.05 } else { 0.0 };
@@ -202,7 +220,7 @@ impl Landscape {
                                     * ctx_factor
                                     * if fa == "on" { 1.06 } else { 1.0 }
                                     * kv_speed;
-                                Run { state: TrialState::Complete, objective: Some(tok_per_s), violation: (mem_gb / 16.0 - 1.0).max(0.0) }
+                                Run::new(TrialState::Complete, Some(tok_per_s), (mem_gb / 16.0 - 1.0).max(0.0))
                             };
                             points.push(Point { params, runs: vec![run] });
                         }
@@ -255,8 +273,8 @@ mod tests {
         use rand::SeedableRng;
         let c = Candidate(BTreeMap::from([("a".to_string(), Value::Int(1))]));
         let runs = vec![
-            Run { state: TrialState::Complete, objective: Some(1.0), violation: 0.0 },
-            Run { state: TrialState::Complete, objective: Some(2.0), violation: 0.0 },
+            Run::new(TrialState::Complete, Some(1.0), 0.0),
+            Run::new(TrialState::Complete, Some(2.0), 0.0),
         ];
         let l = Landscape::new("t", "", vec![Point { params: c.clone(), runs }]);
         let draw = |seed| {

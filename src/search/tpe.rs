@@ -466,7 +466,7 @@ mod tests {
         let mut tpe = Tpe::new(&space);
         for n in 1..=12 {
             let c = tpe.propose(&space).unwrap();
-            let run = crate::search::landscape::Run { state: TrialState::Complete, objective: Some(n as f64), violation: if n % 2 == 0 { 0.0 } else { n as f64 } };
+            let run = crate::search::landscape::Run::new(TrialState::Complete, Some(n as f64), if n % 2 == 0 { 0.0 } else { n as f64 });
             tpe.observe(&Landscape::trial(n, &c, &run));
         }
         let c = tpe.propose(&space).unwrap();
