@@ -46,9 +46,13 @@ fn main() {
 async fn mock(interval_ms: u64, chunks: u32) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
     println!("port {}", listener.local_addr().expect("bound").port());
+    // Chunks written so far, answered on `GET /stats`: the event count for clients that cannot
+    // report their own (AIPerf).
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     loop {
         let Ok((mut sock, _)) = listener.accept().await else { continue };
         sock.set_nodelay(true).ok();
+        let sent = sent.clone();
         tokio::spawn(async move {
             // Read headers and the body (Content-Length), then stream.
             let mut buf = Vec::new();
@@ -64,6 +68,12 @@ async fn mock(interval_ms: u64, chunks: u32) {
                 }
             };
             let head = String::from_utf8_lossy(&buf[..body_start]).to_ascii_lowercase();
+            if head.starts_with("get /stats") {
+                let body = format!("{{\"events\":{}}}", sent.load(std::sync::atomic::Ordering::Relaxed));
+                let reply = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+                let _ = sock.write_all(reply.as_bytes()).await;
+                return;
+            }
             let len: usize = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
             while buf.len() < body_start + len {
                 let Ok(n) = sock.read(&mut tmp).await else { return };
@@ -86,6 +96,7 @@ async fn mock(interval_ms: u64, chunks: u32) {
                 if sock.write_all(line.as_bytes()).await.is_err() {
                     return;
                 }
+                sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             let _ = sock.write_all(b"data: [DONE]\n\n").await;
             let _ = sock.shutdown().await;
