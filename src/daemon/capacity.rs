@@ -47,8 +47,9 @@ impl Load {
         match self {
             Load::Concurrency => x.round().clamp(min, max),
             Load::Rate => {
-                let step = (max - min) / 32.0;
-                (min + ((x - min) / step).round() * step).clamp(min, max)
+                // Step k of 32; the ends exactly, so that `max` is recognised as the top.
+                let k = ((x - min) / ((max - min) / 32.0)).round().clamp(0.0, 32.0);
+                if k == 32.0 { max } else { min + k * (max - min) / 32.0 }
             }
         }
     }
@@ -251,6 +252,8 @@ mod tests {
         assert_eq!(Load::Rate.level(2.3, 0.0, 8.0), 2.25);
         assert_eq!(Load::Rate.level(8.1, 0.0, 8.0), 8.0);
         assert_eq!(Load::Rate.tolerance(0.0, 8.0), 0.25);
+        assert_eq!(Load::Rate.level(0.99, 0.1, 1.0), 1.0);
+        assert_eq!(Load::Rate.level(0.0, 0.1, 1.0), 0.1);
     }
 
     /// Brent over the channel bridge finds the step of a monotone function in a few levels.
