@@ -9,8 +9,9 @@
 //! measured once (a cache answers repeats). argmin's executor runs on its own thread; `cost()`
 //! sends the level over a channel and blocks until the async side has measured it. One server
 //! serves every level; each level draws its own prompt schedule (seed + level) so the prompt
-//! cache does not carry over. An open-loop level whose client fell behind its schedule is an
-//! error, not a figure: it measured the client.
+//! cache does not carry over. An open-loop level whose client fell behind its schedule (lateness
+//! p99 over 5 ms) is measured once more, and refused if it falls behind again: it measured the
+//! client, not the server.
 
 use anyhow::{Context, bail};
 use argmin::core::{CostFunction, Error as ArgminError, Executor};
@@ -215,15 +216,21 @@ async fn measure_level(
         }
         Load::Rate => {
             spec.requests = spec.requests.max((level * MIN_ARRIVAL_SECONDS).ceil() as u32);
-            let open = open_loop::run(client, target, prompts, &spec, level).await?;
-            if !open.is_valid {
-                bail!(
-                    "the client fell behind its schedule at {level:.2} req/s (lateness p99 {:.1} ms > {} ms): the figures would describe the client, not the server",
-                    open.lateness_ms.p99,
-                    open_loop::MAX_LATENESS_P99.as_millis()
-                );
+            // A late wake-up of the client (a busy host) spoils one run; a client that cannot
+            // keep the schedule spoils both, and then the level is refused.
+            let mut lateness = Vec::new();
+            for _ in 0..2 {
+                let open = open_loop::run(client, target, prompts, &spec, level).await?;
+                if open.is_valid {
+                    return Ok(open.run);
+                }
+                lateness.push(format!("{:.1} ms", open.lateness_ms.p99));
             }
-            Ok(open.run)
+            bail!(
+                "the client fell behind its schedule at {level:.2} req/s (lateness p99 {} in two runs, > {} ms): the figures would describe the client, not the server",
+                lateness.join(" and "),
+                open_loop::MAX_LATENESS_P99.as_millis()
+            )
         }
     }
 }

@@ -13,10 +13,11 @@ async fn tpe_prune_capacity_and_revalidation_on_real_engine() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("t.db");
     let db_s = db.to_str().unwrap();
+    // One engine thread leaves a core to the client, whose open-loop send times are checked.
     let params = r#"parallel = { values = [1, 2], flag = "-np", default = 2 }
 quant = { values = ["Q4_0", "Q4_1"], template = "model", default = "Q4_0" }
 flash_attn = { values = ["on"], flag = "-fa", default = "on" }
-threads = { values = [2], flag = "-t", default = 2 }"#;
+threads = { values = [1], flag = "-t", default = 1 }"#;
     let space = engine_space(dir.path(), "s", "tpe", params, "[slo]\nttft_p95_ms = 60000\nsuccess_rate = 1.0\n");
     // re-validate only the best trial when the study ends
     std::fs::write(&space, std::fs::read_to_string(&space).unwrap().replace("seed = 3", "seed = 3\nvalidate_top = 1")).unwrap();
@@ -25,7 +26,7 @@ threads = { values = [2], flag = "-t", default = 2 }"#;
     let trials = trials_json(&db, "s").await;
     assert_eq!(trials.len(), 2);
     // tpe starts with the backend's default configuration
-    assert_eq!(trials[0]["params"], serde_json::json!({"parallel": 2, "quant": "Q4_0", "flash_attn": "on", "threads": 2}));
+    assert_eq!(trials[0]["params"], serde_json::json!({"parallel": 2, "quant": "Q4_0", "flash_attn": "on", "threads": 1}));
     assert!(trials.iter().all(|t| t["state"] == "complete"), "{trials:#?}");
 
     // capacity over concurrency 1..2: a 60 s TTFT limit holds at both levels
