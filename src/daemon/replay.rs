@@ -34,7 +34,7 @@ impl Replay {
     /// Read `path` for a study over `space`: the parameter names must be the recording's.
     pub fn load(path: &Path, space: &Space) -> anyhow::Result<Replay> {
         let bytes = std::fs::read(path).with_context(|| format!("reading landscape '{}'", path.display()))?;
-        let landscape = Landscape::load(path)?;
+        let landscape = Landscape::from_json(&bytes, path)?;
         let recorded = landscape.space()?;
         let names = |s: &Space| s.params.iter().map(|p| p.name.clone()).collect::<std::collections::BTreeSet<_>>();
         if names(&recorded) != names(space) {

@@ -84,9 +84,14 @@ impl Landscape {
 
     /// Read a recorded landscape (JSON).
     pub fn load(path: &Path) -> Result<Landscape, Error> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.display().to_string(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| Error::Read { path: path.display().to_string(), source })?;
+        Landscape::from_json(&bytes, path)
+    }
+
+    /// A landscape from its JSON text; `path` names it in errors.
+    pub fn from_json(bytes: &[u8], path: &Path) -> Result<Landscape, Error> {
         let mut l: Landscape =
-            serde_json::from_str(&text).map_err(|source| Error::Parse { path: path.display().to_string(), source })?;
+            serde_json::from_slice(bytes).map_err(|source| Error::Parse { path: path.display().to_string(), source })?;
         l.reindex();
         Ok(l)
     }
