@@ -3,7 +3,8 @@
 
 Reads a landscape JSON (points with recorded runs, plus the space TOML), runs
 optuna.samplers.TPESampler (multivariate, constraints as graded violations, the space's
-default candidate enqueued first, like infertune's tpe) for each seed, and prints, per seed,
+default candidate enqueued first, like infertune's tpe; points infertune refuses before
+launch are told as infeasible without counting as trials) for each seed, and prints, per seed,
 the list of [params, run_index] it evaluated. bench-search scores the traces itself, so both
 samplers are judged by the same rule. Parameters are encoded as infertune's tpe does:
 numeric value lists as an ordinal index, other lists as categoricals, integer ranges as ints.
@@ -79,18 +80,22 @@ def main():
         if all(v is not None for v in default.values()):
             study.enqueue_trial(default)
         steps = []
-
-        def objective(trial):
+        asked = 0
+        # A point infertune refuses before launch (every run is `invalid-combination`) is told
+        # to Optuna as infeasible but is not a trial, as infertune's own strategies do.
+        while len(steps) < a.trials and asked < 100 * a.trials:
+            asked += 1
+            trial = study.ask()
             params = {d[0]: suggest(trial, d) for d in ds}
             key = json.dumps(params, sort_keys=True, separators=(",", ":"))
             point = points[key]
+            refused = all(r.get("error_class") == "invalid-combination" for r in point["runs"])
             i = rng.randrange(len(point["runs"]))
             run = point["runs"][i]
-            steps.append([params, i])
+            if not refused:
+                steps.append([params, i])
             trial.set_user_attr("violation", run["violation"])
-            return run["objective"] if run["objective"] is not None else worst
-
-        study.optimize(objective, n_trials=a.trials)
+            study.tell(trial, run["objective"] if run["objective"] is not None else worst)
         results.append(steps)
     json.dump(results, sys.stdout)
 

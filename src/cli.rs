@@ -340,6 +340,9 @@ fn space_check(file: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
         )?;
     }
     writeln!(out, "grid      {} points", space.grid_size())?;
+    if let Some((refused, example)) = refused_points(&space) {
+        writeln!(out, "refused   {refused} of {} grid points before launch (never tried): {example}", space.grid_size())?;
+    }
     writeln!(
         out,
         "objective {:?} {}",
@@ -355,6 +358,25 @@ fn space_check(file: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// How many grid points the backend refuses before launch (known-invalid combinations), with
+/// the first refusal's message; `None` when none is refused or the grid is too large to walk.
+fn refused_points(space: &Space) -> Option<(u64, String)> {
+    if space.grid_size() > 100_000 {
+        return None;
+    }
+    let backend = crate::backend::from_spec(&space.backend, &space.params);
+    let mut grid = crate::search::grid::Grid::new(space);
+    let mut refused = 0;
+    let mut example = None;
+    while let Some(c) = crate::search::Strategy::propose(&mut grid, space) {
+        if let Err(r) = backend.plan(&c) {
+            refused += 1;
+            example.get_or_insert_with(|| format!("{} ({})", r.message.lines().next().unwrap_or(""), c.brief()));
+        }
+    }
+    example.map(|e| (refused, e))
 }
 
 async fn tune(db: &Path, args: TuneArgs, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {

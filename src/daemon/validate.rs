@@ -1,9 +1,10 @@
 //! Re-validation of a study's winner against the default configuration (noise protocol,
 //! `reference/search-and-measurement.md` §5.1): the top few trials and the default are measured
 //! again on fresh server starts, interleaved round by round (default, top 1, top 2, ..., default,
-//! ...) so drift hits every arm alike. The winner is the candidate with the best lower
-//! confidence bound (mean − 1.96·s/√k), and its ratio to the default comes with a bootstrap
-//! 95 % confidence interval over the runs.
+//! ...) so drift hits every arm alike. The winner is the candidate that missed its SLOs in the
+//! fewest re-measured runs, then the one with the best lower confidence bound
+//! (mean − 1.96·s/√k), and its ratio to the default comes with a bootstrap 95 % confidence
+//! interval over the runs.
 
 use anyhow::bail;
 use rand::rngs::StdRng;
@@ -53,6 +54,20 @@ pub fn confidence_bound(values: &[f64], direction: Direction) -> f64 {
     }
 }
 
+/// The winning arm: fewest runs that missed an SLO, then the best confidence bound; ties go to
+/// the earlier arm (the better one as first observed). `values[i]` are arm i's objectives and
+/// `misses[i]` its runs that missed an SLO.
+pub fn pick_winner(values: &[Vec<f64>], misses: &[usize], direction: Direction) -> usize {
+    (0..values.len())
+        .min_by(|&a, &b| {
+            misses[a]
+                .cmp(&misses[b])
+                .then(confidence_bound(&values[b], direction).total_cmp(&confidence_bound(&values[a], direction)))
+                .then(a.cmp(&b))
+        })
+        .expect("at least one arm")
+}
+
 /// Measure `baseline` and each of `top` (best first) once per round, `rounds` rounds, on fresh
 /// server starts; name the winner by confidence bound and compare it with the baseline.
 pub async fn revalidate(
@@ -74,6 +89,7 @@ pub async fn revalidate(
     let bench = super::Bench::new(space, backend.as_ref(), &shutdown)?;
     let mut default_values = Vec::new();
     let mut values: Vec<Vec<f64>> = vec![Vec::new(); top.len()];
+    let mut misses = vec![0usize; top.len()];
     for pair in 1..=pairs {
         let arms = std::iter::once((None, baseline)).chain(top.iter().enumerate().map(|(i, t)| (Some(i), &t.params)));
         for (arm_index, candidate) in arms {
@@ -87,24 +103,25 @@ pub async fn revalidate(
             };
             session.close(&shutdown).await;
             let run = run?;
-            let value = match run.outcome {
-                Outcome::Complete { verdict, .. } | Outcome::Pruned { verdict, .. } => verdict.objective,
+            let (value, missed) = match run.outcome {
+                Outcome::Complete { verdict, .. } | Outcome::Pruned { verdict, .. } => (verdict.objective, !verdict.is_feasible()),
                 Outcome::Infeasible { class, message } => bail!("the {arm} configuration failed on re-validation ({class}): {message}"),
                 Outcome::Interrupted => bail!("re-validation interrupted"),
             };
-            info!(pair, arm, value, "re-validation run");
+            info!(pair, arm, value, missed_slo = missed, "re-validation run");
             match arm_index {
-                Some(i) => values[i].push(value),
+                Some(i) => {
+                    values[i].push(value);
+                    misses[i] += missed as usize;
+                }
                 None => default_values.push(value),
             }
         }
     }
     let direction = space.objective.direction;
-    let best = (0..top.len())
-        .max_by(|&a, &b| confidence_bound(&values[a], direction).total_cmp(&confidence_bound(&values[b], direction)))
-        .expect("top is not empty");
-    for (t, v) in top.iter().zip(&values) {
-        info!(trial = t.number, mean = mean(v), bound = confidence_bound(v, direction), "re-measured candidate");
+    let best = pick_winner(&values, &misses, direction);
+    for ((t, v), m) in top.iter().zip(&values).zip(&misses) {
+        info!(trial = t.number, mean = mean(v), bound = confidence_bound(v, direction), missed_slo_runs = m, "re-measured candidate");
     }
     let winner = top[best];
     let winner_values = values.swap_remove(best);
@@ -147,5 +164,16 @@ mod tests {
         // a steady 9 beats a noisy 10 by the bound
         assert!(confidence_bound(&[9.0; 4], Direction::Maximize) > confidence_bound(&noisy, Direction::Maximize));
         assert_eq!(confidence_bound(&[5.0, 5.0], Direction::Minimize), -5.0);
+    }
+
+    #[test]
+    fn the_winner_holds_its_slos_first_then_the_bound() {
+        let steady = vec![25.0, 25.5, 25.2];
+        let faster_but_missed = vec![27.0, 26.0, 27.5];
+        // One SLO miss in three runs loses to a slower arm that met them every time.
+        assert_eq!(pick_winner(&[faster_but_missed.clone(), steady.clone()], &[1, 0], Direction::Maximize), 1);
+        // With no misses, the bound decides.
+        assert_eq!(pick_winner(&[steady.clone(), faster_but_missed.clone()], &[0, 0], Direction::Maximize), 1);
+        assert_eq!(pick_winner(&[steady.clone(), steady], &[0, 0], Direction::Maximize), 0, "ties go to the first");
     }
 }

@@ -134,6 +134,30 @@ impl Encoding {
     }
 }
 
+impl Encoding {
+    /// The one-parameter moves from `point`: one step either way along an ordered dimension
+    /// (a doubling or halving on a log one), every other value of an unordered one.
+    pub fn neighbours(&self, point: &[f64]) -> Vec<Vec<f64>> {
+        let mut out = Vec::new();
+        for (d, dim) in self.dims.iter().enumerate() {
+            let x = point[d];
+            let moves: Vec<f64> = match dim {
+                Dim::Ordinal { hi } => [x - 1.0, x + 1.0].into_iter().filter(|v| (0.0..=*hi as f64).contains(v)).collect(),
+                Dim::Log { lo, hi } => {
+                    [x - 2f64.ln(), x + 2f64.ln()].into_iter().filter(|v| (*lo..=*hi).contains(v)).collect()
+                }
+                Dim::Cat { n } => (0..*n).map(|v| v as f64).filter(|v| *v != x).collect(),
+            };
+            out.extend(moves.into_iter().map(|v| {
+                let mut y = point.to_vec();
+                y[d] = v;
+                y
+            }));
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,5 +211,23 @@ b = { min = 64, max = 500, step = 64, flag = "-b" }
         assert_eq!(e.decode(&[0.0, 1.0, 7.0, 7.0]).get("np"), Some(&Value::Int(1)));
         assert_eq!(e.decode(&[0.0, 1.0, 7.0, 7.0]).get("b"), Some(&Value::Int(500)));
         assert_eq!(x[0], 0.0);
+    }
+
+    #[test]
+    fn neighbours_move_one_parameter() {
+        let s = space();
+        let e = Encoding::new(&s);
+        // np = 4 (index 1 of 1 < 4 < 8), fa = on, c = 1024, b = 64 (index 0)
+        let x = vec![1.0, 0.0, 1024f64.ln(), 0.0];
+        let n: Vec<Candidate> = e.neighbours(&x).iter().map(|y| e.decode(y)).collect();
+        let brief: Vec<String> = n.iter().map(|c| c.brief()).collect();
+        assert_eq!(n.len(), 2 + 1 + 2 + 1, "{brief:?}");
+        for c in &n {
+            let moved = s.params.iter().filter(|p| c.get(&p.name) != e.decode(&x).get(&p.name)).count();
+            assert_eq!(moved, 1, "{}", c.brief());
+        }
+        assert!(n.iter().any(|c| c.get("c") == Some(&Value::Int(512))));
+        assert!(n.iter().any(|c| c.get("c") == Some(&Value::Int(2048))));
+        assert!(n.iter().any(|c| c.get("b") == Some(&Value::Int(128))));
     }
 }

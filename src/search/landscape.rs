@@ -196,7 +196,7 @@ impl Landscape {
     /// slots, falls with context, gains a little from flash attention and a q8_0 KV cache.
     /// Memory `0.6·slots·2^(l−12)·kv + weights` must stay ≤ 16 GB (graded violation
     /// `mem/16 − 1`), and a quantized KV cache without flash attention crashes at start (as in
-    /// llama.cpp). 819 points are feasible and 20 (1 %) are within 5 % of the optimum.
+    /// llama.cpp, which infertune refuses before launch). 819 points are feasible and 20 (1 %) are within 5 % of the optimum.
     pub fn synthetic() -> Landscape {
         let quants = [("q4_K_M", 1.0, 4.9), ("q8_0", 0.82, 8.5), ("f16", 0.6, 15.0)];
         let kvs = [("f16", 1.0, 1.0), ("q8_0", 1.03, 0.5), ("q4_0", 0.97, 0.25)];
@@ -214,7 +214,10 @@ impl Landscape {
                                 ("kv_cache".to_string(), Value::Str(kv.into())),
                             ]));
                             let run = if fa == "off" && kv != "f16" {
-                                Run::new(TrialState::Infeasible, None, INFEASIBLE_VIOLATION)
+                                Run {
+                                    error_class: Some("invalid-combination".into()),
+                                    ..Run::new(TrialState::Infeasible, None, INFEASIBLE_VIOLATION)
+                                }
                             } else {
                                 let mem_gb = 0.6 * slots as f64 * 2f64.powi(l - 12) * kv_mem + weights_gb;
                                 let ctx_factor = 1.0 - 0.03 * (l - 9) as f64 + if l == 12 { 0.05 } else { 0.0 };

@@ -5,6 +5,7 @@
 
 pub mod anchor;
 pub mod anneal;
+pub mod constrained;
 pub mod encode;
 pub mod grid;
 pub mod landscape;
@@ -23,9 +24,12 @@ pub trait Strategy: Send {
     fn observe(&mut self, trial: &Trial);
 }
 
-/// Build the strategy a space names (anchored on the default when `anchor_every` is set).
+/// Build the strategy a space names: it never proposes what the space's backend refuses before
+/// launch (`constrained`), and it is anchored on the default when `anchor_every` is set.
 pub fn from_space(space: &Space) -> Box<dyn Strategy> {
-    let inner = base_strategy(space);
+    let backend = crate::backend::from_spec(&space.backend, &space.params);
+    let check: constrained::Check = Box::new(move |c| backend.plan(c).err().map(|r| r.message));
+    let inner = Box::new(constrained::Constrained::new(base_strategy(space), check));
     match (space.anchor_every, space.default_candidate()) {
         (Some(every), Some(default)) => Box::new(anchor::Anchored::new(inner, every, default)),
         _ => inner,
