@@ -348,6 +348,11 @@ fn space_check(file: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
         "objective {:?} {}",
         space.objective.direction, space.objective.metric
     )?;
+    if let Some(c) = &space.capacity {
+        let op = if c.slo.is_upper_bound { "<=" } else { ">=" };
+        let unit = if c.load == crate::space::Load::Rate { " requests/s (Poisson arrivals)" } else { " clients" };
+        writeln!(out, "capacity  highest load with {} {op} {}, over {}..{}{unit}, searched per trial", c.slo.metric, c.slo.limit, c.min, c.max)?;
+    }
     for slo in &space.slos {
         writeln!(
             out,
@@ -729,6 +734,7 @@ pub fn trial_json(t: &Trial, meets_slos: bool) -> serde_json::Value {
         })),
         "quality": t.summary.as_ref().and_then(|s| s.quality),
         "server_metrics": t.summary.as_ref().and_then(|s| s.server_metrics.as_ref()),
+        "capacity": t.summary.as_ref().and_then(|s| s.capacity.as_ref()),
         "peak_vram_mb": t.summary.as_ref().and_then(|s| s.metric("peak_vram_mb")),
         "samples": t.summary.as_ref().map(|s| json!({"requests": s.requests, "succeeded": s.succeeded, "errors": s.errors, "ttft_n": s.ttft_ms.n, "itl_n": s.itl_ms.n})),
         "started_at_ms": t.started_at_ms,

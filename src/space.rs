@@ -52,6 +52,8 @@ struct SpaceFile {
     #[serde(default)]
     output: OutputFile,
     quality: Option<QualityFile>,
+    /// `[capacity]`: the load search behind `maximize = "capacity"`.
+    capacity: Option<CapacityFile>,
     /// `[ollama]`: Ollama-only settings (service mode, pulling, the default `num_ctx`).
     #[serde(default)]
     ollama: Option<crate::backend::ollama::OllamaFile>,
@@ -186,6 +188,15 @@ struct ObjectiveFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct CapacityFile {
+    slo: Option<String>,
+    load: Option<String>,
+    min: Option<f64>,
+    max: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct SloFile {
     ttft_p95_ms: Option<f64>,
     tpot_p95_ms: Option<f64>,
@@ -292,6 +303,50 @@ pub struct Slo {
     /// `true`: the metric must be at most `limit`; `false`: at least `limit`.
     pub is_upper_bound: bool,
     pub limit: f64,
+}
+
+/// What a capacity search varies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Load {
+    /// Closed-loop clients.
+    Concurrency,
+    /// Open-loop Poisson arrivals, in requests per second.
+    Rate,
+}
+
+impl Load {
+    /// The default range searched: 1..16 clients, or 0.25..8 requests/s.
+    pub fn default_range(self) -> (f64, f64) {
+        match self {
+            Load::Concurrency => (1.0, 16.0),
+            Load::Rate => (0.25, 8.0),
+        }
+    }
+
+    /// Why `min..=max` is not a range of this load, if it is not.
+    pub fn check_range(self, min: f64, max: f64) -> Result<(), String> {
+        let ok = match self {
+            Load::Concurrency => min >= 1.0 && min.fract() == 0.0 && max.fract() == 0.0 && min < max,
+            Load::Rate => min > 0.0 && min < max && max.is_finite(),
+        };
+        match (ok, self) {
+            (true, _) => Ok(()),
+            (false, Load::Concurrency) => Err(format!("concurrency range '{min}..{max}' must be whole numbers with 1 <= min < max")),
+            (false, Load::Rate) => Err(format!("rate range '{min}..{max}' must be rates with 0 < min < max")),
+        }
+    }
+}
+
+/// `maximize = "capacity"`: each trial searches for the highest load at which `slo` still
+/// holds, on the trial's own server; that load is the trial's objective.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CapacitySpec {
+    /// One of the study's SLOs.
+    pub slo: Slo,
+    pub load: Load,
+    pub min: f64,
+    pub max: f64,
 }
 
 /// Search strategy named in `[study] strategy`.
@@ -416,6 +471,8 @@ pub struct Space {
     pub output: OutputSpec,
     /// The quality guard; `Some` when `[quality]` or `slo.quality_agreement_min` is given.
     pub quality: Option<QualitySpec>,
+    /// The capacity search; `Some` exactly when the objective is `capacity`.
+    pub capacity: Option<CapacitySpec>,
     /// The file's text as read, stored with the study.
     pub source: String,
 }
@@ -457,6 +514,7 @@ const OBJECTIVE_METRICS: &[&str] = &[
     "tpot_p95_ms",
     "e2e_p50_ms",
     "e2e_p95_ms",
+    "capacity",
 ];
 
 /// Parse a duration like `90s`, `15m`, `8h`, `1h30m`, `500ms`.
@@ -710,6 +768,38 @@ impl Space {
             });
         }
 
+        let capacity = match (objective.metric == "capacity", file.capacity) {
+            (false, None) => None,
+            (false, Some(_)) => {
+                return Err(invalid("capacity", "is only read with '[objective] maximize = \"capacity\"'".into()));
+            }
+            (true, _) if objective.direction == Direction::Minimize => {
+                return Err(invalid("objective.minimize", "'capacity' can only be maximized".into()));
+            }
+            (true, c) => {
+                let c = c.unwrap_or_default();
+                let names = || slos.iter().map(|s| s.metric.as_str()).collect::<Vec<_>>().join(", ");
+                let slo = match &c.slo {
+                    Some(m) => slos.iter().find(|s| &s.metric == m).ok_or_else(|| {
+                        invalid("capacity.slo", format!("'{m}' is not one of this file's [slo] limits ({})", names()))
+                    })?,
+                    None => slos.iter().find(|s| s.metric == "ttft_p95_ms").or(slos.first()).ok_or_else(|| {
+                        invalid("capacity.slo", "maximize = \"capacity\" needs an [slo] limit to hold (e.g. ttft_p95_ms)".into())
+                    })?,
+                }
+                .clone();
+                let load = match c.load.as_deref().unwrap_or("concurrency") {
+                    "concurrency" => Load::Concurrency,
+                    "rate" => Load::Rate,
+                    other => return Err(invalid("capacity.load", format!("unknown load '{other}' (expected concurrency or rate)"))),
+                };
+                let (min, max) = load.default_range();
+                let (min, max) = (c.min.unwrap_or(min), c.max.unwrap_or(max));
+                load.check_range(min, max).map_err(|m| invalid("capacity.min", m))?;
+                Some(CapacitySpec { slo, load, min, max })
+            }
+        };
+
         let output = OutputSpec {
             env_file: file.output.env_file.map(PathBuf::from),
             args_file: file.output.args_file.map(PathBuf::from),
@@ -745,6 +835,7 @@ impl Space {
             slos,
             output,
             quality,
+            capacity,
             source: text.to_string(),
         })
     }

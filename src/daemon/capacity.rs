@@ -23,6 +23,7 @@ use tracing::info;
 use super::{STOP_GRACE, model_name};
 use crate::backend::{self, process::{self, Server}};
 use crate::measure::{self, RequestSlo};
+pub use crate::space::Load;
 use crate::space::{Candidate, Slo, Space};
 use crate::workload::{self, Target, open_loop};
 
@@ -31,16 +32,6 @@ const MAX_LEVELS: u64 = 12;
 
 /// Open-loop levels last at least this many seconds of arrivals.
 const MIN_ARRIVAL_SECONDS: f64 = 8.0;
-
-/// What the search varies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Load {
-    /// Closed-loop clients.
-    Concurrency,
-    /// Open-loop Poisson arrivals, in requests per second.
-    Rate,
-}
 
 impl Load {
     /// The measured level for a solver point in `min..=max`.
@@ -106,7 +97,8 @@ pub fn capacity_of(slo: &Slo, levels: &[(f64, f64)]) -> Option<f64> {
     levels.iter().filter(|(l, v)| slack(slo, *v) <= 0.0 && first_fail.is_none_or(|f| *l < f)).map(|(l, _)| *l).reduce(f64::max)
 }
 
-/// Find the capacity of `candidate` for `slo` over `load` levels `min..=max`.
+/// Find the capacity of `candidate` for `slo` over `load` levels `min..=max` on a server of its
+/// own (`infertune capacity`).
 pub async fn search(
     space: &Space,
     candidate: &Candidate,
@@ -116,14 +108,7 @@ pub async fn search(
     max: f64,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Capacity> {
-    let valid = match load {
-        Load::Concurrency => min >= 1.0 && min.fract() == 0.0 && max.fract() == 0.0 && min < max,
-        Load::Rate => min > 0.0 && min < max && max.is_finite(),
-    };
-    if !valid {
-        let want = if load == Load::Concurrency { "whole numbers with 1 <= min < max" } else { "rates with 0 < min < max" };
-        bail!("{} range '{min}..{max}' must be {want}", if load == Load::Concurrency { "concurrency" } else { "rate" });
-    }
+    load.check_range(min, max).map_err(anyhow::Error::msg)?;
     let backend = backend::from_spec(&space.backend, &space.params);
     let prompts = workload::load_dataset(&space.workload.dataset)?;
     let plan = backend.plan(candidate).map_err(|r| anyhow::anyhow!("configuration rejected: {}", r.message))?;
@@ -136,8 +121,40 @@ pub async fn search(
         bail!("the configuration never got ready ({e:?}): {}", backend.classify(&log, true).message);
     }
     let target = Target { protocol: backend.protocol(), base_url: server.url(), model: model_name(&plan.model), options: plan.request_options.clone() };
-    let request_slo = RequestSlo::from_slos(&space.slos);
+    let spec = crate::space::CapacitySpec { slo: slo.clone(), load, min, max };
+    let found = on_server(&client, &target, &prompts, space, &spec, Some(&mut server), cancel).await;
+    server.stop(STOP_GRACE).await;
+    let found = found?;
+    if let Some(status) = found.server_exit {
+        bail!("the server exited during the capacity search ({status}); levels measured before: {:?}", found.capacity.levels);
+    }
+    Ok(found.capacity)
+}
 
+/// A capacity search on a running server, with the run behind the reported level.
+pub struct Found {
+    pub capacity: Capacity,
+    /// The workload at the capacity (or at the lowest level, when even that misses the SLO):
+    /// the figures the trial is judged by.
+    pub run: workload::Run,
+    /// Set when the server exited during a level; the search stopped there.
+    pub server_exit: Option<String>,
+}
+
+/// Search `spec`'s load range for the capacity of the server behind `target` (a trial's own
+/// server, for `maximize = "capacity"`). `server`, when the tuner owns the process, is checked
+/// for an exit after each level.
+pub async fn on_server(
+    client: &reqwest::Client,
+    target: &Target,
+    prompts: &[workload::Prompt],
+    space: &Space,
+    spec: &crate::space::CapacitySpec,
+    mut server: Option<&mut Server>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Found> {
+    let crate::space::CapacitySpec { slo, load, min, max } = spec.clone();
+    let request_slo = RequestSlo::from_slos(&space.slos);
     let (level_tx, mut level_rx) = mpsc::channel::<f64>(1);
     let (value_tx, value_rx) = mpsc::channel::<f64>(1);
     let bridge = Bridge { levels: level_tx, values: std::sync::Mutex::new(value_rx) };
@@ -151,24 +168,27 @@ pub async fn search(
         .context("starting the capacity solver thread")?;
 
     let mut levels: Vec<(f64, f64)> = Vec::new();
+    let mut runs: Vec<(f64, workload::Run)> = Vec::new();
     let mut failure: Option<anyhow::Error> = None;
+    let mut server_exit = None;
     while let Some(x) = level_rx.recv().await {
         let level = load.level(x, min, max);
         let value = match levels.iter().find(|(l, _)| *l == level) {
             Some((_, v)) => *v,
             None => {
-                let mut spec = space.workload.clone();
-                spec.seed = spec.seed.wrapping_add(level.to_bits());
+                let mut workload_spec = space.workload.clone();
+                workload_spec.seed = workload_spec.seed.wrapping_add(level.to_bits());
                 let measured = tokio::select! {
                     _ = cancel.cancelled() => { failure = Some(anyhow::anyhow!("interrupted")); break; }
-                    run = measure_level(&client, &target, &prompts, spec, load, level) => run,
+                    run = measure_level(client, target, prompts, workload_spec, load, level) => run,
                 };
                 let run = match measured {
                     Ok(run) => run,
                     Err(e) => { failure = Some(e); break; }
                 };
-                if let Some(status) = server.exited() {
-                    failure = Some(anyhow::anyhow!("server exited at {load:?} {level} ({status})"));
+                if let Some(status) = server.as_mut().and_then(|s| s.exited()) {
+                    server_exit = Some(status.to_string());
+                    runs.push((level, run));
                     break;
                 }
                 let summary = measure::summarize(&run.samples, run.wall, &request_slo);
@@ -179,23 +199,32 @@ pub async fn search(
                 info!(?load, level, value = v, metric = %slo.metric, "capacity level measured");
                 levels.push((level, v));
                 levels.sort_by(|a, b| a.0.total_cmp(&b.0));
+                runs.push((level, run));
                 v
             }
         };
-        if value_tx.send(slack(slo, value)).await.is_err() {
+        if value_tx.send(slack(&slo, value)).await.is_err() {
             break;
         }
     }
     drop(value_tx);
     drop(level_rx);
-    server.stop(STOP_GRACE).await;
     // WrongSign (both ends pass or both fail) is an answer, not an error: read it off the levels.
     let _ = solver_thread.join();
     if let Some(e) = failure {
         return Err(e);
     }
-    let is_at_max = levels.last().is_some_and(|(l, v)| *l == max && slack(slo, *v) <= 0.0);
-    Ok(Capacity { slo: slo.clone(), load, found: capacity_of(slo, &levels), is_at_max, levels })
+    let is_at_max = levels.last().is_some_and(|(l, v)| *l == max && slack(&slo, *v) <= 0.0);
+    let found = capacity_of(&slo, &levels);
+    // The run at the capacity, else the one that ended the search (a crash), else the lowest.
+    let pick = match (found, &server_exit) {
+        (Some(f), None) => runs.iter().position(|(l, _)| *l == f),
+        (_, Some(_)) => Some(runs.len() - 1),
+        (None, None) => runs.iter().enumerate().min_by(|a, b| a.1.0.total_cmp(&b.1.0)).map(|(i, _)| i),
+    }
+    .context("the capacity search measured no level")?;
+    let run = runs.swap_remove(pick).1;
+    Ok(Found { capacity: Capacity { slo, load, found, is_at_max, levels }, run, server_exit })
 }
 
 /// One level's workload: `level` closed-loop clients, or Poisson arrivals at `level` req/s

@@ -715,7 +715,25 @@ async fn run_trial(
     let mut peak_rss = sampler.as_mut().map_or(0, |s| s.rss_bytes());
     let measured = {
         let ttft_limit_ms = space.slos.iter().find(|s| s.metric == "ttft_p95_ms" && s.is_upper_bound).map(|s| s.limit);
-        let workload = prune::run(client, &target, prompts, &space.workload, ttft_limit_ms);
+        let server = current.server.as_mut();
+        // One workload, stopped early once its SLO is certain to fail; or, for `maximize =
+        // "capacity"`, a load search on this server, judged by the run at the capacity.
+        let workload = async {
+            match &space.capacity {
+                None => Ok((prune::run(client, &target, prompts, &space.workload, ttft_limit_ms).await, None)),
+                Some(spec) => capacity::on_server(client, &target, prompts, space, spec, server, &shutdown.graceful).await.map(|f| {
+                    let c = f.capacity;
+                    let figure = measure::CapacityFigure {
+                        value: c.found.unwrap_or(0.0),
+                        load: c.load,
+                        slo_metric: c.slo.metric,
+                        is_at_max: c.is_at_max,
+                        levels: c.levels,
+                    };
+                    ((f.run, false), Some(figure))
+                }),
+            }
+        };
         tokio::pin!(workload);
         let mut tick = tokio::time::interval(RSS_INTERVAL);
         loop {
@@ -728,9 +746,18 @@ async fn run_trial(
     };
     stages.workload_ms = Some(ms(workload_start.elapsed()));
     let peaks = server_sampler.finish().await;
-    let Some((run, pruned)) = measured else {
+    let Some(measured) = measured else {
         session.close(shutdown).await;
         return Ok(TrialRun::interrupted(Some(plan), stages));
+    };
+    let ((run, pruned), capacity_figure) = match measured {
+        Ok(m) => m,
+        Err(_) if shutdown.graceful.is_cancelled() => {
+            session.close(shutdown).await;
+            return Ok(TrialRun::interrupted(Some(plan), stages));
+        }
+        // The capacity search could not measure (e.g. the client fell behind its schedule).
+        Err(e) => return Ok(TrialRun::infeasible("capacity-unmeasured", format!("{e:#}"), Some(plan), stages)),
     };
     let client_cpu = system::own_cpu_time().saturating_sub(cpu_before);
     let metrics_after = match &metrics_url {
@@ -757,6 +784,7 @@ async fn run_trial(
     };
 
     let mut summary = measure::summarize(&run.samples, run.wall, request_slo);
+    summary.capacity = capacity_figure;
     summary.quality = guard.zip(answers).map(|(g, a)| g.score(&a));
     summary.peak_rss_bytes = peak_rss;
     summary.client_cpu_ms = client_cpu.as_secs_f64() * 1000.0;

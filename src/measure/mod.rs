@@ -255,6 +255,25 @@ pub struct Summary {
     /// Server-side figures from the backend's `/metrics` (vLLM), as trial deltas.
     #[serde(default)]
     pub server_metrics: Option<prom::ServerMetrics>,
+    /// The load search behind `maximize = "capacity"`; the other figures are then those of the
+    /// run at the capacity level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<CapacityFigure>,
+}
+
+/// A trial's capacity: the highest load at which its SLO held.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CapacityFigure {
+    /// Highest level meeting the SLO below the first that misses it; 0 when even the lowest
+    /// level misses.
+    pub value: f64,
+    pub load: crate::space::Load,
+    /// The SLO held (its metric).
+    pub slo_metric: String,
+    /// The top of the range still met the SLO: the capacity is at least `value`.
+    pub is_at_max: bool,
+    /// Every level measured, ascending: (level, the SLO metric's value).
+    pub levels: Vec<(f64, f64)>,
 }
 
 /// Relative client/server decode-rate difference above which a trial is flagged.
@@ -294,6 +313,7 @@ impl Summary {
             "quality_agreement" => return self.quality.map(|q| q.agreement),
             "quality_exact_match" => return self.quality.and_then(|q| q.exact_match),
             "peak_vram_mb" => self.peak_vram_bytes? as f64 / (1024.0 * 1024.0),
+            "capacity" => return self.capacity.as_ref().map(|c| c.value),
             _ => return None,
         })
     }
@@ -399,6 +419,7 @@ pub fn summarize(samples: &[Sample], wall: Duration, request_slo: &RequestSlo) -
         model_size_vram_bytes: None,
         peak_vram_bytes: None,
         server_metrics: None,
+        capacity: None,
     }
 }
 

@@ -143,3 +143,51 @@ async fn replayed_study_follows_the_recording() {
     // tpe found a configuration that met every SLO in its replayed run
     assert!(a.iter().any(|t| t["meets_slos"] == true), "{a:#?}");
 }
+
+/// `maximize = "capacity"`: every trial searches the load on its own server, and the highest
+/// level that holds the SLO is its objective (real engine).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capacity_as_the_objective_on_real_engine() {
+    require_engine();
+    let _engine = EngineLock::acquire().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let db_s = db.to_str().unwrap();
+    let params = r#"parallel = { values = [1, 2], flag = "-np", default = 2 }
+quant = { values = ["Q4_0"], template = "model", default = "Q4_0" }
+threads = { values = [1], flag = "-t", default = 1 }"#;
+    let objective = |ttft: &str| {
+        format!("[objective]\nmaximize = \"capacity\"\n[capacity]\nslo = \"ttft_p95_ms\"\nmin = 1\nmax = 2\n[slo]\nttft_p95_ms = {ttft}\nsuccess_rate = 1.0\n")
+    };
+    let space = engine_space(dir.path(), "cap", "grid", params, &objective("60000"));
+    let check = run_cli(&["space", "check", space.to_str().unwrap()]).await.unwrap();
+    assert!(check.contains("capacity  highest load with ttft_p95_ms <= 60000, over 1..2 clients"), "{check}");
+    let out = run_cli(&["--db", db_s, "tune", space.to_str().unwrap()]).await.unwrap();
+    let trials = trials_json(&db, "cap").await;
+    assert_eq!(trials.len(), 2, "{out}");
+    for t in &trials {
+        assert_eq!(t["state"], "complete", "{t:#}");
+        let c = &t["capacity"];
+        // a 60 s limit holds at both ends: the capacity is the top of the range
+        assert_eq!(c["value"], 2.0, "{t:#}");
+        assert_eq!(c["is_at_max"], true, "{c:#}");
+        assert_eq!(c["load"], "concurrency");
+        let levels: Vec<f64> = c["levels"].as_array().unwrap().iter().map(|l| l[0].as_f64().unwrap()).collect();
+        assert_eq!(levels, vec![1.0, 2.0], "{c:#}");
+        assert_eq!(t["objective"], 2.0, "the capacity is the objective: {t:#}");
+        // the figures judged are those of the run at the capacity level: 4 requests per client
+        assert_eq!(t["samples"]["requests"], 8, "{t:#}");
+        assert_eq!(t["meets_slos"], true);
+    }
+
+    // A 1 ms limit is missed at every level: capacity 0, and the SLO miss is the verdict.
+    let strict = engine_space(dir.path(), "cap-strict", "grid", r#"parallel = { values = [2], flag = "-np" }
+quant = { values = ["Q4_0"], template = "model" }
+threads = { values = [1], flag = "-t" }"#, &objective("1"));
+    run_cli(&["--db", db_s, "tune", strict.to_str().unwrap()]).await.unwrap();
+    let t = &trials_json(&db, "cap-strict").await[0];
+    assert_eq!(t["capacity"]["value"], 0.0, "{t:#}");
+    assert_eq!(t["objective"], 0.0, "{t:#}");
+    assert!(t["violation"].as_f64().unwrap() > 0.0, "{t:#}");
+    assert_eq!(t["meets_slos"], false);
+}
