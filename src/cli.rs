@@ -530,8 +530,13 @@ fn print_event(event: &Event<'_>, out: &mut dyn Write) -> std::io::Result<()> {
             let star = if *is_new_best { "  * new best" } else { "" };
             let line = match (&trial.summary, trial.state) {
                 (Some(s), TrialState::Complete | TrialState::Pruned) => format!(
-                    "  {} | ttft p95 {:.0} ms | tpot p50 {:.1} ms | {:.1} tok/s | goodput {:.2} req/s | ok {:.0}% | rss {} MB | slo {} | {:.1} s{star}",
+                    "  {}{} | ttft p95 {:.0} ms | tpot p50 {:.1} ms | {:.1} tok/s | goodput {:.2} req/s | ok {:.0}% | rss {} MB | slo {} | {:.1} s{star}",
                     trial.state,
+                    s.capacity.as_ref().map_or(String::new(), |c| {
+                        let unit = if c.load == crate::space::Load::Rate { "req/s" } else { "clients" };
+                        let at_least = if c.is_at_max { ">= " } else { "" };
+                        format!(" | capacity {at_least}{} {unit} ({} levels; figures at that level)", c.value, c.levels.len())
+                    }),
                     s.ttft_ms.p95,
                     s.tpot_ms.p50,
                     s.output_tok_per_s,
