@@ -69,6 +69,19 @@ pub struct Capacity {
     pub levels: Vec<(f64, f64)>,
 }
 
+impl Capacity {
+    /// The form a trial stores: a capacity of 0 when even the lowest level missed the SLO.
+    pub fn figure(self) -> measure::CapacityFigure {
+        measure::CapacityFigure {
+            value: self.found.unwrap_or(0.0),
+            load: self.load,
+            slo_metric: self.slo.metric,
+            is_at_max: self.is_at_max,
+            levels: self.levels,
+        }
+    }
+}
+
 struct Bridge {
     levels: mpsc::Sender<f64>,
     values: std::sync::Mutex<mpsc::Receiver<f64>>,

@@ -721,17 +721,9 @@ async fn run_trial(
         let workload = async {
             match &space.capacity {
                 None => Ok((prune::run(client, &target, prompts, &space.workload, ttft_limit_ms).await, None)),
-                Some(spec) => capacity::on_server(client, &target, prompts, space, spec, server, &shutdown.graceful).await.map(|f| {
-                    let c = f.capacity;
-                    let figure = measure::CapacityFigure {
-                        value: c.found.unwrap_or(0.0),
-                        load: c.load,
-                        slo_metric: c.slo.metric,
-                        is_at_max: c.is_at_max,
-                        levels: c.levels,
-                    };
-                    ((f.run, false), Some(figure))
-                }),
+                Some(spec) => capacity::on_server(client, &target, prompts, space, spec, server, &shutdown.graceful)
+                    .await
+                    .map(|f| ((f.run, false), Some(f.capacity.figure()))),
             }
         };
         tokio::pin!(workload);
