@@ -59,10 +59,9 @@ pub async fn capacity(store: &Store, args: CapacityArgs, out: &mut (dyn Write + 
     }
     .with_context(|| format!("the study has no SLO '{}'", args.slo.as_deref().unwrap_or("(any)")))?
     .clone();
-    let (load, min, max) = match args.rate {
-        false => (Load::Concurrency, args.min.unwrap_or(1.0), args.max.unwrap_or(16.0)),
-        true => (Load::Rate, args.min.unwrap_or(0.25), args.max.unwrap_or(8.0)),
-    };
+    let load = if args.rate { Load::Rate } else { Load::Concurrency };
+    let (min, max) = load.default_range();
+    let (min, max) = (args.min.unwrap_or(min), args.max.unwrap_or(max));
     let cancel = CancellationToken::new();
     let found = capacity::search(&space, &trial.params, &slo, load, min, max, &cancel).await?;
     if args.json {

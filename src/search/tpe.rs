@@ -396,13 +396,12 @@ impl Strategy for Tpe {
 
     fn propose(&mut self, space: &Space) -> Option<Candidate> {
         let started = self.observations.len() - self.refused + self.pending.len();
-        if self.proposed == 0
-            && let Some(default) = space.default_candidate()
-        {
-            self.neighbours = self.default_neighbours(&default);
+        let default = if self.proposed == 0 { space.default_candidate() } else { None };
+        if let Some(d) = &default {
+            self.neighbours = self.default_neighbours(d);
         }
         let candidate = if started == 0 && self.proposed == 0 {
-            space.default_candidate().filter(|c| !self.seen.contains(&c.to_json())).or_else(|| self.random_unseen(space))
+            default.filter(|c| !self.seen.contains(&c.to_json())).or_else(|| self.random_unseen(space))
         } else if started < STARTUP_TRIALS {
             self.next_neighbour().or_else(|| self.random_unseen(space))
         } else {
