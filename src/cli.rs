@@ -11,9 +11,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use serde_json::json;
 use crate::daemon::clock::{TimeOfDay, Window};
 use crate::daemon::lock::StudyLock;
 use crate::daemon::{self, Event, Shutdown};
@@ -21,6 +18,9 @@ use crate::export::{self, Format};
 use crate::space::{Space, parse_duration};
 use crate::store::{self, Store};
 use crate::trial::{self, Study, Trial, TrialState};
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::json;
 
 /// Tune the serving configuration of an LLM inference server (llama.cpp, Ollama, vLLM).
 ///
@@ -318,9 +318,7 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
 }
 
 async fn open_store(db: &Path) -> anyhow::Result<Store> {
-    Store::open(db)
-        .await
-        .with_context(|| format!("opening the database '{}'", db.display()))
+    Store::open(db).await.with_context(|| format!("opening the database '{}'", db.display()))
 }
 
 fn space_check(file: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -341,26 +339,24 @@ fn space_check(file: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
     }
     writeln!(out, "grid      {} points", space.grid_size())?;
     if let Some((refused, example)) = refused_points(&space) {
-        writeln!(out, "refused   {refused} of {} grid points before launch (never tried): {example}", space.grid_size())?;
+        writeln!(
+            out,
+            "refused   {refused} of {} grid points before launch (never tried): {example}",
+            space.grid_size()
+        )?;
     }
-    writeln!(
-        out,
-        "objective {:?} {}",
-        space.objective.direction, space.objective.metric
-    )?;
+    writeln!(out, "objective {:?} {}", space.objective.direction, space.objective.metric)?;
     if let Some(c) = &space.capacity {
         let op = if c.slo.is_upper_bound { "<=" } else { ">=" };
         let unit = if c.load == crate::space::Load::Rate { " requests/s (Poisson arrivals)" } else { " clients" };
-        writeln!(out, "capacity  highest load with {} {op} {}, over {}..{}{unit}, searched per trial", c.slo.metric, c.slo.limit, c.min, c.max)?;
-    }
-    for slo in &space.slos {
         writeln!(
             out,
-            "slo       {} {} {}",
-            slo.metric,
-            if slo.is_upper_bound { "<=" } else { ">=" },
-            slo.limit
+            "capacity  highest load with {} {op} {}, over {}..{}{unit}, searched per trial",
+            c.slo.metric, c.slo.limit, c.min, c.max
         )?;
+    }
+    for slo in &space.slos {
+        writeln!(out, "slo       {} {} {}", slo.metric, if slo.is_upper_bound { "<=" } else { ">=" }, slo.limit)?;
     }
     Ok(())
 }
@@ -457,9 +453,16 @@ async fn tune(db: &Path, args: TuneArgs, out: &mut (dyn Write + Send)) -> anyhow
     // (A replayed study has no server to re-measure.)
     let validation = if pairs > 0 && ran_to_end && args.replay.is_none() && !shutdown.graceful.is_cancelled() {
         if !quiet {
-            writeln!(out, "re-validating the best {} trial(s) against the default: {pairs} interleaved rounds on fresh starts", space.validate_top)?;
+            writeln!(
+                out,
+                "re-validating the best {} trial(s) against the default: {pairs} interleaved rounds on fresh starts",
+                space.validate_top
+            )?;
         }
-        Some(validate::validate_study(&store, &report.study, &space, pairs, space.validate_top, &shutdown.graceful).await)
+        Some(
+            validate::validate_study(&store, &report.study, &space, pairs, space.validate_top, &shutdown.graceful)
+                .await,
+        )
     } else {
         None
     };
@@ -486,7 +489,9 @@ async fn tune(db: &Path, args: TuneArgs, out: &mut (dyn Write + Send)) -> anyhow
         print_best(&report.study, &report.trials, out)?;
         match &validation {
             Some(Ok(v)) => validate::print(v, out)?,
-            Some(Err(e)) => writeln!(out, "re-validation failed: {e:#} (the study is kept; `infertune validate` retries)")?,
+            Some(Err(e)) => {
+                writeln!(out, "re-validation failed: {e:#} (the study is kept; `infertune validate` retries)")?
+            }
             None => {}
         }
     }
@@ -507,10 +512,18 @@ fn print_event(event: &Event<'_>, out: &mut dyn Write) -> std::io::Result<()> {
                     study.name, resumed, interrupted
                 )
             } else {
-                writeln!(out, "study '{}' (objective: {} {})", study.name, format!("{:?}", study.direction).to_lowercase(), study.objective_metric)
+                writeln!(
+                    out,
+                    "study '{}' (objective: {} {})",
+                    study.name,
+                    format!("{:?}", study.direction).to_lowercase(),
+                    study.objective_metric
+                )
             }
         }
-        Event::SpaceChanged { diff } => writeln!(out, "the space file changed since the study started (--force):\n{diff}"),
+        Event::SpaceChanged { diff } => {
+            writeln!(out, "the space file changed since the study started (--force):\n{diff}")
+        }
         Event::OrphansReaped { pids } => writeln!(out, "stopped server processes left by a killed daemon: {pids:?}"),
         Event::Paused { wait, window } => writeln!(
             out,
@@ -535,7 +548,11 @@ fn print_event(event: &Event<'_>, out: &mut dyn Write) -> std::io::Result<()> {
                     s.capacity.as_ref().map_or(String::new(), |c| {
                         let unit = if c.load == crate::space::Load::Rate { "req/s" } else { "clients" };
                         let at_least = if c.is_at_max { ">= " } else { "" };
-                        format!(" | capacity {at_least}{} {unit} ({} levels; figures at that level)", c.value, c.levels.len())
+                        format!(
+                            " | capacity {at_least}{} {unit} ({} levels; figures at that level)",
+                            c.value,
+                            c.levels.len()
+                        )
                     }),
                     s.ttft_ms.p95,
                     s.tpot_ms.p50,
@@ -543,7 +560,11 @@ fn print_event(event: &Event<'_>, out: &mut dyn Write) -> std::io::Result<()> {
                     s.goodput_rps,
                     s.success_rate * 100.0,
                     s.peak_rss_bytes / (1024 * 1024),
-                    if trial.violation == Some(0.0) { "met".to_string() } else { format!("missed ({:.2})", trial.violation.unwrap_or(f64::NAN)) },
+                    if trial.violation == Some(0.0) {
+                        "met".to_string()
+                    } else {
+                        format!("missed ({:.2})", trial.violation.unwrap_or(f64::NAN))
+                    },
                     elapsed.as_secs_f64()
                 ),
                 (_, TrialState::Infeasible) => format!(
@@ -560,7 +581,12 @@ fn print_event(event: &Event<'_>, out: &mut dyn Write) -> std::io::Result<()> {
         Event::OutputWritten { path } => writeln!(out, "  wrote {}", path.display()),
         Event::Pulling { model, status, completed, total } => match (completed, total) {
             (Some(c), Some(t)) if *t > 0 => {
-                writeln!(out, "pulling '{model}': {status} {:.0}% of {} MB", *c as f64 * 100.0 / *t as f64, t / 1_000_000)
+                writeln!(
+                    out,
+                    "pulling '{model}': {status} {:.0}% of {} MB",
+                    *c as f64 * 100.0 / *t as f64,
+                    t / 1_000_000
+                )
             }
             _ => writeln!(out, "pulling '{model}': {status}"),
         },
@@ -593,7 +619,12 @@ async fn status(store: &Store, args: StudyArgs, out: &mut dyn Write) -> anyhow::
     let trials_left = run.as_ref().and_then(|r| r.max_trials).map(|m| (m - finished).max(0));
     let time_left_s = active.and_then(|r| r.deadline_ms).map(|d| ((d - now).max(0)) as f64 / 1000.0);
     let state = match (&run, active) {
-        (_, Some(r)) => format!("running (pid {}, since {} s, last heartbeat {} s ago)", r.pid, (now - r.started_at_ms) / 1000, (now - r.heartbeat_ms) / 1000),
+        (_, Some(r)) => format!(
+            "running (pid {}, since {} s, last heartbeat {} s ago)",
+            r.pid,
+            (now - r.started_at_ms) / 1000,
+            (now - r.heartbeat_ms) / 1000
+        ),
         (Some(r), None) => match &r.stop_reason {
             Some(reason) => format!("stopped: {reason}"),
             None => format!("not running (pid {} died without recording a stop)", r.pid),
@@ -619,7 +650,13 @@ async fn status(store: &Store, args: StudyArgs, out: &mut dyn Write) -> anyhow::
     writeln!(out, "study     {}", study.name)?;
     writeln!(out, "state     {state}")?;
     match in_flight {
-        Some(t) => writeln!(out, "in flight trial {} ({}), {:.0} s so far", t.number, t.params.brief(), (now - t.started_at_ms) as f64 / 1000.0)?,
+        Some(t) => writeln!(
+            out,
+            "in flight trial {} ({}), {:.0} s so far",
+            t.number,
+            t.params.brief(),
+            (now - t.started_at_ms) as f64 / 1000.0
+        )?,
         None => writeln!(out, "in flight none")?,
     }
     writeln!(
@@ -629,8 +666,19 @@ async fn status(store: &Store, args: StudyArgs, out: &mut dyn Write) -> anyhow::
         counts.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", ")
     )?;
     match best {
-        Some((t, true)) => writeln!(out, "best      trial {} ({} = {:.3}, meets every SLO)", t.number, study.objective_metric, t.objective.unwrap_or(f64::NAN))?,
-        Some((t, false)) => writeln!(out, "best      none meets every SLO; least violating: trial {} (violation {:.3})", t.number, t.violation.unwrap_or(f64::NAN))?,
+        Some((t, true)) => writeln!(
+            out,
+            "best      trial {} ({} = {:.3}, meets every SLO)",
+            t.number,
+            study.objective_metric,
+            t.objective.unwrap_or(f64::NAN)
+        )?,
+        Some((t, false)) => writeln!(
+            out,
+            "best      none meets every SLO; least violating: trial {} (violation {:.3})",
+            t.number,
+            t.violation.unwrap_or(f64::NAN)
+        )?,
         None => writeln!(out, "best      none yet")?,
     }
     let left = match (trials_left, time_left_s) {
@@ -758,12 +806,8 @@ fn sort_key(t: &Trial, column: &str) -> Option<f64> {
 
 async fn trials(store: &Store, args: TrialsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let study = find_study(store, &args.study).await?;
-    let mut trials: Vec<Trial> = store
-        .trials(study.id)
-        .await?
-        .into_iter()
-        .filter(|t| args.state.is_none_or(|s| t.state == s))
-        .collect();
+    let mut trials: Vec<Trial> =
+        store.trials(study.id).await?.into_iter().filter(|t| args.state.is_none_or(|s| t.state == s)).collect();
     if let Some(column) = &args.sort {
         // Higher is better for throughput-like columns; lower for latencies and the rest.
         let descending = matches!(column.as_str(), "output_tok_per_s" | "req_per_s" | "success_rate" | "goodput_rps")
@@ -789,9 +833,8 @@ async fn trials(store: &Store, args: TrialsArgs, out: &mut dyn Write) -> anyhow:
     Ok(())
 }
 
-const TRIAL_HEADERS: &[&str] = &[
-    "#", "state", "params", "ttft p95 ms", "tpot p50 ms", "tok/s", "goodput", "ok %", "rss MB", "violation", "note",
-];
+const TRIAL_HEADERS: &[&str] =
+    &["#", "state", "params", "ttft p95 ms", "tpot p50 ms", "tok/s", "goodput", "ok %", "rss MB", "violation", "note"];
 
 fn trial_row(t: &Trial) -> Vec<String> {
     let f = |v: Option<f64>, digits: usize| v.map(|x| format!("{x:.digits$}")).unwrap_or_else(|| "-".into());
@@ -823,16 +866,36 @@ fn print_best(study: &Study, trials: &[Trial], out: &mut dyn Write) -> anyhow::R
         None => writeln!(out, "no finished trials yet in study '{}'", study.name)?,
         Some((t, feasible)) => {
             if feasible {
-                writeln!(out, "best trial meeting every SLO: #{} ({} {} = {:.3})", t.number, format!("{:?}", study.direction).to_lowercase(), study.objective_metric, t.objective.unwrap_or(f64::NAN))?;
+                writeln!(
+                    out,
+                    "best trial meeting every SLO: #{} ({} {} = {:.3})",
+                    t.number,
+                    format!("{:?}", study.direction).to_lowercase(),
+                    study.objective_metric,
+                    t.objective.unwrap_or(f64::NAN)
+                )?;
             } else {
-                writeln!(out, "no trial meets every SLO; least violating: #{} (violation {:.3})", t.number, t.violation.unwrap_or(f64::NAN))?;
+                writeln!(
+                    out,
+                    "no trial meets every SLO; least violating: #{} (violation {:.3})",
+                    t.number,
+                    t.violation.unwrap_or(f64::NAN)
+                )?;
                 for (metric, v) in t.violations.iter().filter(|(_, v)| **v > 0.0) {
                     writeln!(out, "  misses {metric} by {:.0}%", v * 100.0)?;
                 }
             }
             write!(out, "{}", table(TRIAL_HEADERS, &[trial_row(t)]))?;
             if let Some(plan) = &t.plan {
-                writeln!(out, "command: {}", std::iter::once(&plan.program).chain(&plan.args).map(|w| export::shell_quote(w)).collect::<Vec<_>>().join(" "))?;
+                writeln!(
+                    out,
+                    "command: {}",
+                    std::iter::once(&plan.program)
+                        .chain(&plan.args)
+                        .map(|w| export::shell_quote(w))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                )?;
             }
         }
     }
@@ -866,10 +929,9 @@ async fn export_cmd(store: &Store, args: ExportArgs, out: &mut dyn Write) -> any
     let study = find_study(store, &args.study).await?;
     let trials = store.trials(study.id).await?;
     let trial = match args.trial {
-        Some(n) => trials
-            .iter()
-            .find(|t| t.number == n)
-            .with_context(|| format!("study '{}' has no trial {n}", study.name))?,
+        Some(n) => {
+            trials.iter().find(|t| t.number == n).with_context(|| format!("study '{}' has no trial {n}", study.name))?
+        }
         None => {
             let (t, feasible) = trial::best(&trials, study.direction)
                 .with_context(|| format!("study '{}' has no finished trial to export", study.name))?;
@@ -969,7 +1031,11 @@ async fn compare(store: &Store, args: CompareArgs, out: &mut (dyn Write + Send))
         writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
         return Ok(());
     }
-    writeln!(out, "B = {} vs A = {}, {} pairs on fresh servers (ratio B/A, bootstrap 95 % CI)", report.b, report.a, report.pairs)?;
+    writeln!(
+        out,
+        "B = {} vs A = {}, {} pairs on fresh servers (ratio B/A, bootstrap 95 % CI)",
+        report.b, report.a, report.pairs
+    )?;
     let rows: Vec<Vec<String>> = report
         .rows
         .iter()
@@ -1003,14 +1069,7 @@ fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
         }
     }
     let line = |cells: Vec<&str>| {
-        cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_string()
+        cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_string()
             + "\n"
     };
     let mut out = line(headers.to_vec());
@@ -1042,7 +1101,9 @@ mod tests {
         assert!(err.contains("'22:00' is not a window"), "{err}");
         let err = Cli::try_parse_from(["infertune", "tune", "x.toml", "--max-duration=-1h"]).unwrap_err().to_string();
         assert!(err.contains("'-1h' is not a duration"), "{err}");
-        assert!(Cli::try_parse_from(["infertune", "tune", "x.toml", "--until", "06:30", "--window", "22:00-06:30"]).is_ok());
+        assert!(
+            Cli::try_parse_from(["infertune", "tune", "x.toml", "--until", "06:30", "--window", "22:00-06:30"]).is_ok()
+        );
         assert!(Cli::try_parse_from(["infertune", "tune", "x.toml", "--on-exit", "leave"]).is_ok());
         let err = Cli::try_parse_from(["infertune", "tune", "x.toml", "--on-exit", "maybe"]).unwrap_err().to_string();
         assert!(err.contains("'maybe'") && err.contains("restore") && err.contains("best"), "{err}");

@@ -60,9 +60,7 @@ pub fn render(study: &Study, trial: &Trial, format: Format) -> Result<String, Er
                 trial.params.brief()
             );
             for flag in &plan.args_without_env {
-                out.push_str(&format!(
-                    "# '{flag}' has no environment form; pass it on the command line\n"
-                ));
+                out.push_str(&format!("# '{flag}' has no environment form; pass it on the command line\n"));
             }
             for (k, v) in &plan.deploy_env {
                 out.push_str(&format!("{k}={}\n", shell_quote(v)));
@@ -70,15 +68,8 @@ pub fn render(study: &Study, trial: &Trial, format: Format) -> Result<String, Er
             out
         }
         Format::Args => {
-            let words: Vec<String> = std::iter::once(&plan.program)
-                .chain(&plan.args)
-                .map(|w| shell_quote(w))
-                .collect();
-            let env: Vec<String> = plan
-                .env
-                .iter()
-                .map(|(k, v)| format!("{k}={}", shell_quote(v)))
-                .collect();
+            let words: Vec<String> = std::iter::once(&plan.program).chain(&plan.args).map(|w| shell_quote(w)).collect();
+            let env: Vec<String> = plan.env.iter().map(|(k, v)| format!("{k}={}", shell_quote(v))).collect();
             let mut line = env;
             line.extend(words);
             line.join(" ") + "\n"
@@ -165,26 +156,14 @@ pub fn env_lines(env: &std::collections::BTreeMap<String, String>) -> String {
 
 /// Quote for POSIX shells and env files: bare when safe, else single quotes.
 pub fn shell_quote(s: &str) -> String {
-    let safe = !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_-./:@%+,=".contains(c));
-    if safe {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
+    let safe = !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "_-./:@%+,=".contains(c));
+    if safe { s.to_string() } else { format!("'{}'", s.replace('\'', r"'\''")) }
 }
 
 /// Write `contents` to `path` atomically: readers see the old file or the new one, never a mix.
 pub fn write_atomic(path: &Path, contents: &str) -> Result<(), Error> {
-    let err = |source| Error::Write {
-        path: path.display().to_string(),
-        source,
-    };
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let err = |source| Error::Write { path: path.display().to_string(), source };
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(err)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
@@ -216,7 +195,10 @@ mod tests {
     #[test]
     fn systemd_and_env_bodies() {
         let env: std::collections::BTreeMap<String, String> =
-            [("OLLAMA_NUM_PARALLEL", "4"), ("OLLAMA_FLASH_ATTENTION", "1")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            [("OLLAMA_NUM_PARALLEL", "4"), ("OLLAMA_FLASH_ATTENTION", "1")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
         assert_eq!(
             systemd_drop_in(&env),
             "[Service]\nEnvironment=\"OLLAMA_FLASH_ATTENTION=1\"\nEnvironment=\"OLLAMA_NUM_PARALLEL=4\"\n"

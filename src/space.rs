@@ -25,11 +25,7 @@ pub enum Error {
     #[error("search space '{path}': {message}")]
     Parse { path: String, message: String },
     #[error("search space '{path}': key '{key}': {message}")]
-    Invalid {
-        path: String,
-        key: String,
-        message: String,
-    },
+    Invalid { path: String, key: String, message: String },
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -246,12 +242,7 @@ impl fmt::Display for Value {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Domain {
     /// Integers in `[min, max]`; `log` samples on a log scale; `step` restricts to min + k·step.
-    Int {
-        min: i64,
-        max: i64,
-        log: bool,
-        step: Option<i64>,
-    },
+    Int { min: i64, max: i64, log: bool, step: Option<i64> },
     /// An explicit, ordered list of values (numbers, strings or booleans).
     Values(Vec<Value>),
 }
@@ -332,7 +323,9 @@ impl Load {
         };
         match (ok, self) {
             (true, _) => Ok(()),
-            (false, Load::Concurrency) => Err(format!("concurrency range '{min}..{max}' must be whole numbers with 1 <= min < max")),
+            (false, Load::Concurrency) => {
+                Err(format!("concurrency range '{min}..{max}' must be whole numbers with 1 <= min < max"))
+            }
             (false, Load::Rate) => Err(format!("rate range '{min}..{max}' must be rates with 0 < min < max")),
         }
     }
@@ -494,11 +487,7 @@ impl Candidate {
 
     /// Short `k=v k=v` form for progress lines.
     pub fn brief(&self) -> String {
-        self.0
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(" ")
+        self.0.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
     }
 }
 
@@ -532,13 +521,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         if digits == 0 {
             return Err(format!("'{text}' is not a duration (like 90s, 15m, 8h)"));
         }
-        let number: f64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("'{text}' is not a duration (like 90s, 15m, 8h)"))?;
+        let number: f64 =
+            rest[..digits].parse().map_err(|_| format!("'{text}' is not a duration (like 90s, 15m, 8h)"))?;
         rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
         let secs = match &rest[..unit_len] {
             "ms" => number / 1000.0,
             "s" => number,
@@ -556,10 +542,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 impl Space {
     /// Read and validate a space file.
     pub fn load(path: &Path) -> Result<Space, Error> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.display().to_string(), source })?;
         // Absolute, so launch plans and exported files name real paths wherever they are used.
         let base = std::fs::canonicalize(path)
             .ok()
@@ -570,15 +554,10 @@ impl Space {
 
     /// Validate space text. `origin` names the file in errors; `base` resolves relative paths.
     pub fn from_toml(text: &str, origin: &str, base: &Path) -> Result<Space, Error> {
-        let file: SpaceFile = toml::from_str(text).map_err(|e| Error::Parse {
-            path: origin.to_string(),
-            message: e.to_string().trim_end().to_string(),
-        })?;
-        let invalid = |key: &str, message: String| Error::Invalid {
-            path: origin.to_string(),
-            key: key.to_string(),
-            message,
-        };
+        let file: SpaceFile = toml::from_str(text)
+            .map_err(|e| Error::Parse { path: origin.to_string(), message: e.to_string().trim_end().to_string() })?;
+        let invalid =
+            |key: &str, message: String| Error::Invalid { path: origin.to_string(), key: key.to_string(), message };
 
         if file.study.name.trim().is_empty() {
             return Err(invalid("study.name", "must not be empty".into()));
@@ -598,17 +577,17 @@ impl Space {
         if matches!(file.study.validate_pairs, 1 | 2) {
             return Err(invalid(
                 "study.validate_pairs",
-                format!("got '{}': re-validation needs at least 3 interleaved rounds (0 = off)", file.study.validate_pairs),
+                format!(
+                    "got '{}': re-validation needs at least 3 interleaved rounds (0 = off)",
+                    file.study.validate_pairs
+                ),
             ));
         }
         if file.study.validate_top == 0 {
             return Err(invalid("study.validate_top", "got '0': must be at least 1".to_string()));
         }
         if file.study.budget.trials == Some(0) {
-            return Err(invalid(
-                "study.budget.trials",
-                "must be at least 1".to_string(),
-            ));
+            return Err(invalid("study.budget.trials", "must be at least 1".to_string()));
         }
         let max_duration = match &file.study.budget.duration {
             Some(d) => Some(parse_duration(d).map_err(|m| invalid("study.budget.duration", m))?),
@@ -635,7 +614,10 @@ impl Space {
             None | Some("spawn") => BackendMode::Spawn,
             Some("service") if kind == BackendKind::Ollama => BackendMode::Service,
             Some("service") => {
-                return Err(invalid("backend.mode", format!("'service' mode is only for kind 'ollama' (got kind '{kind}')")));
+                return Err(invalid(
+                    "backend.mode",
+                    format!("'service' mode is only for kind 'ollama' (got kind '{kind}')"),
+                ));
             }
             Some(other) => {
                 return Err(invalid("backend.mode", format!("unknown mode '{other}' (expected spawn or service)")));
@@ -646,7 +628,9 @@ impl Space {
                 crate::backend::ollama::OllamaSpec::from_file(raw.unwrap_or_default(), mode, base)
                     .map_err(|(key, m)| invalid(&key, m))?,
             ),
-            (_, Some(_)) => return Err(invalid("ollama", format!("an [ollama] section needs kind 'ollama' (got '{kind}')"))),
+            (_, Some(_)) => {
+                return Err(invalid("ollama", format!("an [ollama] section needs kind 'ollama' (got '{kind}')")));
+            }
             (_, None) => None,
         };
         let backend = BackendSpec {
@@ -654,8 +638,7 @@ impl Space {
             command,
             // An Ollama model is a tag (`library/qwen2.5:7b`), never a path, even with a '/';
             // vLLM models are usually hub ids (`org/name`): only `./` and `../` paths are local.
-            model: if kind == BackendKind::Ollama
-                || (kind == BackendKind::Vllm && !file.backend.model.starts_with('.'))
+            model: if kind == BackendKind::Ollama || (kind == BackendKind::Vllm && !file.backend.model.starts_with('.'))
             {
                 file.backend.model.clone()
             } else {
@@ -674,9 +657,8 @@ impl Space {
         }
         let mut params = Vec::new();
         for (name, raw) in &file.params {
-            let raw = ParamFile::deserialize(raw.clone()).map_err(|e| {
-                invalid(&format!("params.{name}"), e.to_string().trim_end().to_string())
-            })?;
+            let raw = ParamFile::deserialize(raw.clone())
+                .map_err(|e| invalid(&format!("params.{name}"), e.to_string().trim_end().to_string()))?;
             params.push(validate_param(name, &raw, &backend, &invalid)?);
         }
         if backend.kind == BackendKind::Ollama {
@@ -700,34 +682,25 @@ impl Space {
             warmup: w.warmup,
             max_tokens: w.max_tokens,
             seed: w.seed,
-            request_timeout: parse_duration(&w.request_timeout)
-                .map_err(|m| invalid("workload.request_timeout", m))?,
+            request_timeout: parse_duration(&w.request_timeout).map_err(|m| invalid("workload.request_timeout", m))?,
             prompt_cache: w.prompt_cache,
         };
 
         let objective = match (file.objective.maximize, file.objective.minimize) {
             (Some(_), Some(_)) => {
-                return Err(invalid(
-                    "objective",
-                    "give either 'maximize' or 'minimize', not both".into(),
-                ));
+                return Err(invalid("objective", "give either 'maximize' or 'minimize', not both".into()));
             }
             (Some(m), None) => Objective {
-                metric: canonical_metric(&m).ok_or_else(|| {
-                    invalid("objective.maximize", unknown_metric_message(&m))
-                })?,
+                metric: canonical_metric(&m)
+                    .ok_or_else(|| invalid("objective.maximize", unknown_metric_message(&m)))?,
                 direction: Direction::Maximize,
             },
             (None, Some(m)) => Objective {
-                metric: canonical_metric(&m).ok_or_else(|| {
-                    invalid("objective.minimize", unknown_metric_message(&m))
-                })?,
+                metric: canonical_metric(&m)
+                    .ok_or_else(|| invalid("objective.minimize", unknown_metric_message(&m)))?,
                 direction: Direction::Minimize,
             },
-            (None, None) => Objective {
-                metric: "goodput_rps".into(),
-                direction: Direction::Maximize,
-            },
+            (None, None) => Objective { metric: "goodput_rps".into(), direction: Direction::Maximize },
         };
 
         let mut slos = Vec::new();
@@ -756,16 +729,9 @@ impl Space {
                 ));
             }
             if metric == "success_rate" && limit > 1.0 {
-                return Err(invalid(
-                    "slo.success_rate",
-                    format!("is a fraction between 0 and 1 (got '{limit}')"),
-                ));
+                return Err(invalid("slo.success_rate", format!("is a fraction between 0 and 1 (got '{limit}')")));
             }
-            slos.push(Slo {
-                metric: metric.to_string(),
-                is_upper_bound,
-                limit,
-            });
+            slos.push(Slo { metric: metric.to_string(), is_upper_bound, limit });
         }
 
         let capacity = match (objective.metric == "capacity", file.capacity) {
@@ -784,14 +750,22 @@ impl Space {
                         invalid("capacity.slo", format!("'{m}' is not one of this file's [slo] limits ({})", names()))
                     })?,
                     None => slos.iter().find(|s| s.metric == "ttft_p95_ms").or(slos.first()).ok_or_else(|| {
-                        invalid("capacity.slo", "maximize = \"capacity\" needs an [slo] limit to hold (e.g. ttft_p95_ms)".into())
+                        invalid(
+                            "capacity.slo",
+                            "maximize = \"capacity\" needs an [slo] limit to hold (e.g. ttft_p95_ms)".into(),
+                        )
                     })?,
                 }
                 .clone();
                 let load = match c.load.as_deref().unwrap_or("concurrency") {
                     "concurrency" => Load::Concurrency,
                     "rate" => Load::Rate,
-                    other => return Err(invalid("capacity.load", format!("unknown load '{other}' (expected concurrency or rate)"))),
+                    other => {
+                        return Err(invalid(
+                            "capacity.load",
+                            format!("unknown load '{other}' (expected concurrency or rate)"),
+                        ));
+                    }
                 };
                 let (min, max) = load.default_range();
                 let (min, max) = (c.min.unwrap_or(min), c.max.unwrap_or(max));
@@ -851,10 +825,7 @@ impl Space {
 
     /// Number of points on the full grid (saturating).
     pub fn grid_size(&self) -> u64 {
-        self.params
-            .iter()
-            .map(|p| p.domain.grid_points().len() as u64)
-            .fold(1u64, |acc, n| acc.saturating_mul(n))
+        self.params.iter().map(|p| p.domain.grid_points().len() as u64).fold(1u64, |acc, n| acc.saturating_mul(n))
     }
 }
 
@@ -865,17 +836,9 @@ impl Domain {
     pub fn grid_points(&self) -> Vec<Value> {
         match self {
             Domain::Values(values) => values.clone(),
-            Domain::Int {
-                min,
-                max,
-                log,
-                step,
-            } => {
+            Domain::Int { min, max, log, step } => {
                 let mut points: Vec<i64> = if let Some(step) = step {
-                    (0..)
-                        .map(|k| min + k * step)
-                        .take_while(|v| v <= max)
-                        .collect()
+                    (0..).map(|k| min + k * step).take_while(|v| v <= max).collect()
                 } else if *log {
                     let mut v = (*min).max(1);
                     let mut out = vec![*min];
@@ -913,16 +876,11 @@ fn canonical_metric(name: &str) -> Option<String> {
         "throughput" | "tok_per_s" => "output_tok_per_s",
         other => other,
     };
-    OBJECTIVE_METRICS
-        .contains(&name)
-        .then(|| name.to_string())
+    OBJECTIVE_METRICS.contains(&name).then(|| name.to_string())
 }
 
 fn unknown_metric_message(name: &str) -> String {
-    format!(
-        "unknown metric '{name}' (expected one of: {})",
-        OBJECTIVE_METRICS.join(", ")
-    )
+    format!("unknown metric '{name}' (expected one of: {})", OBJECTIVE_METRICS.join(", "))
 }
 
 fn toml_to_value(v: &toml::Value) -> Option<Value> {
@@ -942,36 +900,21 @@ fn validate_param(
     invalid: &dyn Fn(&str, String) -> Error,
 ) -> Result<Param, Error> {
     let key = |field: &str| format!("params.{name}.{field}");
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        return Err(invalid(
-            &format!("params.{name}"),
-            "parameter names use letters, digits, '_' and '-'".into(),
-        ));
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        return Err(invalid(&format!("params.{name}"), "parameter names use letters, digits, '_' and '-'".into()));
     }
     let domain = match (&raw.values, raw.min, raw.max) {
         (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
-            return Err(invalid(
-                &format!("params.{name}"),
-                "give either 'values' or 'min'/'max', not both".into(),
-            ));
+            return Err(invalid(&format!("params.{name}"), "give either 'values' or 'min'/'max', not both".into()));
         }
         (Some(values), None, None) => {
             if values.is_empty() {
-                return Err(invalid(
-                    &key("values"),
-                    "must list at least one value (got '[]')".into(),
-                ));
+                return Err(invalid(&key("values"), "must list at least one value (got '[]')".into()));
             }
             let mut out = Vec::new();
             for v in values {
                 let value = toml_to_value(v).ok_or_else(|| {
-                    invalid(
-                        &key("values"),
-                        format!("values must be numbers, strings or booleans (got '{v}')"),
-                    )
+                    invalid(&key("values"), format!("values must be numbers, strings or booleans (got '{v}')"))
                 })?;
                 if out.contains(&value) {
                     return Err(invalid(&key("values"), format!("'{value}' is listed twice")));
@@ -990,61 +933,35 @@ fn validate_param(
         }
         (None, Some(min), Some(max)) => {
             if min > max {
-                return Err(invalid(
-                    &key("min"),
-                    format!("min '{min}' is greater than max '{max}'"),
-                ));
+                return Err(invalid(&key("min"), format!("min '{min}' is greater than max '{max}'")));
             }
             if raw.log && min <= 0 {
-                return Err(invalid(
-                    &key("min"),
-                    format!("a log range needs min > 0 (got '{min}')"),
-                ));
+                return Err(invalid(&key("min"), format!("a log range needs min > 0 (got '{min}')")));
             }
             if let Some(step) = raw.step
                 && step <= 0
             {
-                return Err(invalid(
-                    &key("step"),
-                    format!("must be positive (got '{step}')"),
-                ));
+                return Err(invalid(&key("step"), format!("must be positive (got '{step}')")));
             }
-            Domain::Int {
-                min,
-                max,
-                log: raw.log,
-                step: raw.step,
-            }
+            Domain::Int { min, max, log: raw.log, step: raw.step }
         }
         (None, Some(_), None) => return Err(invalid(&key("max"), "missing (min is given)".into())),
         (None, None, Some(_)) => return Err(invalid(&key("min"), "missing (max is given)".into())),
         (None, None, None) => {
-            return Err(invalid(
-                &format!("params.{name}"),
-                "needs 'values = [...]' or 'min'/'max'".into(),
-            ));
+            return Err(invalid(&format!("params.{name}"), "needs 'values = [...]' or 'min'/'max'".into()));
         }
     };
     if (raw.log || raw.step.is_some()) && matches!(domain, Domain::Values(_)) {
-        return Err(invalid(
-            &key(if raw.log { "log" } else { "step" }),
-            "only applies to a 'min'/'max' range".into(),
-        ));
+        return Err(invalid(&key(if raw.log { "log" } else { "step" }), "only applies to a 'min'/'max' range".into()));
     }
 
-    let ways = [
-        raw.flag.is_some(),
-        raw.flags.is_some(),
-        raw.env.is_some(),
-        raw.option.is_some(),
-        raw.template.is_some(),
-    ];
+    let ways =
+        [raw.flag.is_some(), raw.flags.is_some(), raw.env.is_some(), raw.option.is_some(), raw.template.is_some()];
     let apply = match ways.iter().filter(|w| **w).count() {
         0 => {
             return Err(invalid(
                 &format!("params.{name}"),
-                "says how it is applied: one of 'flag', 'flags', 'env', 'option' or 'template'"
-                    .into(),
+                "says how it is applied: one of 'flag', 'flags', 'env', 'option' or 'template'".into(),
             ));
         }
         1 => {
@@ -1060,11 +977,7 @@ fn validate_param(
                 }
                 Apply::Flags(out)
             } else if let Some(env) = &raw.env {
-                if env.is_empty()
-                    || !env
-                        .chars()
-                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
-                {
+                if env.is_empty() || !env.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') {
                     return Err(invalid(
                         &key("env"),
                         format!("'{env}' is not an environment variable name (A-Z, 0-9, _)"),
@@ -1085,10 +998,7 @@ fn validate_param(
                 if !backend.model.contains(&placeholder) {
                     return Err(invalid(
                         &key("template"),
-                        format!(
-                            "backend.model '{}' has no '{placeholder}' placeholder",
-                            backend.model
-                        ),
+                        format!("backend.model '{}' has no '{placeholder}' placeholder", backend.model),
                     ));
                 }
                 Apply::Template(target)
@@ -1112,12 +1022,7 @@ fn validate_param(
         }
     };
 
-    Ok(Param {
-        name: name.to_string(),
-        domain,
-        apply,
-        default,
-    })
+    Ok(Param { name: name.to_string(), domain, apply, default })
 }
 
 fn check_flag(flag: &str, key: &str, invalid: &dyn Fn(&str, String) -> Error) -> Result<String, Error> {
@@ -1133,11 +1038,7 @@ fn check_flag(flag: &str, key: &str, invalid: &dyn Fn(&str, String) -> Error) ->
 /// A bare name (`llama-server`, an Ollama model tag) is kept as it is: a program is looked up
 /// on PATH at launch. Anything with a `/` is a path, relative to the space file.
 fn resolve_program(base: &Path, program: &str) -> String {
-    if program.contains('/') {
-        resolve_path(base, program).to_string_lossy().into_owned()
-    } else {
-        program.to_string()
-    }
+    if program.contains('/') { resolve_path(base, program).to_string_lossy().into_owned() } else { program.to_string() }
 }
 
 pub(crate) fn resolve_path(base: &Path, path: &str) -> PathBuf {
@@ -1151,10 +1052,7 @@ pub(crate) fn resolve_path(base: &Path, path: &str) -> PathBuf {
         for part in joined.components() {
             match part {
                 std::path::Component::ParentDir
-                    if out
-                        .components()
-                        .next_back()
-                        .is_some_and(|c| matches!(c, std::path::Component::Normal(_))) =>
+                    if out.components().next_back().is_some_and(|c| matches!(c, std::path::Component::Normal(_))) =>
                 {
                     out.pop();
                 }
@@ -1231,13 +1129,15 @@ kv = { values = ["f16", "q8_0"], flags = ["-ctk", "-ctv"] }
 
     #[test]
     fn unknown_key_is_an_error() {
-        let e = err_of(&MINIMAL.replace("[params]", "[params]\nparalel = { values = [1], flag = \"-np\", colour = 1 }"));
+        let e =
+            err_of(&MINIMAL.replace("[params]", "[params]\nparalel = { values = [1], flag = \"-np\", colour = 1 }"));
         assert!(e.contains("unknown field `colour`"), "{e}");
     }
 
     #[test]
     fn empty_value_list_names_the_key() {
-        let e = err_of(&MINIMAL.replace("values = [1, 2, 4], flag = \"-np\", default = 4", "values = [], flag = \"-np\""));
+        let e =
+            err_of(&MINIMAL.replace("values = [1, 2, 4], flag = \"-np\", default = 4", "values = [], flag = \"-np\""));
         assert!(e.contains("params.parallel.values") && e.contains("at least one"), "{e}");
     }
 

@@ -21,8 +21,7 @@ use sqlx::{FromRow, SqlitePool};
 use crate::measure::Sample;
 use crate::space::{Candidate, Direction};
 use crate::trial::{
-    Fingerprint, INFEASIBLE_VIOLATION, Outcome, StageTimes, Study, StudyId, Trial, TrialId,
-    TrialState,
+    Fingerprint, INFEASIBLE_VIOLATION, Outcome, StageTimes, Study, StudyId, Trial, TrialId, TrialState,
 };
 
 /// Store failures. Any of these ends a study: the record would be lost otherwise.
@@ -54,10 +53,7 @@ pub fn default_path() -> PathBuf {
 
 /// Current time as unix milliseconds.
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// Hex SHA-256 of text (params, space files).
@@ -151,9 +147,7 @@ struct TrialRow {
 
 impl TrialRow {
     fn into_trial(self) -> Result<Trial, Error> {
-        let corrupt = |what: &str, e: serde_json::Error| {
-            Error::Corrupt(format!("trial {} {what}: {e}", self.number))
-        };
+        let corrupt = |what: &str, e: serde_json::Error| Error::Corrupt(format!("trial {} {what}: {e}", self.number));
         Ok(Trial {
             id: TrialId(self.id),
             number: self.number,
@@ -165,8 +159,7 @@ impl TrialRow {
             },
             objective: self.objective,
             violation: self.violation,
-            violations: serde_json::from_str(&self.violations_json)
-                .map_err(|e| corrupt("violations", e))?,
+            violations: serde_json::from_str(&self.violations_json).map_err(|e| corrupt("violations", e))?,
             summary: match &self.summary_json {
                 Some(s) => Some(serde_json::from_str(s).map_err(|e| corrupt("summary", e))?),
                 None => None,
@@ -177,7 +170,10 @@ impl TrialRow {
                 ready_ms: self.ready_ms,
                 workload_ms: self.workload_ms,
                 launch: match self.launch.as_deref() {
-                    Some(text) => Some(crate::backend::Launch::from_name(text).ok_or_else(|| Error::Corrupt(format!("trial launch '{text}'")))?),
+                    Some(text) => Some(
+                        crate::backend::Launch::from_name(text)
+                            .ok_or_else(|| Error::Corrupt(format!("trial launch '{text}'")))?,
+                    ),
                     None => None,
                 },
                 load_ms: self.load_ms,
@@ -203,10 +199,8 @@ impl Store {
     /// Open (creating if missing) the database at `path` and bring its schema up to date.
     pub async fn open(path: &Path) -> Result<Store, Error> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| Error::Open {
-                path: path.display().to_string(),
-                source: sqlx::Error::Io(e),
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::Open { path: path.display().to_string(), source: sqlx::Error::Io(e) })?;
         }
         let options = SqliteConnectOptions::new()
             .filename(path)
@@ -219,35 +213,24 @@ impl Store {
             .max_connections(4)
             .connect_with(options)
             .await
-            .map_err(|source| Error::Open {
-                path: path.display().to_string(),
-                source,
-            })?;
+            .map_err(|source| Error::Open { path: path.display().to_string(), source })?;
         Store::migrated(pool).await
     }
 
     /// A private in-memory database, for tests.
     pub async fn open_in_memory() -> Result<Store, Error> {
-        let options = SqliteConnectOptions::new()
-            .in_memory(true)
-            .foreign_keys(true);
+        let options = SqliteConnectOptions::new().in_memory(true).foreign_keys(true);
         // One connection: each in-memory connection would be its own database.
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options)
             .await
-            .map_err(|source| Error::Open {
-                path: ":memory:".into(),
-                source,
-            })?;
+            .map_err(|source| Error::Open { path: ":memory:".into(), source })?;
         Store::migrated(pool).await
     }
 
     async fn migrated(pool: SqlitePool) -> Result<Store, Error> {
-        sqlx::migrate!("./migrations")
-            .run(&pool)
-            .await
-            .map_err(Error::Migrate)?;
+        sqlx::migrate!("./migrations").run(&pool).await.map_err(Error::Migrate)?;
         Ok(Store { pool })
     }
 
@@ -275,9 +258,7 @@ impl Store {
         .bind(now_ms())
         .execute(&self.pool)
         .await?;
-        self.study(new.name)
-            .await?
-            .ok_or_else(|| Error::Corrupt(format!("study '{}' vanished after insert", new.name)))
+        self.study(new.name).await?.ok_or_else(|| Error::Corrupt(format!("study '{}' vanished after insert", new.name)))
     }
 
     /// The study named `name`, if any.
@@ -317,12 +298,7 @@ impl Store {
             .bind(study.id.0)
             .fetch_one(&self.pool)
             .await?;
-            out.push(StudyOverview {
-                study,
-                trials,
-                complete,
-                infeasible,
-            });
+            out.push(StudyOverview { study, trials, complete, infeasible });
         }
         Ok(out)
     }
@@ -392,18 +368,15 @@ impl Store {
             Outcome::Complete { summary, verdict } | Outcome::Pruned { summary, verdict } => {
                 (Some(summary), Some(verdict), None, None)
             }
-            Outcome::Infeasible { class, message } => {
-                (None, None, Some(class.as_str()), Some(message.as_str()))
-            }
+            Outcome::Infeasible { class, message } => (None, None, Some(class.as_str()), Some(message.as_str())),
             Outcome::Interrupted => (None, None, None, None),
         };
         let violation = match finished.outcome {
             Outcome::Infeasible { .. } => Some(INFEASIBLE_VIOLATION),
             _ => verdict.map(|v| v.violation),
         };
-        let violations_json = verdict
-            .map(|v| serde_json::to_string(&v.violations).expect("plain data"))
-            .unwrap_or_else(|| "{}".into());
+        let violations_json =
+            verdict.map(|v| serde_json::to_string(&v.violations).expect("plain data")).unwrap_or_else(|| "{}".into());
         let metric = |name: &str| summary.and_then(|s| s.metric(name)).filter(|v| v.is_finite());
 
         let mut tx = self.pool.begin().await?;
@@ -487,12 +460,11 @@ impl Store {
             .bind(i64::from(s.output_tokens))
             .bind(s.prompt_tokens.map(i64::from))
             .bind(i64::from(s.status))
-            .bind(s.error.map(|k| {
-                serde_json::to_value(k)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default()
-            }))
+            .bind(
+                s.error.map(|k| {
+                    serde_json::to_value(k).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+                }),
+            )
             .bind(s.error_message.as_deref())
             .bind(serde_json::to_string(&itl).expect("numbers"))
             .bind(s.server.map(|t| serde_json::to_string(&t).expect("plain data")))
@@ -507,10 +479,7 @@ impl Store {
     pub async fn trials(&self, study: StudyId) -> Result<Vec<Trial>, Error> {
         // TRIAL_COLUMNS is a constant, so the query text is static in all but form.
         let sql = format!("SELECT {TRIAL_COLUMNS} FROM trials WHERE study_id = ?1 ORDER BY number");
-        let rows = sqlx::query_as::<_, TrialRow>(sqlx::AssertSqlSafe(sql))
-            .bind(study.0)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query_as::<_, TrialRow>(sqlx::AssertSqlSafe(sql)).bind(study.0).fetch_all(&self.pool).await?;
         rows.into_iter().map(TrialRow::into_trial).collect()
     }
 
@@ -529,9 +498,7 @@ impl Store {
 
     /// `PRAGMA integrity_check`; `"ok"` when the file is sound.
     pub async fn integrity_check(&self) -> Result<String, Error> {
-        let (result,): (String,) = sqlx::query_as("PRAGMA integrity_check")
-            .fetch_one(&self.pool)
-            .await?;
+        let (result,): (String,) = sqlx::query_as("PRAGMA integrity_check").fetch_one(&self.pool).await?;
         Ok(result)
     }
 
@@ -746,10 +713,24 @@ mod tests {
             peak_rss_bytes: 1 << 20,
             ..Default::default()
         };
-        let verdict = Verdict { objective: 1.5, violations: BTreeMap::from([("ttft_p95_ms".into(), 0.0)]), violation: 0.0 };
+        let verdict =
+            Verdict { objective: 1.5, violations: BTreeMap::from([("ttft_p95_ms".into(), 0.0)]), violation: 0.0 };
         let outcome = Outcome::Complete { summary: summary.clone(), verdict };
         store
-            .finish_trial(id, &Finished { outcome: &outcome, plan: None, stages: StageTimes { ready_ms: Some(900.0), workload_ms: Some(1.0), launch: Some(crate::backend::Launch::Restart), load_ms: Some(12.5) }, samples: &[] })
+            .finish_trial(
+                id,
+                &Finished {
+                    outcome: &outcome,
+                    plan: None,
+                    stages: StageTimes {
+                        ready_ms: Some(900.0),
+                        workload_ms: Some(1.0),
+                        launch: Some(crate::backend::Launch::Restart),
+                        load_ms: Some(12.5),
+                    },
+                    samples: &[],
+                },
+            )
             .await
             .unwrap();
         let trials = store.trials(s.id).await.unwrap();
@@ -768,7 +749,13 @@ mod tests {
         assert_eq!(number2, 2);
         assert_eq!(store.mark_interrupted(s.id).await.unwrap(), 1);
         let infeasible = Outcome::Infeasible { class: "oom".into(), message: "out of memory".into() };
-        store.finish_trial(id2, &Finished { outcome: &infeasible, plan: None, stages: StageTimes::default(), samples: &[] }).await.unwrap();
+        store
+            .finish_trial(
+                id2,
+                &Finished { outcome: &infeasible, plan: None, stages: StageTimes::default(), samples: &[] },
+            )
+            .await
+            .unwrap();
         let t2 = &store.trials(s.id).await.unwrap()[1];
         assert_eq!(t2.state, TrialState::Infeasible);
         assert_eq!(t2.violation, Some(INFEASIBLE_VIOLATION));

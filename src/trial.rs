@@ -148,10 +148,8 @@ impl Trial {
 /// The best trial: the best objective among feasible trials; if none is feasible, the least
 /// violating finished trial. Ties go to the earlier trial. The bool says whether it is feasible.
 pub fn best(trials: &[Trial], direction: Direction) -> Option<(&Trial, bool)> {
-    let feasible = trials
-        .iter()
-        .filter(|t| t.is_feasible() && t.objective.is_some_and(f64::is_finite))
-        .reduce(|a, b| {
+    let feasible =
+        trials.iter().filter(|t| t.is_feasible() && t.objective.is_some_and(f64::is_finite)).reduce(|a, b| {
             let (x, y) = (a.objective.expect("filtered"), b.objective.expect("filtered"));
             if crate::measure::is_better(direction, y, x) { b } else { a }
         });
@@ -161,13 +159,7 @@ pub fn best(trials: &[Trial], direction: Direction) -> Option<(&Trial, bool)> {
     trials
         .iter()
         .filter(|t| t.violation.is_some())
-        .reduce(|a, b| {
-            if b.violation.expect("filtered") < a.violation.expect("filtered") {
-                b
-            } else {
-                a
-            }
-        })
+        .reduce(|a, b| if b.violation.expect("filtered") < a.violation.expect("filtered") { b } else { a })
         .map(|t| (t, false))
 }
 

@@ -32,10 +32,7 @@ const FLAG_ENV: &[(&[&str], &str)] = &[
 
 /// The environment variable llama-server reads for `flag`, if it has one.
 pub fn env_name(flag: &str) -> Option<&'static str> {
-    FLAG_ENV
-        .iter()
-        .find(|(flags, _)| flags.contains(&flag))
-        .map(|(_, env)| *env)
+    FLAG_ENV.iter().find(|(flags, _)| flags.contains(&flag)).map(|(_, env)| *env)
 }
 
 /// The value following the last of `flags` in `args` (llama-server lets a later flag win).
@@ -51,7 +48,9 @@ pub fn check_constraints(args: &[String]) -> Result<(), Rejection> {
     let v_type = flag_value(args, &["-ctv", "--cache-type-v"]).unwrap_or("f16");
     if fa_off && !matches!(v_type, "f16" | "f32" | "bf16") {
         return Err(Rejection {
-            message: format!("quantized V cache requires flash_attn to be enabled (V cache type '{v_type}' with flash attention off; llama.cpp refuses this at start)"),
+            message: format!(
+                "quantized V cache requires flash_attn to be enabled (V cache type '{v_type}' with flash attention off; llama.cpp refuses this at start)"
+            ),
         });
     }
     Ok(())
@@ -81,9 +80,9 @@ impl Backend for LlamaCpp {
         let mut request_options = serde_json::Map::new();
 
         for param in &self.params {
-            let value = candidate.get(&param.name).ok_or_else(|| Rejection {
-                message: format!("candidate has no value for '{}'", param.name),
-            })?;
+            let value = candidate
+                .get(&param.name)
+                .ok_or_else(|| Rejection { message: format!("candidate has no value for '{}'", param.name) })?;
             match &param.apply {
                 Apply::Flags(flags) => {
                     for flag in flags {
@@ -98,10 +97,7 @@ impl Backend for LlamaCpp {
                     env.insert(name.clone(), value.to_string());
                 }
                 Apply::Option(name) => {
-                    request_options.insert(
-                        name.clone(),
-                        serde_json::to_value(value).expect("values serialize"),
-                    );
+                    request_options.insert(name.clone(), serde_json::to_value(value).expect("values serialize"));
                 }
                 Apply::Template(_) => {
                     model = model.replace(&format!("{{{}}}", param.name), &value.to_string());
@@ -123,9 +119,7 @@ impl Backend for LlamaCpp {
         let mut i = 0;
         while i < args.len() {
             let flag = &args[i];
-            let value = args
-                .get(i + 1)
-                .filter(|v| !v.starts_with('-') || v.parse::<f64>().is_ok());
+            let value = args.get(i + 1).filter(|v| !v.starts_with('-') || v.parse::<f64>().is_ok());
             match (env_name(flag), value) {
                 (Some(name), Some(v)) => {
                     deploy_env.insert(name.to_string(), v.clone());
@@ -158,12 +152,7 @@ impl Backend for LlamaCpp {
     }
 
     fn bind_args(&self, port: u16) -> Vec<String> {
-        vec![
-            "--host".into(),
-            "127.0.0.1".into(),
-            "--port".into(),
-            port.to_string(),
-        ]
+        vec!["--host".into(), "127.0.0.1".into(), "--port".into(), port.to_string()]
     }
 
     fn protocol(&self) -> crate::workload::Protocol {
@@ -206,29 +195,16 @@ impl Backend for LlamaCpp {
                 FailureClass::InvalidArgument,
                 &["error: invalid argument", "error while handling argument", "invalid value"],
             ),
-            (
-                FailureClass::PortInUse,
-                &["address already in use", "couldn't bind", "exiting due to HTTP server error"],
-            ),
-            (
-                FailureClass::LoadError,
-                &["failed to load model", "exiting due to model loading error", "No such file"],
-            ),
+            (FailureClass::PortInUse, &["address already in use", "couldn't bind", "exiting due to HTTP server error"]),
+            (FailureClass::LoadError, &["failed to load model", "exiting due to model loading error", "No such file"]),
         ];
         for (class, patterns) in CLASSES {
             if let Some(message) = find_lines(log_tail, patterns) {
-                return Failure {
-                    class: *class,
-                    message,
-                };
+                return Failure { class: *class, message };
             }
         }
         Failure {
-            class: if exited {
-                FailureClass::Crashed
-            } else {
-                FailureClass::NeverReady
-            },
+            class: if exited { FailureClass::Crashed } else { FailureClass::NeverReady },
             message: last_lines(log_tail, 5),
         }
     }
@@ -279,10 +255,7 @@ threads_batch = { values = [1, 2], flag = "-tb" }
             ]))
             .unwrap();
         assert_eq!(plan.program, "/opt/llama-server");
-        assert_eq!(
-            plan.args.join(" "),
-            "-m /m/SmolLM2-Q4_0.gguf -np 4 -ctk q8_0 -ctv q8_0 -tb 2 --metrics"
-        );
+        assert_eq!(plan.args.join(" "), "-m /m/SmolLM2-Q4_0.gguf -np 4 -ctk q8_0 -ctv q8_0 -tb 2 --metrics");
         let env: Vec<String> = plan.deploy_env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         assert_eq!(
             env,

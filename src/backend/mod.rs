@@ -188,9 +188,7 @@ impl Launch {
         if prev.process_key() != next.process_key() {
             return Launch::Restart;
         }
-        let load_changed = reload_options
-            .iter()
-            .any(|o| prev.request_options.get(*o) != next.request_options.get(*o));
+        let load_changed = reload_options.iter().any(|o| prev.request_options.get(*o) != next.request_options.get(*o));
         if prev.model != next.model || load_changed { Launch::Reload } else { Launch::Reuse }
     }
 }
@@ -198,10 +196,8 @@ impl Launch {
 /// Pick the log lines matching the first pattern found, most specific first; else the last lines.
 pub(crate) fn find_lines(log_tail: &str, patterns: &[&str]) -> Option<String> {
     for pattern in patterns {
-        let lines: Vec<&str> = log_tail
-            .lines()
-            .filter(|l| l.to_ascii_lowercase().contains(&pattern.to_ascii_lowercase()))
-            .collect();
+        let lines: Vec<&str> =
+            log_tail.lines().filter(|l| l.to_ascii_lowercase().contains(&pattern.to_ascii_lowercase())).collect();
         if !lines.is_empty() {
             return Some(lines.iter().take(3).copied().collect::<Vec<_>>().join("\n"));
         }

@@ -66,9 +66,26 @@ pub const HOST_ENV: &str = "OLLAMA_HOST";
 
 /// Per-request options (`api/types.go` `Options` and `Runner`, v0.33).
 pub const OPTIONS: &[&str] = &[
-    "num_ctx", "num_batch", "num_gpu", "main_gpu", "use_mmap", "num_thread", "draft_num_predict",
-    "num_keep", "num_predict", "seed", "temperature", "top_k", "top_p", "min_p", "typical_p",
-    "repeat_last_n", "repeat_penalty", "presence_penalty", "frequency_penalty", "stop",
+    "num_ctx",
+    "num_batch",
+    "num_gpu",
+    "main_gpu",
+    "use_mmap",
+    "num_thread",
+    "draft_num_predict",
+    "num_keep",
+    "num_predict",
+    "seed",
+    "temperature",
+    "top_k",
+    "top_p",
+    "min_p",
+    "typical_p",
+    "repeat_last_n",
+    "repeat_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+    "stop",
 ];
 
 /// Options whose change makes Ollama reload the model (`server/sched.go` `needsReload`).
@@ -166,7 +183,10 @@ impl OllamaSpec {
         match mode {
             BackendMode::Service => {
                 if env_file.is_none() {
-                    return Err(err("env_file", "service mode needs 'env_file' or 'drop_in' (the file the tuner rewrites)".into()));
+                    return Err(err(
+                        "env_file",
+                        "service mode needs 'env_file' or 'drop_in' (the file the tuner rewrites)".into(),
+                    ));
                 }
                 if raw.restart_command.is_empty() || raw.restart_command[0].trim().is_empty() {
                     return Err(err(
@@ -177,7 +197,10 @@ impl OllamaSpec {
             }
             BackendMode::Spawn => {
                 if env_file.is_some() || !raw.restart_command.is_empty() {
-                    return Err(err("restart_command", "'env_file', 'drop_in' and 'restart_command' are for mode = \"service\"".into()));
+                    return Err(err(
+                        "restart_command",
+                        "'env_file', 'drop_in' and 'restart_command' are for mode = \"service\"".into(),
+                    ));
                 }
             }
         }
@@ -187,7 +210,15 @@ impl OllamaSpec {
         {
             *first = crate::space::resolve_path(base, first).to_string_lossy().into_owned();
         }
-        Ok(OllamaSpec { url, env_file, restart_command, pull: raw.pull, num_ctx: raw.num_ctx, restore_best, load_timeout })
+        Ok(OllamaSpec {
+            url,
+            env_file,
+            restart_command,
+            pull: raw.pull,
+            num_ctx: raw.num_ctx,
+            restore_best,
+            load_timeout,
+        })
     }
 }
 
@@ -223,10 +254,14 @@ pub fn check_env_value(name: &str, value: &str) -> Result<(), String> {
         return Err(format!("'{name}' value '{value}' has characters other than letters, digits and '._-:/,+'"));
     }
     let ok = match ty {
-        EnvType::Bool => ["1", "t", "T", "TRUE", "true", "True", "0", "f", "F", "FALSE", "false", "False"].contains(&value),
+        EnvType::Bool => {
+            ["1", "t", "T", "TRUE", "true", "True", "0", "f", "F", "FALSE", "false", "False"].contains(&value)
+        }
         EnvType::Uint => value.parse::<u64>().is_ok(),
         EnvType::Duration => {
-            value.parse::<i64>().is_ok() || value == "-1" || crate::space::parse_duration(value.trim_start_matches('-')).is_ok()
+            value.parse::<i64>().is_ok()
+                || value == "-1"
+                || crate::space::parse_duration(value.trim_start_matches('-')).is_ok()
         }
         EnvType::KvType => KV_TYPES.contains(&value.to_ascii_lowercase().as_str()),
         EnvType::Text => true,
@@ -253,7 +288,10 @@ pub fn validate_space(backend: &BackendSpec, params: &[Param]) -> Result<(), (St
     }
     // Every tag the template can produce must be a valid tag.
     if let Some(bad) = expand_tags(&backend.model, params).iter().find(|t| !is_valid_tag(t)) {
-        return Err(("backend.model".into(), format!("'{bad}' is not an Ollama model tag (letters, digits, '._-', one ':' and '/' between parts)")));
+        return Err((
+            "backend.model".into(),
+            format!("'{bad}' is not an Ollama model tag (letters, digits, '._-', one ':' and '/' between parts)"),
+        ));
     }
     for p in params {
         let key = |f: &str| format!("params.{}.{f}", p.name);
@@ -274,11 +312,17 @@ pub fn validate_space(backend: &BackendSpec, params: &[Param]) -> Result<(), (St
             }
             Apply::Option(name) => {
                 if !OPTIONS.contains(&name.as_str()) {
-                    return Err((key("option"), format!("unknown Ollama option '{name}' (known: {})", OPTIONS.join(", "))));
+                    return Err((
+                        key("option"),
+                        format!("unknown Ollama option '{name}' (known: {})", OPTIONS.join(", ")),
+                    ));
                 }
             }
             Apply::Flags(_) => {
-                return Err((format!("params.{}", p.name), "Ollama takes no command-line flags; use 'env' (server variable) or 'option' (per-request)".into()));
+                return Err((
+                    format!("params.{}", p.name),
+                    "Ollama takes no command-line flags; use 'env' (server variable) or 'option' (per-request)".into(),
+                ));
             }
             Apply::Template(_) => {}
         }
@@ -326,7 +370,14 @@ fn expand_tags(template: &str, params: &[Param]) -> Vec<String> {
 pub fn classify_message(message: &str) -> Option<FailureClass> {
     let m = message.to_ascii_lowercase();
     let any = |pats: &[&str]| pats.iter().any(|p| m.contains(p));
-    if any(&["out-of-memory", "out of memory", "cudamalloc failed", "failed to allocate", "not enough memory", "insufficient memory"]) {
+    if any(&[
+        "out-of-memory",
+        "out of memory",
+        "cudamalloc failed",
+        "failed to allocate",
+        "not enough memory",
+        "insufficient memory",
+    ]) {
         Some(FailureClass::Oom)
     } else if any(&["quantized v cache", "requires flash attention", "requires flash_attn"]) {
         Some(FailureClass::InvalidCombination)
@@ -353,9 +404,9 @@ impl Backend for Ollama {
         let mut env = self.spec.env.clone();
         let mut request_options = serde_json::Map::new();
         for param in &self.params {
-            let value = candidate.get(&param.name).ok_or_else(|| Rejection {
-                message: format!("candidate has no value for '{}'", param.name),
-            })?;
+            let value = candidate
+                .get(&param.name)
+                .ok_or_else(|| Rejection { message: format!("candidate has no value for '{}'", param.name) })?;
             match &param.apply {
                 Apply::Env(name) => {
                     let text = value.to_string();
@@ -375,9 +426,7 @@ impl Backend for Ollama {
             return Err(Rejection { message: format!("'{model}' is not an Ollama model tag") });
         }
         // Always explicit: the server's own default depends on VRAM (reference §A.5).
-        request_options
-            .entry("num_ctx")
-            .or_insert_with(|| serde_json::Value::from(self.settings().num_ctx));
+        request_options.entry("num_ctx").or_insert_with(|| serde_json::Value::from(self.settings().num_ctx));
         Ok(LaunchPlan {
             program: self.spec.command[0].clone(),
             args: self.spec.command[1..].iter().cloned().chain(self.spec.args.iter().cloned()).collect(),
@@ -478,7 +527,10 @@ batch = { values = [256, 512], option = "num_batch" }
         assert_eq!(plan.model, "library/qwen2.5:7b-instruct-q8_0");
         let env: Vec<String> = plan.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         assert_eq!(env, ["OLLAMA_FLASH_ATTENTION=1", "OLLAMA_NUM_PARALLEL=4"]);
-        assert_eq!(serde_json::Value::Object(plan.request_options.clone()), serde_json::json!({"num_batch": 256, "num_ctx": 4096}));
+        assert_eq!(
+            serde_json::Value::Object(plan.request_options.clone()),
+            serde_json::json!({"num_batch": 256, "num_ctx": 4096})
+        );
         assert_eq!(b.bind_env(5000), [("OLLAMA_HOST".to_string(), "127.0.0.1:5000".to_string())]);
         assert_eq!(b.tags(), ["library/qwen2.5:7b-instruct-q4_K_M", "library/qwen2.5:7b-instruct-q8_0"]);
     }
@@ -486,9 +538,15 @@ batch = { values = [256, 512], option = "num_batch" }
     #[test]
     fn hostile_and_unknown_values_are_refused() {
         let e = parse(&SPACE.replace("\"q8_0\"]", "\"q8_0; rm -rf /\"]")).unwrap_err();
-        assert!(e.contains("backend.model") && e.contains("q8_0; rm -rf /") && e.contains("not an Ollama model tag"), "{e}");
+        assert!(
+            e.contains("backend.model") && e.contains("q8_0; rm -rf /") && e.contains("not an Ollama model tag"),
+            "{e}"
+        );
         let e = parse(&SPACE.replace("OLLAMA_NUM_PARALLEL", "OLLAMA_NUM_PARALEL")).unwrap_err();
-        assert!(e.contains("params.parallel.env") && e.contains("unknown Ollama server variable 'OLLAMA_NUM_PARALEL'"), "{e}");
+        assert!(
+            e.contains("params.parallel.env") && e.contains("unknown Ollama server variable 'OLLAMA_NUM_PARALEL'"),
+            "{e}"
+        );
         let e = parse(&SPACE.replace("values = [1, 0], env", "values = [\"yes\", \"no\"], env")).unwrap_err();
         assert!(e.contains("params.fa.values") && e.contains("'yes' is not a boolean"), "{e}");
         let e = parse(&SPACE.replace("option = \"num_batch\"", "option = \"num_bach\"")).unwrap_err();
@@ -510,7 +568,8 @@ batch = { values = [256, 512], option = "num_batch" }
     #[test]
     fn env_restarts_load_options_reload_sampling_reuses() {
         use crate::backend::Launch;
-        let space = parse(&SPACE.replace("[params]", "[params]\ntop_k = { values = [40, 1], option = \"top_k\" }")).unwrap();
+        let space =
+            parse(&SPACE.replace("[params]", "[params]\ntop_k = { values = [40, 1], option = \"top_k\" }")).unwrap();
         let b = Ollama::new(space.backend.clone(), space.params.clone());
         let plan = |p: i64, q: &str, batch: i64, k: i64| {
             b.plan(&cand(&[

@@ -108,22 +108,13 @@ impl Server {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().map_err(|source| Error::Spawn {
-            program: plan.program.clone(),
-            source,
-        })?;
+        let mut child = cmd.spawn().map_err(|source| Error::Spawn { program: plan.program.clone(), source })?;
         let pid = child.id().expect("a just-spawned child has a pid");
         let log = LogTail::default();
         spawn_reader(child.stdout.take().expect("stdout is piped"), log.clone());
         spawn_reader(child.stderr.take().expect("stderr is piped"), log.clone());
         tracing::debug!(pid, port, program = %plan.program, args = ?plan.args, "server spawned");
-        Ok(Server {
-            child,
-            pid,
-            port,
-            log,
-            started: Instant::now(),
-        })
+        Ok(Server { child, pid, port, log, started: Instant::now() })
     }
 
     pub fn pid(&self) -> u32 {
@@ -165,11 +156,7 @@ impl Server {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 return Err(NotReady::Exited(status.code()));
             }
-            let probe = client
-                .get(&url)
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await;
+            let probe = client.get(&url).timeout(Duration::from_secs(2)).send().await;
             if let Ok(resp) = probe
                 && resp.status().is_success()
             {

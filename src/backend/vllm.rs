@@ -74,9 +74,7 @@ impl ServeArgs {
                 i += 1;
                 continue;
             }
-            let value = rest
-                .get(i + 1)
-                .filter(|v| !v.starts_with('-') || v.parse::<f64>().is_ok());
+            let value = rest.get(i + 1).filter(|v| !v.starts_with('-') || v.parse::<f64>().is_ok());
             out.flags.push((word.clone(), value.cloned()));
             i += if value.is_some() { 2 } else { 1 };
         }
@@ -112,9 +110,7 @@ impl ServeArgs {
     fn int(&self, names: &[&str]) -> Result<Option<i64>, Rejection> {
         self.value(names)
             .map(|v| {
-                parse_size(v).ok_or_else(|| Rejection {
-                    message: format!("{}: '{v}' is not an integer", names[0]),
-                })
+                parse_size(v).ok_or_else(|| Rejection { message: format!("{}: '{v}' is not an integer", names[0]) })
             })
             .transpose()
     }
@@ -173,9 +169,7 @@ pub fn check_constraints(args: &ServeArgs, visible_gpus: Option<u32>) -> Result<
     if let (Some(t), Some(s)) = (mnbt, mns)
         && t < s
     {
-        return reject(format!(
-            "max_num_batched_tokens ({t}) must be greater than or equal to max_num_seqs ({s})"
-        ));
+        return reject(format!("max_num_batched_tokens ({t}) must be greater than or equal to max_num_seqs ({s})"));
     }
     if let (Some(a), Some(s)) = (args.int(&["--max-num-active-seqs"])?, mns)
         && a > s
@@ -212,9 +206,7 @@ pub fn check_constraints(args: &ServeArgs, visible_gpus: Option<u32>) -> Result<
         // Stricter than vLLM (which would leave GPUs idle): a tensor-parallel size that does not
         // divide the visible GPUs wastes the rest, so the search should not spend a trial on it.
         if gpus % tp != 0 {
-            return reject(format!(
-                "tensor_parallel_size ({tp}) does not divide the {gpus} visible GPUs"
-            ));
+            return reject(format!("tensor_parallel_size ({tp}) does not divide the {gpus} visible GPUs"));
         }
     }
     Ok(())
@@ -223,10 +215,7 @@ pub fn check_constraints(args: &ServeArgs, visible_gpus: Option<u32>) -> Result<
 /// GPUs the server would see: `CUDA_VISIBLE_DEVICES` (server env first, then ours), else the
 /// lines of `nvidia-smi -L` (run with the server's environment added); `None` if unknown.
 pub fn visible_gpus(env: &BTreeMap<String, String>) -> Option<u32> {
-    let cvd = env
-        .get("CUDA_VISIBLE_DEVICES")
-        .cloned()
-        .or_else(|| std::env::var("CUDA_VISIBLE_DEVICES").ok());
+    let cvd = env.get("CUDA_VISIBLE_DEVICES").cloned().or_else(|| std::env::var("CUDA_VISIBLE_DEVICES").ok());
     if let Some(list) = cvd {
         return Some(list.split(',').filter(|d| !d.trim().is_empty() && d.trim() != "-1").count() as u32);
     }
@@ -278,9 +267,9 @@ impl Backend for Vllm {
         let mut env = self.spec.env.clone();
         let mut request_options = serde_json::Map::new();
         for param in &self.params {
-            let value = candidate.get(&param.name).ok_or_else(|| Rejection {
-                message: format!("candidate has no value for '{}'", param.name),
-            })?;
+            let value = candidate
+                .get(&param.name)
+                .ok_or_else(|| Rejection { message: format!("candidate has no value for '{}'", param.name) })?;
             match &param.apply {
                 Apply::Flags(flags) => {
                     for flag in flags {
@@ -380,10 +369,7 @@ pub fn classify_log(log_tail: &str, exited: bool) -> Failure {
     const CLASSES: &[(FailureClass, &[&str])] = &[
         (
             FailureClass::KvTooSmall,
-            &[
-                "which is larger than the available KV cache memory",
-                "estimated maximum model length is",
-            ],
+            &["which is larger than the available KV cache memory", "estimated maximum model length is"],
         ),
         (
             FailureClass::Oom,
@@ -438,11 +424,8 @@ pub fn candidate_from_args(
     env: &BTreeMap<String, String>,
 ) -> Result<Candidate, ParseError> {
     let mut out = BTreeMap::new();
-    let templates: Vec<&str> = params
-        .iter()
-        .filter(|p| matches!(p.apply, Apply::Template(_)))
-        .map(|p| p.name.as_str())
-        .collect();
+    let templates: Vec<&str> =
+        params.iter().filter(|p| matches!(p.apply, Apply::Template(_))).map(|p| p.name.as_str()).collect();
     let from_model = match_template(model_template, &templates, &args.model)
         .ok_or_else(|| ParseError(format!("model '{}' does not match '{model_template}'", args.model)))?;
     for p in params {
@@ -452,20 +435,27 @@ pub fn candidate_from_args(
                 if p.domain_is_bool() {
                     Value::Bool(args.switch(flag).ok_or_else(|| ParseError(format!("'{flag}' is not set")))?)
                 } else {
-                    let text = args.value(&[flag.as_str()]).ok_or_else(|| ParseError(format!("'{flag}' is not set")))?;
-                    p.value_from_text(text).ok_or_else(|| ParseError(format!("'{flag} {text}' is not in the domain of '{}'", p.name)))?
+                    let text =
+                        args.value(&[flag.as_str()]).ok_or_else(|| ParseError(format!("'{flag}' is not set")))?;
+                    p.value_from_text(text)
+                        .ok_or_else(|| ParseError(format!("'{flag} {text}' is not in the domain of '{}'", p.name)))?
                 }
             }
             Apply::Env(name) => {
                 let text = env.get(name).ok_or_else(|| ParseError(format!("env '{name}' is not set")))?;
-                p.value_from_text(text).ok_or_else(|| ParseError(format!("{name}='{text}' is not in the domain of '{}'", p.name)))?
+                p.value_from_text(text)
+                    .ok_or_else(|| ParseError(format!("{name}='{text}' is not in the domain of '{}'", p.name)))?
             }
             Apply::Option(name) => {
-                return Err(ParseError(format!("'{}' is a per-request option ('{name}'); a command line does not carry it", p.name)));
+                return Err(ParseError(format!(
+                    "'{}' is a per-request option ('{name}'); a command line does not carry it",
+                    p.name
+                )));
             }
             Apply::Template(_) => {
                 let text = &from_model[&p.name];
-                p.value_from_text(text).ok_or_else(|| ParseError(format!("'{text}' is not in the domain of '{}'", p.name)))?
+                p.value_from_text(text)
+                    .ok_or_else(|| ParseError(format!("'{text}' is not in the domain of '{}'", p.name)))?
             }
         };
         out.insert(p.name.clone(), value);
@@ -534,12 +524,15 @@ impl Param {
                 let v = Value::Int(parse_size(text)?);
                 self.domain.contains(&v).then_some(v)
             }
-            Domain::Values(values) => values.iter().find(|v| match v {
-                Value::Int(i) => parse_size(text) == Some(*i),
-                Value::Float(x) => text.parse::<f64>().is_ok_and(|y| y == *x),
-                Value::Bool(b) => text.parse::<bool>().is_ok_and(|y| y == *b),
-                Value::Str(s) => s == text,
-            }).cloned(),
+            Domain::Values(values) => values
+                .iter()
+                .find(|v| match v {
+                    Value::Int(i) => parse_size(text) == Some(*i),
+                    Value::Float(x) => text.parse::<f64>().is_ok_and(|y| y == *x),
+                    Value::Bool(b) => text.parse::<bool>().is_ok_and(|y| y == *b),
+                    Value::Str(s) => s == text,
+                })
+                .cloned(),
         }
     }
 }
@@ -630,9 +623,17 @@ cvd = { values = ["0"], env = "CUDA_VISIBLE_DEVICES" }
     #[test]
     fn constraints() {
         let cases: &[(&str, Option<u32>, Option<&str>)] = &[
-            ("--max-num-batched-tokens 32 --max-num-seqs 64", Some(1), Some("max_num_batched_tokens (32) must be greater than or equal to max_num_seqs (64)")),
+            (
+                "--max-num-batched-tokens 32 --max-num-seqs 64",
+                Some(1),
+                Some("max_num_batched_tokens (32) must be greater than or equal to max_num_seqs (64)"),
+            ),
             ("--max-num-batched-tokens 2048 --max-model-len 4096", Some(1), None),
-            ("--max-num-batched-tokens 2k --max-model-len 2K --no-enable-chunked-prefill", Some(1), Some("max_num_batched_tokens (2000) is smaller than max_model_len (2048)")),
+            (
+                "--max-num-batched-tokens 2k --max-model-len 2K --no-enable-chunked-prefill",
+                Some(1),
+                Some("max_num_batched_tokens (2000) is smaller than max_model_len (2048)"),
+            ),
             ("--max-num-batched-tokens 2K --max-model-len 2K --no-enable-chunked-prefill", Some(1), None),
             ("-tp 2", Some(1), Some("World size (2) is larger than the number of available GPUs (1)")),
             ("--tensor-parallel-size 2 --pipeline-parallel-size 2", Some(2), Some("World size (4) is larger")),
@@ -643,7 +644,11 @@ cvd = { values = ["0"], env = "CUDA_VISIBLE_DEVICES" }
             ("--kv-cache-dtype turboquant_3bit", Some(1), None),
             ("--kv-cache-dtype q8_0", Some(1), Some("kv_cache_dtype 'q8_0' is not one of")),
             ("--gpu-memory-utilization 1.2", Some(1), Some("gpu_memory_utilization must be in (0, 1] (got '1.2')")),
-            ("--max-num-active-seqs 9 --max-num-seqs 8", Some(1), Some("max_num_active_seqs (9) cannot be greater than max_num_seqs (8)")),
+            (
+                "--max-num-active-seqs 9 --max-num-seqs 8",
+                Some(1),
+                Some("max_num_active_seqs (9) cannot be greater than max_num_seqs (8)"),
+            ),
         ];
         for (flags, gpus, expect) in cases {
             let args = ServeArgs::parse(&words(&format!("serve m {flags}"))).unwrap();
@@ -668,7 +673,10 @@ cvd = { values = ["0"], env = "CUDA_VISIBLE_DEVICES" }
 
     #[test]
     fn serve_args_parse() {
-        let a = ServeArgs::parse(&words("serve m --max-model-len -1 --enforce-eager --dtype=half --no-enable-prefix-caching")).unwrap();
+        let a = ServeArgs::parse(&words(
+            "serve m --max-model-len -1 --enforce-eager --dtype=half --no-enable-prefix-caching",
+        ))
+        .unwrap();
         assert_eq!(a.model, "m");
         assert_eq!(a.value(&["--max-model-len"]), Some("-1"));
         assert_eq!(a.value(&["--dtype"]), Some("half"));
@@ -697,18 +705,35 @@ cvd = { values = ["0"], env = "CUDA_VISIBLE_DEVICES" }
     #[test]
     fn classify_reads_vllm_failure_lines() {
         let cases: &[(&str, FailureClass)] = &[
-            ("ValueError: To serve at least one request with the model's max seq len (32768), (4.00 GiB KV cache is needed, which is larger than the available KV cache memory (1.50 GiB). Based on the available memory, the estimated maximum model length is 12288. Try increasing `gpu_memory_utilization` or decreasing `max_model_len` when initializing the engine.", FailureClass::KvTooSmall),
-            ("ValueError: No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when initializing the engine.", FailureClass::Oom),
+            (
+                "ValueError: To serve at least one request with the model's max seq len (32768), (4.00 GiB KV cache is needed, which is larger than the available KV cache memory (1.50 GiB). Based on the available memory, the estimated maximum model length is 12288. Try increasing `gpu_memory_utilization` or decreasing `max_model_len` when initializing the engine.",
+                FailureClass::KvTooSmall,
+            ),
+            (
+                "ValueError: No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when initializing the engine.",
+                FailureClass::Oom,
+            ),
             ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB.", FailureClass::Oom),
-            ("vllm serve: error: argument --kv-cache-dtype: invalid choice: 'q8' (choose from auto, fp8)", FailureClass::InvalidArgument),
+            (
+                "vllm serve: error: argument --kv-cache-dtype: invalid choice: 'q8' (choose from auto, fp8)",
+                FailureClass::InvalidArgument,
+            ),
             ("vllm: error: unrecognized arguments: --bogus", FailureClass::InvalidArgument),
             ("RuntimeError: CUDA error: an illegal memory access was encountered", FailureClass::CudaError),
-            ("TimeoutError: Timed out waiting for engine core processes to start. This is often caused by slow weight loading.", FailureClass::NeverReady),
+            (
+                "TimeoutError: Timed out waiting for engine core processes to start. This is often caused by slow weight loading.",
+                FailureClass::NeverReady,
+            ),
             ("OSError: [Errno 98] Address already in use", FailureClass::PortInUse),
-            ("ValueError: max_num_batched_tokens (1024) is smaller than max_model_len (4096).", FailureClass::InvalidCombination),
+            (
+                "ValueError: max_num_batched_tokens (1024) is smaller than max_model_len (4096).",
+                FailureClass::InvalidCombination,
+            ),
         ];
         for (line, class) in cases {
-            let log = format!("INFO 11-27 12:00:00 [core.py:1] starting\n{line}\nRuntimeError: Engine core initialization failed. See root cause above.");
+            let log = format!(
+                "INFO 11-27 12:00:00 [core.py:1] starting\n{line}\nRuntimeError: Engine core initialization failed. See root cause above."
+            );
             let f = classify_log(&log, true);
             assert_eq!(f.class, *class, "{line}");
             assert_eq!(f.message, *line);

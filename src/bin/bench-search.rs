@@ -35,7 +35,8 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args> {
-    let mut args = Args { seeds: 20, python: None, adapter: PathBuf::from("scripts/optuna_adapter.py"), landscapes: Vec::new() };
+    let mut args =
+        Args { seeds: 20, python: None, adapter: PathBuf::from("scripts/optuna_adapter.py"), landscapes: Vec::new() };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -104,7 +105,9 @@ fn trace_validated(landscape: &Landscape, direction: Direction, steps: &[(Candid
                 observed.push((v, c));
             }
             let mut top = observed.clone();
-            top.sort_by(|a, b| if is_better(direction, a.0, b.0) { std::cmp::Ordering::Less } else { std::cmp::Ordering::Greater });
+            top.sort_by(|a, b| {
+                if is_better(direction, a.0, b.0) { std::cmp::Ordering::Less } else { std::cmp::Ordering::Greater }
+            });
             top.truncate(VALIDATE_TOP);
             if top.is_empty() {
                 return None;
@@ -113,8 +116,9 @@ fn trace_validated(landscape: &Landscape, direction: Direction, steps: &[(Candid
             let (mut values, mut misses) = (Vec::new(), Vec::new());
             for (_, c) in &top {
                 let p = landscape.point(c).expect("a grid point");
-                let runs: Vec<&infertune::search::landscape::Run> =
-                    (0..VALIDATE_PAIRS).map(|_| &p.runs[rand::RngExt::random_range(&mut rng, 0..p.runs.len())]).collect();
+                let runs: Vec<&infertune::search::landscape::Run> = (0..VALIDATE_PAIRS)
+                    .map(|_| &p.runs[rand::RngExt::random_range(&mut rng, 0..p.runs.len())])
+                    .collect();
                 values.push(runs.iter().map(|r| r.objective.unwrap_or(0.0)).collect::<Vec<f64>>());
                 misses.push(runs.iter().filter(|r| r.violation > 0.0).count());
             }
@@ -123,7 +127,13 @@ fn trace_validated(landscape: &Landscape, direction: Direction, steps: &[(Candid
         .collect()
 }
 
-fn run_strategy(landscape: &Landscape, space: &Space, kind: StrategyKind, seed: u64, budget: usize) -> Vec<(Candidate, usize)> {
+fn run_strategy(
+    landscape: &Landscape,
+    space: &Space,
+    kind: StrategyKind,
+    seed: u64,
+    budget: usize,
+) -> Vec<(Candidate, usize)> {
     let mut space = space.clone();
     space.seed = seed;
     space.strategy = kind;
@@ -177,7 +187,10 @@ fn summarize(traces: &[Trace], direction: Direction, optimum: f64) -> Row {
     let share_at = CHECKPOINTS
         .iter()
         .map(|&k| {
-            let hit = traces.iter().filter(|t| within(direction, t.get(k - 1).or(t.last()).copied().flatten(), optimum)).count();
+            let hit = traces
+                .iter()
+                .filter(|t| within(direction, t.get(k - 1).or(t.last()).copied().flatten(), optimum))
+                .count();
             hit as f64 / traces.len() as f64
         })
         .collect();
@@ -199,7 +212,12 @@ fn print_row(label: &str, name: &str, traces: &[Trace], direction: Direction, op
     (cells, median)
 }
 
-fn optuna_steps(python: &Path, adapter: &Path, landscape_file: &Path, seeds: u64) -> Result<Vec<Vec<(Candidate, usize)>>> {
+fn optuna_steps(
+    python: &Path,
+    adapter: &Path,
+    landscape_file: &Path,
+    seeds: u64,
+) -> Result<Vec<Vec<(Candidate, usize)>>> {
     let out = Command::new(python)
         .arg(adapter)
         .arg(landscape_file)
@@ -209,7 +227,8 @@ fn optuna_steps(python: &Path, adapter: &Path, landscape_file: &Path, seeds: u64
     if !out.status.success() {
         bail!("optuna adapter failed: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let parsed: Vec<Vec<(Candidate, usize)>> = serde_json::from_slice(&out.stdout).context("parsing the optuna adapter's output")?;
+    let parsed: Vec<Vec<(Candidate, usize)>> =
+        serde_json::from_slice(&out.stdout).context("parsing the optuna adapter's output")?;
     Ok(parsed)
 }
 
@@ -221,7 +240,10 @@ fn main() -> Result<()> {
         let direction = l.space()?.objective.direction;
         if l.optimum(direction).is_none() {
             // Say so rather than drop it: the table row is then about the objective alone.
-            eprintln!("note: no point of '{}' met its SLOs; comparing on the objective alone as '{}-noslo'", l.name, l.name);
+            eprintln!(
+                "note: no point of '{}' met its SLOs; comparing on the objective alone as '{}-noslo'",
+                l.name, l.name
+            );
             landscapes.push(l.without_slos());
         } else {
             landscapes.push(l);
@@ -246,7 +268,12 @@ fn main() -> Result<()> {
         // 11-40 alone, since on a small grid the last unseen points are the bad ones.
         let (mut after_startup, mut crashed_after_startup, mut missed_after_startup) = (0usize, 0usize, 0usize);
         let (mut early, mut crashed_early) = (0usize, 0usize);
-        for (name, kind) in [("grid", StrategyKind::Grid), ("random", StrategyKind::Random), ("anneal", StrategyKind::Anneal), ("tpe", StrategyKind::Tpe)] {
+        for (name, kind) in [
+            ("grid", StrategyKind::Grid),
+            ("random", StrategyKind::Random),
+            ("anneal", StrategyKind::Anneal),
+            ("tpe", StrategyKind::Tpe),
+        ] {
             // grid is deterministic: one seed says all
             let seeds = if kind == StrategyKind::Grid { 1 } else { args.seeds };
             let mut runs = Vec::new();
@@ -256,7 +283,8 @@ fn main() -> Result<()> {
                     for (i, (c, run)) in steps.iter().enumerate().skip(infertune::search::tpe::STARTUP_TRIALS) {
                         after_startup += 1;
                         let r = &landscape.point(c).expect("a grid point").runs[*run];
-                        let cannot_run = r.state == infertune::trial::TrialState::Infeasible || (r.violation > 0.0 && landscape.name == "synthetic");
+                        let cannot_run = r.state == infertune::trial::TrialState::Infeasible
+                            || (r.violation > 0.0 && landscape.name == "synthetic");
                         crashed_after_startup += cannot_run as usize;
                         missed_after_startup += (!cannot_run && r.violation > 0.0) as usize;
                         if i < 40 {
@@ -288,14 +316,20 @@ fn main() -> Result<()> {
             if landscape.name == "synthetic" {
                 summary.insert(format!("{name}_within5_at60"), cells[2].clone());
             } else if name != "grid" {
-                real.push(format!("{}_{name}_within5_at20={} {}_{name}_median_n={median}", landscape.name, cells[0], landscape.name));
+                real.push(format!(
+                    "{}_{name}_within5_at20={} {}_{name}_median_n={median}",
+                    landscape.name, cells[0], landscape.name
+                ));
             }
         }
         // The same runs, judged by the winner the tool names after re-measuring its top few.
         let label = format!("{}/validated", landscape.name);
         for (name, runs) in rows.iter().filter(|(n, _)| n != "grid") {
-            let traces: Vec<Trace> =
-                runs.iter().enumerate().map(|(seed, s)| trace_validated(landscape, direction, s, seed as u64)).collect();
+            let traces: Vec<Trace> = runs
+                .iter()
+                .enumerate()
+                .map(|(seed, s)| trace_validated(landscape, direction, s, seed as u64))
+                .collect();
             let (cells, median) = print_row(&label, name, &traces, direction, optimum);
             if landscape.name != "synthetic" {
                 real.push(format!("{label}_{name}_within5_at20={} {label}_{name}_median_n={median}", cells[0]));
@@ -314,7 +348,11 @@ fn main() -> Result<()> {
         let runs: Vec<Vec<Vec<(Candidate, usize)>>> = kinds
             .iter()
             .map(|(_, kind)| {
-                (0..args.seeds).map(|s| run_strategy(landscape, &with_default(&space, &random_default(landscape, s)), *kind, s, BUDGET)).collect()
+                (0..args.seeds)
+                    .map(|s| {
+                        run_strategy(landscape, &with_default(&space, &random_default(landscape, s)), *kind, s, BUDGET)
+                    })
+                    .collect()
             })
             .collect();
         for validated in [false, true] {
@@ -323,7 +361,13 @@ fn main() -> Result<()> {
                 let traces: Vec<Trace> = runs
                     .iter()
                     .enumerate()
-                    .map(|(s, steps)| if validated { trace_validated(landscape, direction, steps, s as u64) } else { trace(landscape, direction, steps) })
+                    .map(|(s, steps)| {
+                        if validated {
+                            trace_validated(landscape, direction, steps, s as u64)
+                        } else {
+                            trace(landscape, direction, steps)
+                        }
+                    })
                     .collect();
                 print_row(&label, name, &traces, direction, optimum);
             }
@@ -348,7 +392,10 @@ fn main() -> Result<()> {
     }
     suggest_ms.sort_by(f64::total_cmp);
     let suggest = suggest_ms.get(suggest_ms.len() / 2).copied().unwrap_or(f64::NAN);
-    println!("tpe propose at 200 trials: median {suggest:.2} ms over {} proposals (this build's profile)", suggest_ms.len());
+    println!(
+        "tpe propose at 200 trials: median {suggest:.2} ms over {} proposals (this build's profile)",
+        suggest_ms.len()
+    );
     let _ = std::fs::remove_dir_all(&tmp);
     let get = |k: &str| summary.get(k).cloned().unwrap_or_else(|| "na".into());
     println!(

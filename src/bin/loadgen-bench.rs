@@ -38,8 +38,14 @@ fn main() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
     match args.get(1).map(String::as_str) {
         Some("mock") => rt.block_on(mock(arg(&args, "--interval-ms", 10), arg(&args, "--chunks", 100))),
-        Some("client") => rt.block_on(client(arg(&args, "--url", String::new()), arg(&args, "--streams", 16), arg(&args, "--seconds", 8.0))),
-        _ => eprintln!("usage: loadgen-bench mock [--interval-ms N] [--chunks N] | client --url URL --streams N --seconds S"),
+        Some("client") => rt.block_on(client(
+            arg(&args, "--url", String::new()),
+            arg(&args, "--streams", 16),
+            arg(&args, "--seconds", 8.0),
+        )),
+        _ => eprintln!(
+            "usage: loadgen-bench mock [--interval-ms N] [--chunks N] | client --url URL --streams N --seconds S"
+        ),
     }
 }
 
@@ -70,11 +76,18 @@ async fn mock(interval_ms: u64, chunks: u32) {
             let head = String::from_utf8_lossy(&buf[..body_start]).to_ascii_lowercase();
             if head.starts_with("get /stats") {
                 let body = format!("{{\"events\":{}}}", sent.load(std::sync::atomic::Ordering::Relaxed));
-                let reply = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
                 let _ = sock.write_all(reply.as_bytes()).await;
                 return;
             }
-            let len: usize = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
             while buf.len() < body_start + len {
                 let Ok(n) = sock.read(&mut tmp).await else { return };
                 if n == 0 {
@@ -137,7 +150,12 @@ async fn client(url: String, streams: u32, seconds: f64) {
                         break;
                     }
                     let Ok(chunk) = serde_json::from_str::<Chunk>(&ev.data) else { continue };
-                    if let Some(sent) = chunk.choices.first().and_then(|c| c.delta.content.as_deref()).and_then(|s| s.parse::<u128>().ok()) {
+                    if let Some(sent) = chunk
+                        .choices
+                        .first()
+                        .and_then(|c| c.delta.content.as_deref())
+                        .and_then(|s| s.parse::<u128>().ok())
+                    {
                         h.saturating_record((recv.saturating_sub(sent) / 1000).max(1) as u64);
                         events += 1;
                     }

@@ -87,9 +87,21 @@ pub async fn capacity(store: &Store, args: CapacityArgs, out: &mut (dyn Write + 
         writeln!(out, "{}  {} {v:.1}", level(*l), slo.metric)?;
     }
     match found.found {
-        Some(l) if found.is_at_max => writeln!(out, "capacity: >= {} (the top of the range still meets {} {op} {})", amount(l), slo.metric, slo.limit)?,
+        Some(l) if found.is_at_max => writeln!(
+            out,
+            "capacity: >= {} (the top of the range still meets {} {op} {})",
+            amount(l),
+            slo.metric,
+            slo.limit
+        )?,
         Some(l) => writeln!(out, "capacity: {} with {} {op} {}", amount(l), slo.metric, slo.limit)?,
-        None => writeln!(out, "capacity: none (the lowest level, {}, already misses {} {op} {})", level(min), slo.metric, slo.limit)?,
+        None => writeln!(
+            out,
+            "capacity: none (the lowest level, {}, already misses {} {op} {})",
+            level(min),
+            slo.metric,
+            slo.limit
+        )?,
     }
     Ok(())
 }

@@ -30,7 +30,9 @@ pub async fn record(store: &Store, args: RecordLandscapeArgs, out: &mut dyn Writ
     for name in &args.studies {
         let study = super::find_study(store, name).await?;
         match &space_toml {
-            Some(t) if *t != study.space_toml => bail!("study '{name}' has a different space than '{}'", args.studies[0]),
+            Some(t) if *t != study.space_toml => {
+                bail!("study '{name}' has a different space than '{}'", args.studies[0])
+            }
             Some(_) => {}
             None => space_toml = Some(study.space_toml.clone()),
         }

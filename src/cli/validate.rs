@@ -53,16 +53,24 @@ pub async fn validate_study(
     cancel: &CancellationToken,
 ) -> anyhow::Result<Validation> {
     let trials = store.trials(study.id).await?;
-    let mut feasible: Vec<&trial::Trial> = trials.iter().filter(|t| t.is_feasible() && t.objective.is_some_and(f64::is_finite)).collect();
+    let mut feasible: Vec<&trial::Trial> =
+        trials.iter().filter(|t| t.is_feasible() && t.objective.is_some_and(f64::is_finite)).collect();
     feasible.sort_by(|a, b| {
         let (x, y) = (a.objective.expect("filtered"), b.objective.expect("filtered"));
-        if crate::measure::is_better(study.direction, x, y) { std::cmp::Ordering::Less } else if x == y { a.number.cmp(&b.number) } else { std::cmp::Ordering::Greater }
+        if crate::measure::is_better(study.direction, x, y) {
+            std::cmp::Ordering::Less
+        } else if x == y {
+            a.number.cmp(&b.number)
+        } else {
+            std::cmp::Ordering::Greater
+        }
     });
     feasible.truncate(top.max(1));
     if feasible.is_empty() {
         bail!("study '{}' has no trial meeting every SLO", study.name);
     }
-    let baseline = space.default_candidate().context("the space gives no default for some parameter, so there is no baseline")?;
+    let baseline =
+        space.default_candidate().context("the space gives no default for some parameter, so there is no baseline")?;
     let v = validate::revalidate(space, &feasible, &baseline, pairs, cancel).await?;
     store.save_validation(study.id, &v).await?;
     Ok(v)
@@ -89,7 +97,11 @@ pub fn print_anchor(study: &crate::trial::Study, trials: &[trial::Trial], out: &
     if let Some((n, drift)) = crate::search::anchor::drift(trials, &default)
         && n > 1
     {
-        let flag = if drift > crate::search::anchor::DRIFT_LIMIT { " (over 5 %: the machine drifted; compare trials with care)" } else { "" };
+        let flag = if drift > crate::search::anchor::DRIFT_LIMIT {
+            " (over 5 %: the machine drifted; compare trials with care)"
+        } else {
+            ""
+        };
         writeln!(out, "anchor: default measured {n} times, largest drift {:.1} %{flag}", drift * 100.0)?;
     }
     Ok(())

@@ -10,7 +10,11 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde_json::json;
 
-use crate::measure::{self, Dist, RequestSlo, Sample, Summary, stamp::{self, Stamped}, system};
+use crate::measure::{
+    self, Dist, RequestSlo, Sample, Summary,
+    stamp::{self, Stamped},
+    system,
+};
 use crate::space::{Candidate, Direction, Objective, Value, WorkloadSpec};
 use crate::store::{Finished, NewStudy, Store};
 use crate::trial::{Fingerprint, Outcome, StageTimes};
@@ -102,8 +106,12 @@ pub async fn bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     };
     let cpu_before = system::own_cpu_time();
     let (run, lateness_ms, is_valid) = match (opts.load, opts.amount) {
-        (Load::Closed { .. }, Amount::Requests(_)) => (workload::run(&client, &target, &prompts, &spec).await, None, true),
-        (Load::Closed { .. }, Amount::Duration(d)) => (timed::run_for(&client, &target, &prompts, &spec, d).await, None, true),
+        (Load::Closed { .. }, Amount::Requests(_)) => {
+            (workload::run(&client, &target, &prompts, &spec).await, None, true)
+        }
+        (Load::Closed { .. }, Amount::Duration(d)) => {
+            (timed::run_for(&client, &target, &prompts, &spec, d).await, None, true)
+        }
         (Load::Open { rate_per_s }, Amount::Requests(_)) => {
             let open = open_loop::run(&client, &target, &prompts, &spec, rate_per_s).await?;
             (open.run, Some(open.lateness_ms), open.is_valid)
@@ -188,7 +196,10 @@ pub async fn save(store: &Store, name: &str, opts: &BenchOptions, report: &Bench
     let verdict = measure::judge(&report.summary, &objective, &[]);
     let outcome = Outcome::Complete { summary: report.summary.clone(), verdict };
     store
-        .finish_trial(trial_id, &Finished { outcome: &outcome, plan: None, stages: StageTimes::default(), samples: &report.samples })
+        .finish_trial(
+            trial_id,
+            &Finished { outcome: &outcome, plan: None, stages: StageTimes::default(), samples: &report.samples },
+        )
         .await
         .with_context(|| format!("saving the bench run as study '{name}'"))?;
     store.set_stop_reason(study.id, "exhausted").await?;
@@ -248,7 +259,13 @@ pub fn write_table(opts: &BenchOptions, r: &BenchReport, out: &mut dyn Write) ->
             m.name, m.dist.n, m.dist.p50, m.dist.p95, m.dist.p99, m.dist.mean, m.definition, m.unit
         )?;
     }
-    writeln!(out, "output tok/s  {:.2}   req/s {:.3}   success {:.1}%", s.output_tok_per_s, s.req_per_s, s.success_rate * 100.0)?;
+    writeln!(
+        out,
+        "output tok/s  {:.2}   req/s {:.3}   success {:.1}%",
+        s.output_tok_per_s,
+        s.req_per_s,
+        s.success_rate * 100.0
+    )?;
     let f = |v: Option<f64>| v.map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into());
     writeln!(
         out,

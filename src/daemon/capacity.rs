@@ -21,7 +21,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::{STOP_GRACE, model_name};
-use crate::backend::{self, process::{self, Server}};
+use crate::backend::{
+    self,
+    process::{self, Server},
+};
 use crate::measure::{self, RequestSlo};
 pub use crate::space::Load;
 use crate::space::{Candidate, Slo, Space};
@@ -107,7 +110,11 @@ pub fn slack(slo: &Slo, value: f64) -> f64 {
 /// failing one.
 pub fn capacity_of(slo: &Slo, levels: &[(f64, f64)]) -> Option<f64> {
     let first_fail = levels.iter().find(|(_, v)| slack(slo, *v) > 0.0).map(|(l, _)| *l);
-    levels.iter().filter(|(l, v)| slack(slo, *v) <= 0.0 && first_fail.is_none_or(|f| *l < f)).map(|(l, _)| *l).reduce(f64::max)
+    levels
+        .iter()
+        .filter(|(l, v)| slack(slo, *v) <= 0.0 && first_fail.is_none_or(|f| *l < f))
+        .map(|(l, _)| *l)
+        .reduce(f64::max)
 }
 
 /// Find the capacity of `candidate` for `slo` over `load` levels `min..=max` on a server of its
@@ -125,21 +132,31 @@ pub async fn search(
     let backend = backend::from_spec(&space.backend, &space.params);
     let prompts = workload::load_dataset(&space.workload.dataset)?;
     let plan = backend.plan(candidate).map_err(|r| anyhow::anyhow!("configuration rejected: {}", r.message))?;
-    let client = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(0).build().context("building the HTTP client")?;
+    let client =
+        reqwest::Client::builder().no_proxy().pool_max_idle_per_host(0).build().context("building the HTTP client")?;
     let port = process::free_port()?;
-    let mut server = Server::spawn(&plan, &backend.bind_args(port), port).context("starting the backend (check [backend] command)")?;
+    let mut server = Server::spawn(&plan, &backend.bind_args(port), port)
+        .context("starting the backend (check [backend] command)")?;
     if let Err(e) = server.wait_ready(&client, backend.health_path(), space.backend.ready_timeout).await {
         let log = server.log.text();
         server.stop(STOP_GRACE).await;
         bail!("the configuration never got ready ({e:?}): {}", backend.classify(&log, true).message);
     }
-    let target = Target { protocol: backend.protocol(), base_url: server.url(), model: model_name(&plan.model), options: plan.request_options.clone() };
+    let target = Target {
+        protocol: backend.protocol(),
+        base_url: server.url(),
+        model: model_name(&plan.model),
+        options: plan.request_options.clone(),
+    };
     let spec = crate::space::CapacitySpec { slo: slo.clone(), load, min, max };
     let found = on_server(&client, &target, &prompts, space, &spec, Some(&mut server), cancel).await;
     server.stop(STOP_GRACE).await;
     let found = found?;
     if let Some(status) = found.server_exit {
-        bail!("the server exited during the capacity search ({status}); levels measured before: {:?}", found.capacity.levels);
+        bail!(
+            "the server exited during the capacity search ({status}); levels measured before: {:?}",
+            found.capacity.levels
+        );
     }
     Ok(found.capacity)
 }
@@ -176,7 +193,11 @@ pub async fn on_server(
         .name("capacity".into())
         .spawn(move || {
             // Stop once the bracket is about one level wide.
-            Executor::new(bridge, BrentRoot::new(min, max, tol)).configure(|s| s.max_iters(MAX_LEVELS)).ctrlc(false).run().map(|_| ())
+            Executor::new(bridge, BrentRoot::new(min, max, tol))
+                .configure(|s| s.max_iters(MAX_LEVELS))
+                .ctrlc(false)
+                .run()
+                .map(|_| ())
         })
         .context("starting the capacity solver thread")?;
 
@@ -197,7 +218,10 @@ pub async fn on_server(
                 };
                 let run = match measured {
                     Ok(run) => run,
-                    Err(e) => { failure = Some(e); break; }
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
                 };
                 if let Some(status) = server.as_mut().and_then(|s| s.exited()) {
                     server_exit = Some(status.to_string());
@@ -312,7 +336,10 @@ mod tests {
         let (value_tx, value_rx) = mpsc::channel::<f64>(1);
         let bridge = Bridge { levels: level_tx, values: std::sync::Mutex::new(value_rx) };
         let t = std::thread::spawn(move || {
-            let _ = Executor::new(bridge, BrentRoot::new(1.0, 64.0, 1.0)).configure(|s| s.max_iters(MAX_LEVELS)).ctrlc(false).run();
+            let _ = Executor::new(bridge, BrentRoot::new(1.0, 64.0, 1.0))
+                .configure(|s| s.max_iters(MAX_LEVELS))
+                .ctrlc(false)
+                .run();
         });
         let slo = Slo { metric: "ttft_p95_ms".into(), is_upper_bound: true, limit: 1000.0 };
         let mut levels: Vec<(f64, f64)> = Vec::new();

@@ -42,9 +42,8 @@ pub struct Window {
 impl FromStr for Window {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (a, b) = s
-            .split_once('-')
-            .ok_or_else(|| format!("'{s}' is not a window (HH:MM-HH:MM, e.g. 22:00-06:30)"))?;
+        let (a, b) =
+            s.split_once('-').ok_or_else(|| format!("'{s}' is not a window (HH:MM-HH:MM, e.g. 22:00-06:30)"))?;
         let (start, end) = (a.parse()?, b.parse()?);
         if start == end {
             return Err(format!("window '{s}' is empty (start equals end)"));

@@ -14,7 +14,10 @@ use serde::Serialize;
 
 use super::{TrialRun, run_trial};
 use crate::backend;
-use crate::measure::{Sample, ratio::{self, Better, Call, RatioCi}};
+use crate::measure::{
+    Sample,
+    ratio::{self, Better, Call, RatioCi},
+};
 use crate::space::{Candidate, Space};
 use crate::store::Store;
 use crate::trial::Outcome;
@@ -98,10 +101,17 @@ struct ArmRuns {
 }
 
 /// Run the comparison.
-pub async fn compare(store: &Store, opts: &CompareOptions, on_progress: &mut (dyn FnMut(Progress) + Send)) -> anyhow::Result<CompareReport> {
+pub async fn compare(
+    store: &Store,
+    opts: &CompareOptions,
+    on_progress: &mut (dyn FnMut(Progress) + Send),
+) -> anyhow::Result<CompareReport> {
     let study = store.study(&opts.study).await?.with_context(|| format!("no study named '{}'", opts.study))?;
     if study.strategy == "bench" {
-        bail!("study '{}' is a saved bench run of an endpoint; compare needs a tuning study whose servers it can start", study.name);
+        bail!(
+            "study '{}' is a saved bench run of an endpoint; compare needs a tuning study whose servers it can start",
+            study.name
+        );
     }
     let space = match &opts.space {
         Some(path) => Space::load(path)?,
@@ -121,14 +131,28 @@ pub async fn compare(store: &Store, opts: &CompareOptions, on_progress: &mut (dy
             session.close(&shutdown).await;
             let run: TrialRun = run?;
             let Outcome::Complete { summary, .. } = &run.outcome else {
-                bail!("run {pair} of {} could not be measured: {:?}", if i == 0 { opts.a } else { opts.b }, run.outcome);
+                bail!(
+                    "run {pair} of {} could not be measured: {:?}",
+                    if i == 0 { opts.a } else { opts.b },
+                    run.outcome
+                );
             };
-            on_progress(Progress::RunFinished { arm: label, pair, output_tok_per_s: summary.output_tok_per_s, ttft_p50_ms: summary.ttft_ms.p50 });
+            on_progress(Progress::RunFinished {
+                arm: label,
+                pair,
+                output_tok_per_s: summary.output_tok_per_s,
+                ttft_p50_ms: summary.ttft_ms.p50,
+            });
             arms[i].tok_per_s.push(summary.output_tok_per_s);
             arms[i].samples.push(run.samples.into_iter().filter(|s| !s.is_warmup && s.is_ok()).collect());
         }
     }
-    Ok(CompareReport { a: opts.a.to_string(), b: opts.b.to_string(), pairs: opts.pairs.max(1), rows: rows(&arms, space.seed) })
+    Ok(CompareReport {
+        a: opts.a.to_string(),
+        b: opts.b.to_string(),
+        pairs: opts.pairs.max(1),
+        rows: rows(&arms, space.seed),
+    })
 }
 
 fn rows(arms: &[ArmRuns; 2], seed: u64) -> Vec<Row> {
@@ -147,7 +171,15 @@ fn rows(arms: &[ArmRuns; 2], seed: u64) -> Vec<Row> {
         let (a, b) = (per_request(&arms[0], &*f), per_request(&arms[1], &*f));
         let ci = ratio::ratio_ci(&a, &b, ratio::median, seed);
         let pooled = |r: &Vec<Vec<f64>>| ratio::median(&r.iter().flatten().copied().collect::<Vec<_>>());
-        out.push(Row { metric, definition, better: Better::Lower, a: pooled(&a), b: pooled(&b), call: ci.call(Better::Lower), ci });
+        out.push(Row {
+            metric,
+            definition,
+            better: Better::Lower,
+            a: pooled(&a),
+            b: pooled(&b),
+            call: ci.call(Better::Lower),
+            ci,
+        });
     }
     let ci = ratio::paired_ratio_ci(&arms[0].tok_per_s, &arms[1].tok_per_s);
     out.push(Row {

@@ -16,10 +16,8 @@ pub struct StudyLock {
 impl StudyLock {
     /// Take the lock for `study` in the database at `db`, or fail naming the holder's PID.
     pub fn acquire(db: &Path, study: &str) -> anyhow::Result<StudyLock> {
-        let safe: String = study
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
-            .collect();
+        let safe: String =
+            study.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
         let path = PathBuf::from(format!("{}.{safe}.lock", db.display()));
         let mut file = std::fs::OpenOptions::new()
             .create(true)

@@ -9,17 +9,17 @@
 //! A bad configuration is a result: planning refusals, failed starts and crashes become
 //! `infeasible` trials. Only infrastructure failures (store, missing program, no port) end a study.
 
-pub mod clock;
-pub mod lock;
-pub mod signal;
 pub mod bench;
-pub mod compare;
-mod quality;
 pub mod capacity;
-pub mod prune;
-pub mod replay;
-pub mod validate;
+pub mod clock;
+pub mod compare;
+pub mod lock;
 mod ollama;
+pub mod prune;
+mod quality;
+pub mod replay;
+pub mod signal;
+pub mod validate;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
@@ -28,7 +28,10 @@ use anyhow::{Context, bail};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::backend::{self, Backend, Launch, LaunchPlan, process::{self, NotReady, Server}};
+use crate::backend::{
+    self, Backend, Launch, LaunchPlan,
+    process::{self, NotReady, Server},
+};
 use crate::export;
 use crate::measure::{self, RequestSlo, system};
 use crate::search;
@@ -250,9 +253,7 @@ pub async fn tune(
     let max_trials = options.max_trials.or(space.max_trials);
     let deadline = deadline(options.max_duration.or(space.max_duration), options.until);
     on_event(Event::Started { study: &study, resumed: trials.len(), interrupted, planned: max_trials });
-    let run = store
-        .begin_run(study.id, std::process::id(), max_trials, deadline.map(system_ms))
-        .await?;
+    let run = store.begin_run(study.id, std::process::id(), max_trials, deadline.map(system_ms)).await?;
 
     if replay.is_none() {
         bench.guard = quality::prepare(space, backend.as_ref(), &bench.client).await?;
@@ -337,11 +338,7 @@ pub async fn tune(
             .await
             .with_context(|| format!("recording trial {number} of study '{}'", study.name))?;
         trials = store.trials(study.id).await?;
-        let stored = trials
-            .iter()
-            .find(|t| t.id == trial_id)
-            .expect("a trial just written is readable")
-            .clone();
+        let stored = trials.iter().find(|t| t.id == trial_id).expect("a trial just written is readable").clone();
         if is_finished(&stored) {
             strategy.observe(&stored);
         }
@@ -359,9 +356,11 @@ pub async fn tune(
     };
     if let Some(file) = session.service.take() {
         let path = file.path().to_path_buf();
-        let on_exit = options.on_exit.unwrap_or(
-            if space.backend.ollama.as_ref().is_some_and(|o| o.restore_best) { OnExit::Best } else { OnExit::Restore },
-        );
+        let on_exit = options.on_exit.unwrap_or(if space.backend.ollama.as_ref().is_some_and(|o| o.restore_best) {
+            OnExit::Best
+        } else {
+            OnExit::Restore
+        });
         session.close(shutdown).await;
         if on_exit == OnExit::Leave {
             file.leave();
@@ -385,9 +384,7 @@ fn is_finished(t: &Trial) -> bool {
 }
 
 fn best_feasible(trials: &[Trial], space: &Space) -> Option<i64> {
-    trial::best(trials, space.objective.direction)
-        .filter(|(_, feasible)| *feasible)
-        .map(|(t, _)| t.number)
+    trial::best(trials, space.objective.direction).filter(|(_, feasible)| *feasible).map(|(t, _)| t.number)
 }
 
 /// Params of interrupted trials that no later trial finished, in order: resume retries them.
@@ -476,11 +473,7 @@ fn line_diff(old: &str, new: &str) -> String {
             out.push(format!("+ {l}"));
         }
     }
-    if out.is_empty() {
-        "(only the order of lines changed)".into()
-    } else {
-        out.join("\n")
-    }
+    if out.is_empty() { "(only the order of lines changed)".into() } else { out.join("\n") }
 }
 
 /// Stop server processes recorded by trials a killed daemon left running. Only a process whose
@@ -491,7 +484,8 @@ fn reap_orphans(pids: &[u32], program: &str) -> Vec<u32> {
     for &pid in pids {
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        let is_ours = !name.is_empty() && (cmdline.contains(&name) || cmdline.contains("llama_server") || cmdline.contains("llama-server"));
+        let is_ours = !name.is_empty()
+            && (cmdline.contains(&name) || cmdline.contains("llama_server") || cmdline.contains("llama-server"));
         if is_ours {
             warn!(pid, "stopping a server left by a killed daemon");
             // SAFETY: kill(2) on the process group the server was started in, then the pid.
@@ -609,8 +603,12 @@ async fn run_trial(
                 // Service mode: the user's file gets this trial's variables; their command restarts.
                 file.apply(&plan.env, &candidate.brief()).await?;
                 let url = space.backend.ollama.as_ref().expect("service mode is ollama").url.clone();
-                let Some(ready) = ollama::wait_url(client, &format!("{url}/"), space.backend.ready_timeout).await else {
-                    let message = format!("the service did not answer at '{url}/' within {:?} after the restart", space.backend.ready_timeout);
+                let Some(ready) = ollama::wait_url(client, &format!("{url}/"), space.backend.ready_timeout).await
+                else {
+                    let message = format!(
+                        "the service did not answer at '{url}/' within {:?} after the restart",
+                        space.backend.ready_timeout
+                    );
                     return Ok(TrialRun::infeasible("never-ready", message, Some(plan), stages));
                 };
                 stages.ready_ms = Some(ms(ready));
@@ -700,7 +698,8 @@ async fn run_trial(
         Some(url) => fetch_text(client, url).await.map(|t| measure::prom::VllmSnapshot::from_text(&t)),
         None => None,
     };
-    let server_sampler = ServerSampler::start(client.clone(), metrics_url.clone(), plan.env.clone(), backend.samples_gpu());
+    let server_sampler =
+        ServerSampler::start(client.clone(), metrics_url.clone(), plan.env.clone(), backend.samples_gpu());
     let cpu_before = system::own_cpu_time();
     let workload_start = Instant::now();
     // Service mode: the process listening on the service's port, when we may see it.
@@ -768,7 +767,10 @@ async fn run_trial(
         session.close(shutdown).await;
         let failure = backend.classify(&log, true);
         let message = format!("server exited during the workload ({status}): {}", failure.message);
-        return Ok(TrialRun { samples: run.samples, ..TrialRun::infeasible(failure.class.as_str(), message, Some(plan), stages) });
+        return Ok(TrialRun {
+            samples: run.samples,
+            ..TrialRun::infeasible(failure.class.as_str(), message, Some(plan), stages)
+        });
     }
     let answers = match guard {
         Some(g) => Some(g.answers(client, &target, space.workload.request_timeout).await),
@@ -807,12 +809,17 @@ async fn run_trial(
     }
     if summary.succeeded == 0 && summary.requests > 0 {
         // Nothing was served: the configuration does not work, whatever the server says.
-        let (kind, n) = summary.errors.iter().max_by_key(|(_, n)| **n).map(|(k, n)| (k.clone(), *n)).unwrap_or_default();
-        let example = run.samples.iter().filter(|s| !s.is_warmup).find_map(|s| s.error_message.clone()).unwrap_or_default();
+        let (kind, n) =
+            summary.errors.iter().max_by_key(|(_, n)| **n).map(|(k, n)| (k.clone(), *n)).unwrap_or_default();
+        let example =
+            run.samples.iter().filter(|s| !s.is_warmup).find_map(|s| s.error_message.clone()).unwrap_or_default();
         let message = format!("all {} requests failed ({n} x {kind}): {example}", summary.requests);
         // A server that served nothing is not worth keeping for the next trial.
         session.close(shutdown).await;
-        return Ok(TrialRun { samples: run.samples, ..TrialRun::infeasible(&format!("requests-{kind}"), message, Some(plan), stages) });
+        return Ok(TrialRun {
+            samples: run.samples,
+            ..TrialRun::infeasible(&format!("requests-{kind}"), message, Some(plan), stages)
+        });
     }
     let verdict = measure::judge(&summary, &space.objective, &space.slos);
     info!(
@@ -888,7 +895,12 @@ struct ServerSampler {
 const SERVER_SAMPLE_INTERVAL: Duration = Duration::from_millis(500);
 
 impl ServerSampler {
-    fn start(client: reqwest::Client, metrics_url: Option<String>, env: BTreeMap<String, String>, gpu: bool) -> ServerSampler {
+    fn start(
+        client: reqwest::Client,
+        metrics_url: Option<String>,
+        env: BTreeMap<String, String>,
+        gpu: bool,
+    ) -> ServerSampler {
         let stop = CancellationToken::new();
         let token = stop.clone();
         let task = tokio::spawn(async move {

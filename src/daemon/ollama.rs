@@ -33,7 +33,11 @@ pub async fn prepare(
         BackendMode::Service => {
             // The service may be (re)starting, e.g. right after a previous study put its file back.
             if wait_url(client, &format!("{}/", settings.url), space.backend.ready_timeout).await.is_none() {
-                bail!("the Ollama service at '{}' does not answer (waited {:?}); start it first", settings.url, space.backend.ready_timeout);
+                bail!(
+                    "the Ollama service at '{}' does not answer (waited {:?}); start it first",
+                    settings.url,
+                    space.backend.ready_timeout
+                );
             }
             settings.url.clone()
         }
@@ -42,13 +46,20 @@ pub async fn prepare(
             let plan = LaunchPlan {
                 program: space.backend.command[0].clone(),
                 args: space.backend.command[1..].iter().chain(&space.backend.args).cloned().collect(),
-                env: space.backend.env.iter().map(|(k, v)| (k.clone(), v.clone())).chain(adapter.bind_env(port)).collect(),
+                env: space
+                    .backend
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .chain(adapter.bind_env(port))
+                    .collect(),
                 deploy_env: BTreeMap::new(),
                 args_without_env: Vec::new(),
                 request_options: serde_json::Map::new(),
                 model: String::new(),
             };
-            let mut server = Server::spawn(&plan, &[], port).context("starting ollama to check its models (check [backend] command)")?;
+            let mut server = Server::spawn(&plan, &[], port)
+                .context("starting ollama to check its models (check [backend] command)")?;
             if let Err(e) = server.wait_ready(client, "/", space.backend.ready_timeout).await {
                 let log = server.log.text();
                 server.stop(super::STOP_GRACE).await;
@@ -93,7 +104,8 @@ async fn check_models(
             api::pull(client, base_url, &tag, &mut progress).await.with_context(|| format!("pulling model '{tag}'"))?;
             installed = api::tags(client, base_url).await.with_context(|| format!("listing '{base_url}/api/tags'"))?;
         }
-        let digest = find(&installed, &tag).with_context(|| format!("model '{tag}' is still missing from /api/tags after pulling"))?;
+        let digest = find(&installed, &tag)
+            .with_context(|| format!("model '{tag}' is still missing from /api/tags after pulling"))?;
         digests.insert(tag, digest);
     }
     Ok((version, digests))
@@ -239,7 +251,8 @@ pub fn listening_pid(port: u16) -> Option<u32> {
             // local_address is HEXIP:HEXPORT; state 0A = LISTEN; inode is field 9.
             let listening = f.get(3) == Some(&"0A");
             let local_port = f.get(1).and_then(|a| a.rsplit(':').next()).and_then(|p| u16::from_str_radix(p, 16).ok());
-            if listening && local_port == Some(port)
+            if listening
+                && local_port == Some(port)
                 && let Some(inode) = f.get(9)
             {
                 inodes.push(format!("socket:[{inode}]"));

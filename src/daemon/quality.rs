@@ -9,7 +9,10 @@ use anyhow::Context;
 use tracing::info;
 
 use super::{STOP_GRACE, model_name};
-use crate::backend::{Backend, process::{self, Server}};
+use crate::backend::{
+    Backend,
+    process::{self, Server},
+};
 use crate::measure::quality::{self, QualityScore};
 use crate::space::{Apply, Candidate, QualitySpec, Space, Value};
 use crate::workload::{self, Prompt, Target, greedy};
@@ -52,7 +55,11 @@ fn reference_candidate(space: &Space) -> (Candidate, String) {
 }
 
 /// Start the reference variant, collect its answers, stop it.
-pub(super) async fn prepare(space: &Space, backend: &dyn Backend, client: &reqwest::Client) -> anyhow::Result<Option<Guard>> {
+pub(super) async fn prepare(
+    space: &Space,
+    backend: &dyn Backend,
+    client: &reqwest::Client,
+) -> anyhow::Result<Option<Guard>> {
     let Some(spec) = &space.quality else { return Ok(None) };
     let (prompts, known) = load_prompts(spec)?;
     let (candidate, label) = reference_candidate(space);
@@ -60,14 +67,28 @@ pub(super) async fn prepare(space: &Space, backend: &dyn Backend, client: &reqwe
         .plan(&candidate)
         .map_err(|r| anyhow::anyhow!("quality reference '{label}' cannot be planned: {}", r.message))?;
     let port = process::free_port()?;
-    let mut server = Server::spawn(&plan, &backend.bind_args(port), port).context("starting the quality reference server")?;
+    let mut server =
+        Server::spawn(&plan, &backend.bind_args(port), port).context("starting the quality reference server")?;
     if let Err(e) = server.wait_ready(client, backend.health_path(), space.backend.ready_timeout).await {
         let tail = server.log.text();
         server.stop(STOP_GRACE).await;
         anyhow::bail!("quality reference '{label}' never got ready ({e:?}): {}", tail.lines().last().unwrap_or(""));
     }
-    let target = Target { protocol: backend.protocol(), base_url: server.url(), model: model_name(&plan.model), options: plan.request_options.clone() };
-    let reference = greedy::answers(client, &target, &prompts, spec.max_tokens, space.workload.seed, space.workload.request_timeout).await;
+    let target = Target {
+        protocol: backend.protocol(),
+        base_url: server.url(),
+        model: model_name(&plan.model),
+        options: plan.request_options.clone(),
+    };
+    let reference = greedy::answers(
+        client,
+        &target,
+        &prompts,
+        spec.max_tokens,
+        space.workload.seed,
+        space.workload.request_timeout,
+    )
+    .await;
     server.stop(STOP_GRACE).await;
     let ok = reference.iter().filter(|a| a.is_some()).count();
     info!(reference = %label, answered = ok, prompts = prompts.len(), "quality reference ready");
@@ -76,7 +97,12 @@ pub(super) async fn prepare(space: &Space, backend: &dyn Backend, client: &reqwe
 
 impl Guard {
     /// The trial server's answers (call before stopping it).
-    pub(super) async fn answers(&self, client: &reqwest::Client, target: &Target, timeout: std::time::Duration) -> Vec<Option<String>> {
+    pub(super) async fn answers(
+        &self,
+        client: &reqwest::Client,
+        target: &Target,
+        timeout: std::time::Duration,
+    ) -> Vec<Option<String>> {
         greedy::answers(client, target, &self.prompts, self.max_tokens, self.seed, timeout).await
     }
 

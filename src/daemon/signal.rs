@@ -35,7 +35,9 @@ impl Shutdown {
                 }
                 count += 1;
                 if count == 1 {
-                    eprintln!("signal: stopping after cleanup (the running trial is recorded as interrupted); send again to stop now");
+                    eprintln!(
+                        "signal: stopping after cleanup (the running trial is recorded as interrupted); send again to stop now"
+                    );
                     s.graceful.cancel();
                 } else {
                     eprintln!("signal: stopping now");

@@ -47,7 +47,8 @@ pub fn ratio_ci(a: &[f64], b: &[f64], resamples: usize, seed: u64) -> (f64, f64,
 pub fn confidence_bound(values: &[f64], direction: Direction) -> f64 {
     let k = values.len() as f64;
     let m = mean(values);
-    let sd = if values.len() > 1 { (values.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (k - 1.0)).sqrt() } else { 0.0 };
+    let sd =
+        if values.len() > 1 { (values.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (k - 1.0)).sqrt() } else { 0.0 };
     match direction {
         Direction::Maximize => m - 1.96 * sd / k.sqrt(),
         Direction::Minimize => -(m + 1.96 * sd / k.sqrt()),
@@ -104,8 +105,12 @@ pub async fn revalidate(
             session.close(&shutdown).await;
             let run = run?;
             let (value, missed) = match run.outcome {
-                Outcome::Complete { verdict, .. } | Outcome::Pruned { verdict, .. } => (verdict.objective, !verdict.is_feasible()),
-                Outcome::Infeasible { class, message } => bail!("the {arm} configuration failed on re-validation ({class}): {message}"),
+                Outcome::Complete { verdict, .. } | Outcome::Pruned { verdict, .. } => {
+                    (verdict.objective, !verdict.is_feasible())
+                }
+                Outcome::Infeasible { class, message } => {
+                    bail!("the {arm} configuration failed on re-validation ({class}): {message}")
+                }
                 Outcome::Interrupted => bail!("re-validation interrupted"),
             };
             info!(pair, arm, value, missed_slo = missed, "re-validation run");
@@ -121,7 +126,13 @@ pub async fn revalidate(
     let direction = space.objective.direction;
     let best = pick_winner(&values, &misses, direction);
     for ((t, v), m) in top.iter().zip(&values).zip(&misses) {
-        info!(trial = t.number, mean = mean(v), bound = confidence_bound(v, direction), missed_slo_runs = m, "re-measured candidate");
+        info!(
+            trial = t.number,
+            mean = mean(v),
+            bound = confidence_bound(v, direction),
+            missed_slo_runs = m,
+            "re-measured candidate"
+        );
     }
     let winner = top[best];
     let winner_values = values.swap_remove(best);
@@ -159,7 +170,10 @@ mod tests {
     fn confidence_bound_penalises_spread() {
         // mean 10, s = 2, k = 4: 10 − 1.96·2/2 = 8.04
         let noisy = [8.0, 12.0, 8.0, 12.0];
-        assert!((confidence_bound(&noisy, Direction::Maximize) - (10.0 - 1.96 * (16.0f64 / 3.0).sqrt() / 2.0)).abs() < 1e-12);
+        assert!(
+            (confidence_bound(&noisy, Direction::Maximize) - (10.0 - 1.96 * (16.0f64 / 3.0).sqrt() / 2.0)).abs()
+                < 1e-12
+        );
         assert_eq!(confidence_bound(&[9.0, 9.0, 9.0], Direction::Maximize), 9.0);
         // a steady 9 beats a noisy 10 by the bound
         assert!(confidence_bound(&[9.0; 4], Direction::Maximize) > confidence_bound(&noisy, Direction::Maximize));

@@ -53,7 +53,10 @@ pub fn compose(header: &str, plan: &LaunchPlan) -> String {
 pub fn yaml(header: &str, plan: &LaunchPlan) -> Result<String, ReadError> {
     let args = ServeArgs::parse(&serve_words(plan)).map_err(ReadError)?;
     let mut out = String::from(header);
-    out.push_str(&format!("# run: vllm serve --config FILE (env vars are not part of this file)\nmodel: {}\n", json_str(&args.model)));
+    out.push_str(&format!(
+        "# run: vllm serve --config FILE (env vars are not part of this file)\nmodel: {}\n",
+        json_str(&args.model)
+    ));
     for (flag, value) in &args.flags {
         let Some(long) = flag.strip_prefix("--") else {
             return Err(ReadError(format!("short flag '{flag}' has no --config key; use its long form in the space")));
@@ -125,7 +128,10 @@ pub fn shell_split(line: &str) -> Result<Vec<String>, ReadError> {
 /// Read `--format args` output: leading `NAME=value` words are the env, then the program, then
 /// its arguments. Returns (env, words after `serve`).
 pub fn read_args(text: &str) -> Result<(BTreeMap<String, String>, Vec<String>), ReadError> {
-    let line = text.lines().find(|l| !l.trim().is_empty() && !l.starts_with('#')).ok_or_else(|| ReadError("no command line".into()))?;
+    let line = text
+        .lines()
+        .find(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .ok_or_else(|| ReadError("no command line".into()))?;
     let words = shell_split(line)?;
     let mut env = BTreeMap::new();
     let mut i = 0;
@@ -133,7 +139,10 @@ pub fn read_args(text: &str) -> Result<(BTreeMap<String, String>, Vec<String>), 
         env.insert(k.to_string(), v.to_string());
         i += 1;
     }
-    let at = words[i..].iter().position(|w| w == "serve").ok_or_else(|| ReadError("no 'serve' in the command line".into()))?;
+    let at = words[i..]
+        .iter()
+        .position(|w| w == "serve")
+        .ok_or_else(|| ReadError("no 'serve' in the command line".into()))?;
     Ok((env, words[i + at + 1..].to_vec()))
 }
 
@@ -172,7 +181,8 @@ pub fn read_compose(text: &str) -> Result<(BTreeMap<String, String>, Vec<String>
     for line in text.lines() {
         let t = line.trim();
         if let Some(list) = t.strip_prefix("command:") {
-            words = Some(serde_json::from_str::<Vec<String>>(list.trim()).map_err(|e| ReadError(format!("command: {e}")))?);
+            words =
+                Some(serde_json::from_str::<Vec<String>>(list.trim()).map_err(|e| ReadError(format!("command: {e}")))?);
             in_env = false;
         } else if t == "environment:" {
             in_env = true;
@@ -192,7 +202,8 @@ pub fn read_yaml(text: &str) -> Result<Vec<String>, ReadError> {
     let mut flags = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')) {
         let (key, raw) = line.split_once(": ").ok_or_else(|| ReadError(format!("not 'key: value': '{line}'")))?;
-        let value: serde_json::Value = serde_json::from_str(raw.trim()).map_err(|e| ReadError(format!("{key}: {e}")))?;
+        let value: serde_json::Value =
+            serde_json::from_str(raw.trim()).map_err(|e| ReadError(format!("{key}: {e}")))?;
         let text = match &value {
             serde_json::Value::String(s) => s.clone(),
             other => other.to_string(),

@@ -6,11 +6,11 @@
 //! which is stored with each trial's figures. Percentiles use linear interpolation between closest
 //! ranks (numpy's default), over successful, non-warm-up requests only.
 
+pub mod gpu;
+pub mod prom;
 pub mod quality;
 pub mod ratio;
 pub mod stamp;
-pub mod gpu;
-pub mod prom;
 pub mod system;
 
 use std::collections::BTreeMap;
@@ -126,11 +126,7 @@ impl RequestSlo {
     /// request's TTFT must be within that limit to count toward goodput).
     pub fn from_slos(slos: &[Slo]) -> RequestSlo {
         let find = |m: &str| slos.iter().find(|s| s.metric == m).map(|s| s.limit);
-        RequestSlo {
-            ttft_ms: find("ttft_p95_ms"),
-            tpot_ms: find("tpot_p95_ms"),
-            e2e_ms: find("e2e_p95_ms"),
-        }
+        RequestSlo { ttft_ms: find("ttft_p95_ms"), tpot_ms: find("tpot_p95_ms"), e2e_ms: find("e2e_p95_ms") }
     }
 }
 
@@ -147,9 +143,18 @@ pub const DEFINITIONS: &[(&str, &str)] = &[
     ("peak_rss_bytes", "highest summed RSS of the server's process tree, sampled during the workload"),
     ("server_decode_tok_per_s", "server-reported predicted tokens / predicted ms, summed over requests"),
     ("server_prompt_tok_per_s", "server-reported prompt tokens / prompt ms, summed over requests"),
-    ("client_decode_tok_per_s", "client (output tokens - 1) / (e2e - ttft), summed over requests; compare with server_decode_tok_per_s"),
-    ("decode_agreement", "client_decode_tok_per_s / server decode steps per s (sum of predicted tokens - 1 over sum of predicted ms, the span llama.cpp times); flagged when off by more than 10 % (client overloaded, clock or parsing off)"),
-    ("quality_agreement", "mean token-level agreement (ROUGE-L F1 over words) of greedy answers with the highest-precision model variant's"),
+    (
+        "client_decode_tok_per_s",
+        "client (output tokens - 1) / (e2e - ttft), summed over requests; compare with server_decode_tok_per_s",
+    ),
+    (
+        "decode_agreement",
+        "client_decode_tok_per_s / server decode steps per s (sum of predicted tokens - 1 over sum of predicted ms, the span llama.cpp times); flagged when off by more than 10 % (client overloaded, clock or parsing off)",
+    ),
+    (
+        "quality_agreement",
+        "mean token-level agreement (ROUGE-L F1 over words) of greedy answers with the highest-precision model variant's",
+    ),
     ("quality_exact_match", "fraction of prompts/known-answers.jsonl answered with an accepted spelling (greedy)"),
     ("server_total_ms", "ollama total_duration (ns, shown in ms) per request, load included; compare with e2e"),
     ("server_load_ms", "ollama load_duration (ns, shown in ms) per request"),
@@ -347,13 +352,9 @@ pub fn summarize(samples: &[Sample], wall: Duration, request_slo: &RequestSlo) -
     let good = ok
         .iter()
         .filter(|s| {
-            let ttft_ok = request_slo
-                .ttft_ms
-                .is_none_or(|l| s.ttft().is_some_and(|t| ms(t) <= l));
+            let ttft_ok = request_slo.ttft_ms.is_none_or(|l| s.ttft().is_some_and(|t| ms(t) <= l));
             // A one-token answer counts as TPOT 0, as in vLLM's goodput.
-            let tpot_ok = request_slo
-                .tpot_ms
-                .is_none_or(|l| s.tpot().map_or(0.0, ms) <= l);
+            let tpot_ok = request_slo.tpot_ms.is_none_or(|l| s.tpot().map_or(0.0, ms) <= l);
             let e2e_ok = request_slo.e2e_ms.is_none_or(|l| ms(s.e2e()) <= l);
             ttft_ok && tpot_ok && e2e_ok
         })
@@ -361,21 +362,14 @@ pub fn summarize(samples: &[Sample], wall: Duration, request_slo: &RequestSlo) -
 
     let timings: Vec<ServerTimings> = ok.iter().filter_map(|s| s.server).collect();
     let rate = |tokens: f64, millis: f64| (millis > 0.0).then(|| tokens / (millis / 1000.0));
-    let server_prompt_tok_per_s = rate(
-        timings.iter().map(|t| f64::from(t.prompt_tokens)).sum(),
-        timings.iter().map(|t| t.prompt_ms).sum(),
-    );
-    let server_decode_tok_per_s = rate(
-        timings.iter().map(|t| f64::from(t.predicted_tokens)).sum(),
-        timings.iter().map(|t| t.predicted_ms).sum(),
-    );
+    let server_prompt_tok_per_s =
+        rate(timings.iter().map(|t| f64::from(t.prompt_tokens)).sum(), timings.iter().map(|t| t.prompt_ms).sum());
+    let server_decode_tok_per_s =
+        rate(timings.iter().map(|t| f64::from(t.predicted_tokens)).sum(), timings.iter().map(|t| t.predicted_ms).sum());
     let decoding: Vec<&&Sample> = ok.iter().filter(|s| s.tpot().is_some()).collect();
     let client_decode_tok_per_s = rate(
         decoding.iter().map(|s| f64::from(s.output_tokens - 1)).sum(),
-        decoding
-            .iter()
-            .map(|s| ms(s.e2e().saturating_sub(s.ttft().expect("tpot implies ttft"))))
-            .sum(),
+        decoding.iter().map(|s| ms(s.e2e().saturating_sub(s.ttft().expect("tpot implies ttft")))).sum(),
     );
 
     // llama.cpp times generation from the first sampled token to the last, so its span holds
@@ -399,11 +393,7 @@ pub fn summarize(samples: &[Sample], wall: Duration, request_slo: &RequestSlo) -
         output_tokens,
         output_tok_per_s: output_tokens as f64 / wall_s,
         req_per_s: ok.len() as f64 / wall_s,
-        success_rate: if measured.is_empty() {
-            0.0
-        } else {
-            ok.len() as f64 / measured.len() as f64
-        },
+        success_rate: if measured.is_empty() { 0.0 } else { ok.len() as f64 / measured.len() as f64 },
         goodput_rps: good as f64 / wall_s,
         peak_rss_bytes: 0,
         server_prompt_tok_per_s,
@@ -452,11 +442,7 @@ pub fn judge(summary: &Summary, objective: &Objective, slos: &[Slo]) -> Verdict 
     let mut violations = BTreeMap::new();
     for slo in slos {
         let value = summary.metric(&slo.metric).unwrap_or(f64::NAN);
-        let shortfall = if slo.is_upper_bound {
-            value - slo.limit
-        } else {
-            slo.limit - value
-        };
+        let shortfall = if slo.is_upper_bound { value - slo.limit } else { slo.limit - value };
         let graded = if value.is_nan() {
             1.0
         } else if shortfall > 0.0 {
@@ -471,11 +457,7 @@ pub fn judge(summary: &Summary, objective: &Objective, slos: &[Slo]) -> Verdict 
         violations.insert("success_rate".into(), 1.0);
     }
     let violation = violations.values().sum();
-    Verdict {
-        objective: objective_value,
-        violations,
-        violation,
-    }
+    Verdict { objective: objective_value, violations, violation }
 }
 
 /// Whether `a` is a better objective value than `b` in the given direction.

@@ -152,9 +152,9 @@ impl VllmSnapshot {
         let (itl_sum_s, itl_count) = hist(&["vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds"]);
         let (e2e_sum_s, e2e_count) = hist(&["vllm:e2e_request_latency_seconds"]);
         let (queue_sum_s, queue_count) = hist(&["vllm:request_queue_time_seconds"]);
-        let kv_cache_usage = ["vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"].iter().find_map(|n| {
-            samples.iter().filter(|s| s.name == *n).map(|s| s.value).reduce(f64::max)
-        });
+        let kv_cache_usage = ["vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"]
+            .iter()
+            .find_map(|n| samples.iter().filter(|s| s.name == *n).map(|s| s.value).reduce(f64::max));
         let num_gpu_blocks = samples
             .iter()
             .filter(|s| s.name == "vllm:cache_config_info")
@@ -287,19 +287,44 @@ vllm:cache_config_info{block_size="16",cache_dtype="auto",enable_prefix_caching=
 
     fn after() -> String {
         V033_BEFORE
-            .replace("prefix_cache_queries_total{engine=\"0\",model_name=\"Qwen/Qwen2.5-7B-Instruct\"} 1000.0", "prefix_cache_queries_total{engine=\"0\",model_name=\"Qwen/Qwen2.5-7B-Instruct\"} 3000.0")
-            .replace("prefix_cache_hits_total{engine=\"0\",model_name=\"Qwen/Qwen2.5-7B-Instruct\"} 100.0", "prefix_cache_hits_total{engine=\"0\",model_name=\"Qwen/Qwen2.5-7B-Instruct\"} 600.0")
-            .replace("num_preemptions_total{engine=\"0\",model_name=\"Qwen/Qwen2.5-7B-Instruct\"} 2.0", "num_preemptions_total{engine=\"0\",model_name=\"Qwen/Qwen2.5-7B-Instruct\"} 5.0")
-            .replace("seconds_count{engine=\"0\",model_name=\"Qwen/Qwen2.5-7B-Instruct\"} 10.0", "seconds_count{engine=\"0\",model_name=\"Qwen/Qwen2.5-7B-Instruct\"} 30.0")
-            .replace("first_token_seconds_sum{engine=\"0\",model_name=\"Qwen/Qwen2.5-7B-Instruct\"} 0.5", "first_token_seconds_sum{engine=\"0\",model_name=\"Qwen/Qwen2.5-7B-Instruct\"} 2.5")
-            .replace("latency_seconds_count{engine=\"0\",model_name=\"Qwen/Qwen2.5-7B-Instruct\"} 490.0", "latency_seconds_count{engine=\"0\",model_name=\"Qwen/Qwen2.5-7B-Instruct\"} 1490.0")
-            .replace("latency_seconds_sum{engine=\"0\",model_name=\"Qwen/Qwen2.5-7B-Instruct\"} 4.9", "latency_seconds_sum{engine=\"0\",model_name=\"Qwen/Qwen2.5-7B-Instruct\"} 24.9")
-            .replace("kv_cache_usage_perc{engine=\"0\",model_name=\"Qwen/Qwen2.5-7B-Instruct\"} 0.0", "kv_cache_usage_perc{engine=\"0\",model_name=\"Qwen/Qwen2.5-7B-Instruct\"} 0.25")
+            .replace(
+                "prefix_cache_queries_total{engine=\"0\",model_name=\"Qwen/Qwen2.5-7B-Instruct\"} 1000.0",
+                "prefix_cache_queries_total{engine=\"0\",model_name=\"Qwen/Qwen2.5-7B-Instruct\"} 3000.0",
+            )
+            .replace(
+                "prefix_cache_hits_total{engine=\"0\",model_name=\"Qwen/Qwen2.5-7B-Instruct\"} 100.0",
+                "prefix_cache_hits_total{engine=\"0\",model_name=\"Qwen/Qwen2.5-7B-Instruct\"} 600.0",
+            )
+            .replace(
+                "num_preemptions_total{engine=\"0\",model_name=\"Qwen/Qwen2.5-7B-Instruct\"} 2.0",
+                "num_preemptions_total{engine=\"0\",model_name=\"Qwen/Qwen2.5-7B-Instruct\"} 5.0",
+            )
+            .replace(
+                "seconds_count{engine=\"0\",model_name=\"Qwen/Qwen2.5-7B-Instruct\"} 10.0",
+                "seconds_count{engine=\"0\",model_name=\"Qwen/Qwen2.5-7B-Instruct\"} 30.0",
+            )
+            .replace(
+                "first_token_seconds_sum{engine=\"0\",model_name=\"Qwen/Qwen2.5-7B-Instruct\"} 0.5",
+                "first_token_seconds_sum{engine=\"0\",model_name=\"Qwen/Qwen2.5-7B-Instruct\"} 2.5",
+            )
+            .replace(
+                "latency_seconds_count{engine=\"0\",model_name=\"Qwen/Qwen2.5-7B-Instruct\"} 490.0",
+                "latency_seconds_count{engine=\"0\",model_name=\"Qwen/Qwen2.5-7B-Instruct\"} 1490.0",
+            )
+            .replace(
+                "latency_seconds_sum{engine=\"0\",model_name=\"Qwen/Qwen2.5-7B-Instruct\"} 4.9",
+                "latency_seconds_sum{engine=\"0\",model_name=\"Qwen/Qwen2.5-7B-Instruct\"} 24.9",
+            )
+            .replace(
+                "kv_cache_usage_perc{engine=\"0\",model_name=\"Qwen/Qwen2.5-7B-Instruct\"} 0.0",
+                "kv_cache_usage_perc{engine=\"0\",model_name=\"Qwen/Qwen2.5-7B-Instruct\"} 0.25",
+            )
     }
 
     #[test]
     fn parses_samples_and_labels() {
-        let s = parse("# HELP x y\nm{a=\"1\",b=\"q\\\"x\"} 2.5 1700000000\nn 3\nbad line\nh_bucket{le=\"+Inf\"} +Inf\n");
+        let s =
+            parse("# HELP x y\nm{a=\"1\",b=\"q\\\"x\"} 2.5 1700000000\nn 3\nbad line\nh_bucket{le=\"+Inf\"} +Inf\n");
         assert_eq!(s.len(), 3);
         assert_eq!(s[0].name, "m");
         assert_eq!(s[0].labels["b"], "q\"x");

@@ -64,16 +64,18 @@ pub fn is_correct(answer: &str, accept: &[String]) -> bool {
 
 /// Score a variant: `outputs[i]` against `reference[i]` (pairs where either failed are
 /// skipped), and `known` = (answer, accepted spellings) pairs.
-pub fn score(outputs: &[Option<String>], reference: &[Option<String>], known: &[(Option<String>, Vec<String>)]) -> QualityScore {
+pub fn score(
+    outputs: &[Option<String>],
+    reference: &[Option<String>],
+    known: &[(Option<String>, Vec<String>)],
+) -> QualityScore {
     let pairs: Vec<f64> = outputs
         .iter()
         .zip(reference)
         .filter_map(|(o, r)| Some(token_agreement(o.as_deref()?, r.as_deref()?)))
         .collect();
-    let correct = known
-        .iter()
-        .filter(|(answer, accept)| answer.as_deref().is_some_and(|a| is_correct(a, accept)))
-        .count();
+    let correct =
+        known.iter().filter(|(answer, accept)| answer.as_deref().is_some_and(|a| is_correct(a, accept))).count();
     QualityScore {
         agreement: if pairs.is_empty() { 0.0 } else { pairs.iter().sum::<f64>() / pairs.len() as f64 },
         exact_match: (!known.is_empty()).then(|| correct as f64 / known.len() as f64),

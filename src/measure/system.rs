@@ -26,11 +26,7 @@ pub fn host() -> Host {
     sys.refresh_memory();
     sys.refresh_cpu_all();
     Host {
-        cpu_model: sys
-            .cpus()
-            .first()
-            .map(|c| c.brand().trim().to_string())
-            .unwrap_or_default(),
+        cpu_model: sys.cpus().first().map(|c| c.brand().trim().to_string()).unwrap_or_default(),
         logical_cores: sys.cpus().len(),
         physical_cores: System::physical_core_count().ok(),
         ram_bytes: sys.total_memory(),
@@ -46,19 +42,12 @@ pub struct TreeSampler {
 
 impl TreeSampler {
     pub fn new(root_pid: u32) -> TreeSampler {
-        TreeSampler {
-            sys: System::new().expect("sysinfo supports this platform"),
-            root: Pid::from_u32(root_pid),
-        }
+        TreeSampler { sys: System::new().expect("sysinfo supports this platform"), root: Pid::from_u32(root_pid) }
     }
 
     /// Current summed RSS of the tree, in bytes; 0 once the root has exited.
     pub fn rss_bytes(&mut self) -> u64 {
-        self.sys.refresh_processes_specifics(
-            ProcessesToUpdate::All,
-            true,
-            ProcessRefreshKind::nothing().with_memory(),
-        );
+        self.sys.refresh_processes_specifics(ProcessesToUpdate::All, true, ProcessRefreshKind::nothing().with_memory());
         let procs = self.sys.processes();
         if !procs.contains_key(&self.root) {
             return 0;
@@ -71,19 +60,13 @@ impl TreeSampler {
         while grew {
             grew = false;
             for (pid, p) in procs {
-                if p.thread_kind().is_none()
-                    && !tree.contains(pid)
-                    && p.parent().is_some_and(|pp| tree.contains(&pp))
-                {
+                if p.thread_kind().is_none() && !tree.contains(pid) && p.parent().is_some_and(|pp| tree.contains(&pp)) {
                     tree.insert(*pid);
                     grew = true;
                 }
             }
         }
-        tree.iter()
-            .filter_map(|pid| procs.get(pid))
-            .map(|p| p.memory())
-            .sum()
+        tree.iter().filter_map(|pid| procs.get(pid)).map(|p| p.memory()).sum()
     }
 }
 
@@ -95,9 +78,7 @@ pub fn own_cpu_time() -> Duration {
         libc::getrusage(libc::RUSAGE_SELF, &mut usage);
         usage
     };
-    let tv = |t: libc::timeval| {
-        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
-    };
+    let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
@@ -118,9 +99,8 @@ mod tests {
     #[test]
     fn tree_rss_counts_each_process_once() {
         // Several threads must not multiply the figure (sysinfo lists threads as tasks).
-        let threads: Vec<_> = (0..4)
-            .map(|_| std::thread::spawn(|| std::thread::sleep(Duration::from_millis(500))))
-            .collect();
+        let threads: Vec<_> =
+            (0..4).map(|_| std::thread::spawn(|| std::thread::sleep(Duration::from_millis(500)))).collect();
         let mut s = TreeSampler::new(std::process::id());
         let sampled = s.rss_bytes();
         let direct = own_rss();
@@ -128,10 +108,7 @@ mod tests {
             t.join().unwrap();
         }
         assert!(sampled > 1024 * 1024);
-        assert!(
-            (sampled as f64) < direct as f64 * 1.5,
-            "tree RSS {sampled} vs /proc VmRSS {direct}"
-        );
+        assert!((sampled as f64) < direct as f64 * 1.5, "tree RSS {sampled} vs /proc VmRSS {direct}");
     }
 
     #[test]

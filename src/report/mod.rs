@@ -47,12 +47,7 @@ pub fn utc_time(ms: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// Order trials as the report's table lists them: feasible trials by objective (best first),
@@ -106,9 +101,7 @@ fn mark(t: &Trial) -> Mark {
 }
 
 fn fmt_opt(v: Option<f64>, digits: usize) -> String {
-    v.filter(|x| x.is_finite())
-        .map(|x| format!("{x:.digits$}"))
-        .unwrap_or_else(|| "–".into())
+    v.filter(|x| x.is_finite()).map(|x| format!("{x:.digits$}")).unwrap_or_else(|| "–".into())
 }
 
 fn count(trials: &[Trial], state: TrialState) -> usize {
@@ -158,7 +151,9 @@ pub fn render(study: &Study, trials: &[Trial], validation: Option<&Validation>, 
     let _ = writeln!(h, "<header id=\"summary\">\n<h1>Study {}</h1>", escape(&study.name));
     let running = count(trials, TrialState::Running);
     let state_line = match (&study.stop_reason, running) {
-        (_, n) if n > 0 => format!("running: {n} trial(s) in progress; this report shows the study as of {}", utc_time(now_ms)),
+        (_, n) if n > 0 => {
+            format!("running: {n} trial(s) in progress; this report shows the study as of {}", utc_time(now_ms))
+        }
         (Some(r), _) => format!("stopped: {r}"),
         (None, _) => format!("not finished (no stop recorded); this report shows the study as of {}", utc_time(now_ms)),
     };
@@ -244,10 +239,20 @@ pub fn render(study: &Study, trials: &[Trial], validation: Option<&Validation>, 
             if feasible {
                 let _ = writeln!(h, "<p>Trial #{} is the best trial that meets every SLO.</p>", b.number);
             } else {
-                note(&mut h, &format!("No trial meets every SLO. Trial #{} is the least violating (violation {}).", b.number, fmt_opt(b.violation, 3)));
+                note(
+                    &mut h,
+                    &format!(
+                        "No trial meets every SLO. Trial #{} is the least violating (violation {}).",
+                        b.number,
+                        fmt_opt(b.violation, 3)
+                    ),
+                );
             }
             match (&default_candidate, default) {
-                (None, _) => note(&mut h, "The search space declares no default for every parameter, so no default trial was measured."),
+                (None, _) => note(
+                    &mut h,
+                    "The search space declares no default for every parameter, so no default trial was measured.",
+                ),
                 (Some(d), None) => note(&mut h, &format!("No default trial was measured (default: {}).", d.brief())),
                 (Some(_), Some(d)) if d.number == b.number => {
                     let _ = writeln!(h, "<p>The best trial is the default configuration.</p>");
@@ -266,9 +271,18 @@ pub fn render(study: &Study, trials: &[Trial], validation: Option<&Validation>, 
             h.push_str("</tr>\n");
             let names: Vec<&String> = b.params.0.keys().collect();
             for name in names {
-                let _ = write!(h, "<tr><td>{}</td><td>{}</td>", escape(name), escape(&b.params.get(name).map(|v| v.to_string()).unwrap_or_default()));
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td>{}</td>",
+                    escape(name),
+                    escape(&b.params.get(name).map(|v| v.to_string()).unwrap_or_default())
+                );
                 if let Some(d) = d {
-                    let _ = write!(h, "<td>{}</td>", escape(&d.params.get(name).map(|v| v.to_string()).unwrap_or_default()));
+                    let _ = write!(
+                        h,
+                        "<td>{}</td>",
+                        escape(&d.params.get(name).map(|v| v.to_string()).unwrap_or_default())
+                    );
                 }
                 h.push_str("</tr>\n");
             }
@@ -317,7 +331,10 @@ pub fn render(study: &Study, trials: &[Trial], validation: Option<&Validation>, 
                         v.ci_high
                     );
                 }
-                None => note(&mut h, "Validation: not validated (no interleaved A/B re-measurement of the winner against the default is stored; run `infertune validate STUDY`), so the figures above are single runs without a confidence interval."),
+                None => note(
+                    &mut h,
+                    "Validation: not validated (no interleaved A/B re-measurement of the winner against the default is stored; run `infertune validate STUDY`), so the figures above are single runs without a confidence interval.",
+                ),
             }
         }
     }
@@ -331,10 +348,20 @@ pub fn render(study: &Study, trials: &[Trial], validation: Option<&Validation>, 
         .map(|t| HistoryPoint { number: t.number, objective: t.objective.filter(|v| v.is_finite()), mark: mark(t) })
         .collect();
     if history.iter().any(|p| p.objective.is_some()) {
-        let _ = writeln!(h, "<p>{} per trial ({direction}); the green line is the best value so far among trials that meet every SLO.</p>", escape(metric));
+        let _ = writeln!(
+            h,
+            "<p>{} per trial ({direction}); the green line is the best value so far among trials that meet every SLO.</p>",
+            escape(metric)
+        );
         let _ = writeln!(h, "<figure>{}</figure>\n{LEGEND}", plot::history(&history, metric, is_max));
     } else {
-        note(&mut h, &format!("No trial produced a {metric} value yet ({} finished without one), so there is no history to plot.", history.len()));
+        note(
+            &mut h,
+            &format!(
+                "No trial produced a {metric} value yet ({} finished without one), so there is no history to plot.",
+                history.len()
+            ),
+        );
     }
     h.push_str("</section>\n");
 
@@ -363,15 +390,20 @@ pub fn render(study: &Study, trials: &[Trial], validation: Option<&Validation>, 
 
     // --- Parameter effects --------------------------------------------------------------------
     h.push_str("<section id=\"effects\">\n<h2>Parameter effects</h2>\n");
-    let measured: Vec<&Trial> = trials
-        .iter()
-        .filter(|t| t.objective.is_some_and(f64::is_finite))
-        .collect();
+    let measured: Vec<&Trial> = trials.iter().filter(|t| t.objective.is_some_and(f64::is_finite)).collect();
     if measured.is_empty() {
-        note(&mut h, &format!("No trial produced a {metric} value yet, so there is nothing to compare across parameter values."));
+        note(
+            &mut h,
+            &format!("No trial produced a {metric} value yet, so there is nothing to compare across parameter values."),
+        );
     } else {
-        let _ = writeln!(h, "<p>{} of each measured trial, grouped by each parameter's value.</p>\n<div class=\"effects\">", escape(metric));
-        let mut names: Vec<String> = space.as_ref().map(|s| s.params.iter().map(|p| p.name.clone()).collect()).unwrap_or_default();
+        let _ = writeln!(
+            h,
+            "<p>{} of each measured trial, grouped by each parameter's value.</p>\n<div class=\"effects\">",
+            escape(metric)
+        );
+        let mut names: Vec<String> =
+            space.as_ref().map(|s| s.params.iter().map(|p| p.name.clone()).collect()).unwrap_or_default();
         for t in &measured {
             for k in t.params.0.keys() {
                 if !names.contains(k) {
@@ -387,7 +419,8 @@ pub fn render(study: &Study, trials: &[Trial], validation: Option<&Validation>, 
                 .and_then(|s| s.params.iter().find(|p| &p.name == name))
                 .map(|p| p.domain.grid_points().iter().map(|v| v.to_string()).collect())
                 .unwrap_or_default();
-            let tried: Vec<String> = measured.iter().filter_map(|t| t.params.get(name).map(|v| v.to_string())).collect();
+            let tried: Vec<String> =
+                measured.iter().filter_map(|t| t.params.get(name).map(|v| v.to_string())).collect();
             for v in &tried {
                 if !cats.contains(v) {
                     cats.push(v.clone());
@@ -405,7 +438,12 @@ pub fn render(study: &Study, trials: &[Trial], validation: Option<&Validation>, 
                     Some((cats.iter().position(|c| *c == v)?, t.objective?, mark(t)))
                 })
                 .collect();
-            let _ = writeln!(h, "<figure><figcaption>{}</figcaption>{}</figure>", escape(name), plot::effect(&cats, &points, metric));
+            let _ = writeln!(
+                h,
+                "<figure><figcaption>{}</figcaption>{}</figure>",
+                escape(name),
+                plot::effect(&cats, &points, metric)
+            );
         }
         h.push_str("</div>\n");
         if held.len() == names.len() {
@@ -436,7 +474,8 @@ pub fn render(study: &Study, trials: &[Trial], validation: Option<&Validation>, 
             let reason = match (&t.error_class, t.state) {
                 (Some(c), _) => c.clone(),
                 (None, TrialState::Complete | TrialState::Pruned) if !t.is_feasible() => {
-                    let missed: Vec<&str> = t.violations.iter().filter(|(_, v)| **v > 0.0).map(|(k, _)| k.as_str()).collect();
+                    let missed: Vec<&str> =
+                        t.violations.iter().filter(|(_, v)| **v > 0.0).map(|(k, _)| k.as_str()).collect();
                     format!("slo: {}", missed.join(", "))
                 }
                 _ => String::new(),
@@ -475,7 +514,12 @@ pub fn render(study: &Study, trials: &[Trial], validation: Option<&Validation>, 
         None => note(&mut h, "No trial has finished yet, so there is nothing to export."),
         Some((b, _)) => match export::render(study, b, Format::Env) {
             Ok(text) => {
-                let _ = writeln!(h, "<p>The same as <code>infertune export {} --format env</code>.</p>\n<pre>{}</pre>", escape(&study.name), escape(&text));
+                let _ = writeln!(
+                    h,
+                    "<p>The same as <code>infertune export {} --format env</code>.</p>\n<pre>{}</pre>",
+                    escape(&study.name),
+                    escape(&text)
+                );
             }
             Err(e) => note(&mut h, &format!("Cannot export trial #{}: {e}", b.number)),
         },
@@ -560,17 +604,26 @@ ttft_p95_ms = 1000
             .await
             .unwrap();
         for (np, quant, kind) in trials {
-            let params = Candidate([("parallel".to_string(), Value::Int(*np)), ("quant".to_string(), Value::Str(quant.to_string()))].into());
+            let params = Candidate(
+                [("parallel".to_string(), Value::Int(*np)), ("quant".to_string(), Value::Str(quant.to_string()))]
+                    .into(),
+            );
             let (id, _) = store.begin_trial(study.id, &params).await.unwrap();
             let outcome = match kind {
                 Kind::Ok(g, t, s) | Kind::Missed(g, t, s) => {
                     let violation = if matches!(kind, Kind::Ok(..)) { 0.0 } else { 0.5 };
                     Outcome::Complete {
                         summary: summary(*g, *t, *s),
-                        verdict: Verdict { objective: *g, violations: [("ttft_p95_ms".to_string(), violation)].into(), violation },
+                        verdict: Verdict {
+                            objective: *g,
+                            violations: [("ttft_p95_ms".to_string(), violation)].into(),
+                            violation,
+                        },
                     }
                 }
-                Kind::Infeasible(class, message) => Outcome::Infeasible { class: class.to_string(), message: message.to_string() },
+                Kind::Infeasible(class, message) => {
+                    Outcome::Infeasible { class: class.to_string(), message: message.to_string() }
+                }
             };
             let plan = LaunchPlan {
                 program: "llama-server".into(),
@@ -582,7 +635,10 @@ ttft_p95_ms = 1000
                 model: format!("models/m-{quant}.gguf"),
             };
             store
-                .finish_trial(id, &Finished { outcome: &outcome, plan: Some(&plan), stages: StageTimes::default(), samples: &[] })
+                .finish_trial(
+                    id,
+                    &Finished { outcome: &outcome, plan: Some(&plan), stages: StageTimes::default(), samples: &[] },
+                )
                 .await
                 .unwrap();
         }
@@ -630,10 +686,16 @@ ttft_p95_ms = 1000
         assert!(html.contains("best/default on goodput_rps: 0.80×"), "{html}");
         assert!(html.contains("not validated"));
         // Table order: feasible by objective (2, 5, 1), then SLO misses (3), then infeasible (4).
-        let order: Vec<usize> = ["<td class=\"num\">2</td><td>complete", "<td class=\"num\">5</td><td>complete", "<td class=\"num\">1</td><td>complete", "<td class=\"num\">3</td><td>complete", "<td class=\"num\">4</td><td>infeasible"]
-            .iter()
-            .map(|s| html.find(s).unwrap_or_else(|| panic!("row {s} missing")))
-            .collect();
+        let order: Vec<usize> = [
+            "<td class=\"num\">2</td><td>complete",
+            "<td class=\"num\">5</td><td>complete",
+            "<td class=\"num\">1</td><td>complete",
+            "<td class=\"num\">3</td><td>complete",
+            "<td class=\"num\">4</td><td>infeasible",
+        ]
+        .iter()
+        .map(|s| html.find(s).unwrap_or_else(|| panic!("row {s} missing")))
+        .collect();
         assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
         assert!(html.contains("<td>oom</td>") && html.contains("<td>slo: ttft_p95_ms</td>"));
         assert!(html.contains("<pre># infertune study &#39;syn&#39;, trial 2 (meets every SLO)"), "{html}");

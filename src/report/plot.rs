@@ -57,9 +57,7 @@ pub fn pareto_front(points: &[(f64, f64)]) -> Vec<usize> {
     let mut front: Vec<usize> = (0..points.len())
         .filter(|&i| {
             let (ti, yi) = points[i];
-            !points
-                .iter()
-                .any(|&(t, y)| t <= ti && y >= yi && (t < ti || y > yi))
+            !points.iter().any(|&(t, y)| t <= ti && y >= yi && (t < ti || y > yi))
         })
         .collect();
     front.sort_by(|&a, &b| points[a].0.total_cmp(&points[b].0));
@@ -106,11 +104,7 @@ fn finish(svg: String) -> String {
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
 
-fn draw_mark(
-    root: &Area<'_>,
-    at: (i32, i32),
-    mark: Mark,
-) -> Result<(), DrawingAreaErrorKind<std::io::Error>> {
+fn draw_mark(root: &Area<'_>, at: (i32, i32), mark: Mark) -> Result<(), DrawingAreaErrorKind<std::io::Error>> {
     match mark {
         Mark::Feasible => root.draw(&Circle::new(at, 5, FEASIBLE.filled())),
         Mark::Missed => root.draw(&Circle::new(at, 5, MISSED.stroke_width(2))),

@@ -52,7 +52,12 @@ impl Strategy for Anchored {
             match self.first {
                 None => self.first = Some(v),
                 Some(first) if first != 0.0 && ((v - first) / first).abs() > DRIFT_LIMIT => {
-                    tracing::warn!(trial = trial.number, first, now = v, "anchor drifted by more than 5 %: figures of this period are suspect");
+                    tracing::warn!(
+                        trial = trial.number,
+                        first,
+                        now = v,
+                        "anchor drifted by more than 5 %: figures of this period are suspect"
+                    );
                 }
                 Some(_) => {}
             }

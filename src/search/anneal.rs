@@ -79,7 +79,9 @@ impl ArgminAnneal for Bridge {
     fn anneal(&self, p: &Vec<f64>, extent: f64) -> Result<Vec<f64>, ArgminError> {
         let mut rng = self.rng.borrow_mut();
         let mut next = p.clone();
-        let movable: Vec<usize> = (0..self.dims.len()).filter(|&d| !matches!(self.dims[d], Dim::Cat { n: 1 } | Dim::Ordinal { hi: 0 })).collect();
+        let movable: Vec<usize> = (0..self.dims.len())
+            .filter(|&d| !matches!(self.dims[d], Dim::Cat { n: 1 } | Dim::Ordinal { hi: 0 }))
+            .collect();
         if movable.is_empty() {
             return Ok(next);
         }
@@ -118,18 +120,26 @@ impl Anneal {
     pub fn new(space: &Space) -> Anneal {
         let encoding = Encoding::new(space);
         let mut rng = StdRng::seed_from_u64(space.seed);
-        let start = space
-            .default_candidate()
-            .unwrap_or_else(|| Candidate(space.params.iter().map(|p| (p.name.clone(), sample_value(&p.domain, &mut rng))).collect()));
+        let start = space.default_candidate().unwrap_or_else(|| {
+            Candidate(space.params.iter().map(|p| (p.name.clone(), sample_value(&p.domain, &mut rng))).collect())
+        });
         let x0 = encoding.encode(&start).unwrap_or_else(|| vec![0.0; encoding.dims.len()]);
         let (points_tx, points_rx) = sync_channel(1);
         let (scores_tx, scores_rx) = sync_channel(1);
-        let bridge = Bridge { dims: encoding.dims.clone(), points: points_tx, scores: scores_rx, rng: RefCell::new(StdRng::seed_from_u64(space.seed ^ 0x5a5a)) };
+        let bridge = Bridge {
+            dims: encoding.dims.clone(),
+            points: points_tx,
+            scores: scores_rx,
+            rng: RefCell::new(StdRng::seed_from_u64(space.seed ^ 0x5a5a)),
+        };
         let seed = space.seed;
         let thread = std::thread::Builder::new()
             .name("anneal".into())
             .spawn(move || {
-                let solver = match SimulatedAnnealing::new_with_rng(INITIAL_TEMPERATURE, Xoshiro256PlusPlus::seed_from_u64(seed)) {
+                let solver = match SimulatedAnnealing::new_with_rng(
+                    INITIAL_TEMPERATURE,
+                    Xoshiro256PlusPlus::seed_from_u64(seed),
+                ) {
                     Ok(s) => s.with_temp_func(SATempFunc::Boltzmann).with_reannealing_best(30),
                     Err(err) => {
                         tracing::error!(error = %err, "simulated annealing could not start");
@@ -256,7 +266,13 @@ mod tests {
 
     #[test]
     fn anneal_moves_one_or_two_dims_to_neighbours() {
-        let dims = vec![Dim::Ordinal { hi: 15 }, Dim::Ordinal { hi: 6 }, Dim::Cat { n: 2 }, Dim::Cat { n: 3 }, Dim::Log { lo: 0.0, hi: 5.0 }];
+        let dims = vec![
+            Dim::Ordinal { hi: 15 },
+            Dim::Ordinal { hi: 6 },
+            Dim::Cat { n: 2 },
+            Dim::Cat { n: 3 },
+            Dim::Log { lo: 0.0, hi: 5.0 },
+        ];
         let (tx, _rx) = sync_channel(1);
         let (_stx, srx) = sync_channel(1);
         let b = Bridge { dims, points: tx, scores: srx, rng: RefCell::new(StdRng::seed_from_u64(3)) };

@@ -52,13 +52,9 @@ impl Encoding {
                     (Dim::Ordinal { hi: values.len() as i64 - 1 }, Some(order))
                 }
                 Domain::Values(values) => (Dim::Cat { n: values.len() }, None),
-                Domain::Int { min, max, log: true, .. } => (
-                    Dim::Log {
-                        lo: (*min as f64 - 0.5).max(0.5).ln(),
-                        hi: (*max as f64 + 0.5).ln(),
-                    },
-                    None,
-                ),
+                Domain::Int { min, max, log: true, .. } => {
+                    (Dim::Log { lo: (*min as f64 - 0.5).max(0.5).ln(), hi: (*max as f64 + 0.5).ln() }, None)
+                }
                 Domain::Int { min, max, step, .. } => {
                     let s = step.unwrap_or(1).max(1);
                     (Dim::Ordinal { hi: (max - min + s - 1) / s }, None)
@@ -142,7 +138,9 @@ impl Encoding {
         for (d, dim) in self.dims.iter().enumerate() {
             let x = point[d];
             let moves: Vec<f64> = match dim {
-                Dim::Ordinal { hi } => [x - 1.0, x + 1.0].into_iter().filter(|v| (0.0..=*hi as f64).contains(v)).collect(),
+                Dim::Ordinal { hi } => {
+                    [x - 1.0, x + 1.0].into_iter().filter(|v| (0.0..=*hi as f64).contains(v)).collect()
+                }
                 Dim::Log { lo, hi } => {
                     [x - 2f64.ln(), x + 2f64.ln()].into_iter().filter(|v| (*lo..=*hi).contains(v)).collect()
                 }

@@ -16,11 +16,8 @@ pub struct Grid {
 
 impl Grid {
     pub fn new(space: &Space) -> Grid {
-        let axes: Vec<(String, Vec<Value>)> = space
-            .params
-            .iter()
-            .map(|p| (p.name.clone(), p.domain.grid_points()))
-            .collect();
+        let axes: Vec<(String, Vec<Value>)> =
+            space.params.iter().map(|p| (p.name.clone(), p.domain.grid_points())).collect();
         let cursor = Some(vec![0; axes.len()]);
         Grid { axes, cursor, seen: HashSet::new() }
     }
@@ -48,11 +45,7 @@ impl Strategy for Grid {
         loop {
             let cursor = self.cursor.as_ref()?;
             let candidate = Candidate(
-                self.axes
-                    .iter()
-                    .zip(cursor)
-                    .map(|((name, values), &i)| (name.clone(), values[i].clone()))
-                    .collect(),
+                self.axes.iter().zip(cursor).map(|((name, values), &i)| (name.clone(), values[i].clone())).collect(),
             );
             self.advance();
             if self.seen.insert(candidate.to_json()) {

@@ -63,17 +63,30 @@ pub struct Landscape {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("reading landscape '{path}'")]
-    Read { path: String, #[source] source: std::io::Error },
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("parsing landscape '{path}'")]
-    Parse { path: String, #[source] source: serde_json::Error },
+    Parse {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("landscape '{name}' has an invalid space")]
-    Space { name: String, #[source] source: crate::space::Error },
+    Space {
+        name: String,
+        #[source]
+        source: crate::space::Error,
+    },
 }
 
 impl Landscape {
     /// A landscape from its points (the index is built here).
     pub fn new(name: &str, space_toml: &str, points: Vec<Point>) -> Landscape {
-        let mut l = Landscape { name: name.to_string(), space_toml: space_toml.to_string(), points, index: BTreeMap::new() };
+        let mut l =
+            Landscape { name: name.to_string(), space_toml: space_toml.to_string(), points, index: BTreeMap::new() };
         l.reindex();
         l
     }
@@ -90,8 +103,8 @@ impl Landscape {
 
     /// A landscape from its JSON text; `path` names it in errors.
     pub fn from_json(bytes: &[u8], path: &Path) -> Result<Landscape, Error> {
-        let mut l: Landscape =
-            serde_json::from_slice(bytes).map_err(|source| Error::Parse { path: path.display().to_string(), source })?;
+        let mut l: Landscape = serde_json::from_slice(bytes)
+            .map_err(|source| Error::Parse { path: path.display().to_string(), source })?;
         l.reindex();
         Ok(l)
     }
@@ -280,10 +293,7 @@ mod tests {
     fn answers_repeat_per_seed_and_round_trip_json() {
         use rand::SeedableRng;
         let c = Candidate(BTreeMap::from([("a".to_string(), Value::Int(1))]));
-        let runs = vec![
-            Run::new(TrialState::Complete, Some(1.0), 0.0),
-            Run::new(TrialState::Complete, Some(2.0), 0.0),
-        ];
+        let runs = vec![Run::new(TrialState::Complete, Some(1.0), 0.0), Run::new(TrialState::Complete, Some(2.0), 0.0)];
         let l = Landscape::new("t", "", vec![Point { params: c.clone(), runs }]);
         let draw = |seed| {
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);

@@ -32,11 +32,7 @@ impl Strategy for Random {
     fn propose(&mut self, space: &Space) -> Option<Candidate> {
         for _ in 0..MAX_DRAWS {
             let candidate = Candidate(
-                space
-                    .params
-                    .iter()
-                    .map(|p| (p.name.clone(), sample_value(&p.domain, &mut self.rng)))
-                    .collect(),
+                space.params.iter().map(|p| (p.name.clone(), sample_value(&p.domain, &mut self.rng))).collect(),
             );
             if self.seen.insert(candidate.to_json()) {
                 return Some(candidate);

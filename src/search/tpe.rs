@@ -80,7 +80,8 @@ pub fn erfc(x: f64) -> f64 {
             + t * (0.37409196
                 + t * (0.09678418
                     + t * (-0.18628806
-                        + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))));
+                        + t * (0.27886807
+                            + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))));
     let ans = t * poly.exp();
     if x >= 0.0 { ans } else { 2.0 - ans }
 }
@@ -327,7 +328,9 @@ impl Tpe {
 
     fn random_unseen(&mut self, space: &Space) -> Option<Candidate> {
         for _ in 0..1000 {
-            let c = Candidate(space.params.iter().map(|p| (p.name.clone(), sample_value(&p.domain, &mut self.rng))).collect());
+            let c = Candidate(
+                space.params.iter().map(|p| (p.name.clone(), sample_value(&p.domain, &mut self.rng))).collect(),
+            );
             if !self.seen.contains(&c.to_json()) {
                 return Some(c);
             }
@@ -432,7 +435,8 @@ impl Strategy for Tpe {
             _ => f64::INFINITY,
         };
         // A trial without a usable objective can't rank as feasible.
-        let violation = if loss.is_infinite() && violation == 0.0 { crate::trial::INFEASIBLE_VIOLATION } else { violation };
+        let violation =
+            if loss.is_infinite() && violation == 0.0 { crate::trial::INFEASIBLE_VIOLATION } else { violation };
         self.refused += (trial.number == 0) as usize;
         self.observations.push(Observation { number: trial.number, point, violation, loss });
     }
@@ -445,7 +449,12 @@ mod tests {
     use crate::trial::INFEASIBLE_VIOLATION;
 
     /// Trials until the incumbent (by observed value) is within 5 % of the optimum.
-    fn trials_to_within5(landscape: &Landscape, space: &Space, mut s: Box<dyn Strategy>, budget: usize) -> Option<usize> {
+    fn trials_to_within5(
+        landscape: &Landscape,
+        space: &Space,
+        mut s: Box<dyn Strategy>,
+        budget: usize,
+    ) -> Option<usize> {
         let opt = landscape.optimum(Direction::Maximize).unwrap();
         let mut best = f64::NEG_INFINITY;
         for n in 1..=budget {
@@ -471,7 +480,8 @@ mod tests {
         for seed in 0..10 {
             space.seed = seed;
             tpe_hits += trials_to_within5(&l, &space, Box::new(Tpe::new(&space)), 60).is_some() as usize;
-            random_hits += trials_to_within5(&l, &space, Box::new(crate::search::random::Random::new(seed)), 60).is_some() as usize;
+            random_hits += trials_to_within5(&l, &space, Box::new(crate::search::random::Random::new(seed)), 60)
+                .is_some() as usize;
         }
         assert!(tpe_hits >= 9, "tpe reached 5 % in {tpe_hits}/10 seeds");
         assert!(tpe_hits >= 2 * random_hits, "tpe {tpe_hits} vs random {random_hits}");
@@ -533,14 +543,23 @@ mod tests {
         let mut tpe = Tpe::new(&space);
         for n in 1..=12 {
             let c = tpe.propose(&space).unwrap();
-            let run = crate::search::landscape::Run::new(TrialState::Complete, Some(n as f64), if n % 2 == 0 { 0.0 } else { n as f64 });
+            let run = crate::search::landscape::Run::new(
+                TrialState::Complete,
+                Some(n as f64),
+                if n % 2 == 0 { 0.0 } else { n as f64 },
+            );
             tpe.observe(&Landscape::trial(n, &c, &run));
         }
         let c = tpe.propose(&space).unwrap();
         assert_eq!(tpe.pending.len(), 1, "the proposal is pending (constant liar)");
         assert!(tpe.pending.contains_key(&c.to_json()));
         let mut ranked: Vec<&Observation> = tpe.observations.iter().collect();
-        ranked.sort_by(|a, b| (a.violation > 0.0).cmp(&(b.violation > 0.0)).then(a.violation.total_cmp(&b.violation)).then(a.loss.total_cmp(&b.loss)));
+        ranked.sort_by(|a, b| {
+            (a.violation > 0.0)
+                .cmp(&(b.violation > 0.0))
+                .then(a.violation.total_cmp(&b.violation))
+                .then(a.loss.total_cmp(&b.loss))
+        });
         let order: Vec<i64> = ranked.iter().map(|o| o.number).collect();
         assert_eq!(order, vec![12, 10, 8, 6, 4, 2, 1, 3, 5, 7, 9, 11]);
     }
@@ -582,7 +601,10 @@ mod tests {
     fn parzen_density_sums_to_one_over_a_discrete_grid() {
         let dims = [Dim::Ordinal { hi: 5 }, Dim::Cat { n: 3 }];
         let p = Parzen::build(&[vec![1.0, 0.0], vec![4.0, 2.0]], &[1.0, 1.0], &dims);
-        let total: f64 = (0..=5).flat_map(|a| (0..3).map(move |b| (a, b))).map(|(a, b)| p.log_pdf(&[a as f64, b as f64]).exp()).sum();
+        let total: f64 = (0..=5)
+            .flat_map(|a| (0..3).map(move |b| (a, b)))
+            .map(|(a, b)| p.log_pdf(&[a as f64, b as f64]).exp())
+            .sum();
         assert!((total - 1.0).abs() < 1e-6, "{total}");
         // the observed points are more likely than their opposite corners
         assert!(p.log_pdf(&[1.0, 0.0]) > p.log_pdf(&[5.0, 1.0]));
@@ -598,7 +620,8 @@ mod tests {
         let dims = [Dim::Log { lo: 0.0, hi: 2.0 }];
         let p = Parzen::build(&[vec![0.3], vec![1.5]], &[1.0, 1.0], &dims);
         let steps = 2000;
-        let total: f64 = (0..steps).map(|i| p.log_pdf(&[(i as f64 + 0.5) * 2.0 / steps as f64]).exp() * 2.0 / steps as f64).sum();
+        let total: f64 =
+            (0..steps).map(|i| p.log_pdf(&[(i as f64 + 0.5) * 2.0 / steps as f64]).exp() * 2.0 / steps as f64).sum();
         assert!((total - 1.0).abs() < 1e-3, "{total}");
     }
 }

@@ -5,9 +5,9 @@
 //! One `Sample` per request; a failed request is a sample with an error kind, never an abort.
 //! Knows nothing about backends or configurations: it gets a base URL and request options.
 
-pub mod open_loop;
 pub mod greedy;
 pub mod ollama;
+pub mod open_loop;
 pub mod openai;
 pub mod timed;
 
@@ -34,11 +34,7 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error("dataset '{path}' line {line}: {message}")]
-    Line {
-        path: String,
-        line: usize,
-        message: String,
-    },
+    Line { path: String, line: usize, message: String },
     #[error("dataset '{path}' has no prompts")]
     Empty { path: String },
 }
@@ -63,10 +59,7 @@ pub struct Prompt {
 /// Read a JSONL dataset: one `{"prompt": ..., "system"?: ..., "id"?: ...}` object per line.
 pub fn load_dataset(path: &Path) -> Result<Vec<Prompt>, Error> {
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
-        path: shown.clone(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: shown.clone(), source })?;
     let mut prompts = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -130,12 +123,7 @@ pub struct Target {
 }
 
 /// Run warm-up, then the measured phase, each closed-loop with `spec.concurrency` clients.
-pub async fn run(
-    client: &reqwest::Client,
-    target: &Target,
-    prompts: &[Prompt],
-    spec: &WorkloadSpec,
-) -> Run {
+pub async fn run(client: &reqwest::Client, target: &Target, prompts: &[Prompt], spec: &WorkloadSpec) -> Run {
     run_until(client, target, prompts, spec, None).await.0
 }
 
@@ -155,25 +143,14 @@ pub async fn run_until(
     spec: &WorkloadSpec,
     abort: Option<Abort>,
 ) -> (Run, bool) {
-    let order = schedule(
-        prompts.len(),
-        spec.warmup as usize,
-        spec.requests as usize,
-        spec.seed,
-    );
+    let order = schedule(prompts.len(), spec.warmup as usize, spec.requests as usize, spec.seed);
     let (warm, measured) = order.split_at(spec.warmup as usize);
     let origin = Instant::now();
     let (mut samples, _) = closed_loop(client, target, prompts, spec, warm, origin, true, None).await;
     let start = Instant::now();
     let (rest, is_cut) = closed_loop(client, target, prompts, spec, measured, origin, false, abort).await;
     samples.extend(rest);
-    (
-        Run {
-            samples,
-            wall: start.elapsed(),
-        },
-        is_cut,
-    )
+    (Run { samples, wall: start.elapsed() }, is_cut)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -291,11 +268,7 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 pub(crate) fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_string()
-    } else {
-        s.chars().take(n).collect::<String>() + "…"
-    }
+    if s.chars().count() <= n { s.to_string() } else { s.chars().take(n).collect::<String>() + "…" }
 }
 
 #[cfg(test)]

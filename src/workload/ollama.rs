@@ -90,7 +90,13 @@ fn error_text(body: &str) -> String {
 }
 
 /// Send one streaming chat request and time it. Never fails: errors become the sample's kind.
-pub async fn stream_chat(client: &reqwest::Client, base_url: &str, body: &Json, timeout: Duration, origin: Instant) -> Sample {
+pub async fn stream_chat(
+    client: &reqwest::Client,
+    base_url: &str,
+    body: &Json,
+    timeout: Duration,
+    origin: Instant,
+) -> Sample {
     let sent = origin.elapsed();
     let mut sample = super::blank_sample(sent);
     let url = format!("{base_url}/api/chat");
@@ -126,13 +132,16 @@ async fn read_stream(
             if text.is_empty() {
                 continue;
             }
-            let line: Line =
-                serde_json::from_str(text).map_err(|e| (ErrorKind::Malformed, format!("{e}: {}", truncate(text, 120))))?;
+            let line: Line = serde_json::from_str(text)
+                .map_err(|e| (ErrorKind::Malformed, format!("{e}: {}", truncate(text, 120))))?;
             if let Some(error) = line.error {
                 // A mid-stream error arrives as a last line with HTTP 200 (reference §A.3).
                 return Err((error_kind(200, &error), error));
             }
-            let content = line.message.as_ref().map(|m| !m.content.is_empty() || m.thinking.as_deref().is_some_and(|t| !t.is_empty()));
+            let content = line
+                .message
+                .as_ref()
+                .map(|m| !m.content.is_empty() || m.thinking.as_deref().is_some_and(|t| !t.is_empty()));
             if content.unwrap_or(false) || line.response.as_deref().is_some_and(|r| !r.is_empty()) {
                 chunks += 1;
                 match last {
@@ -144,7 +153,10 @@ async fn read_stream(
             }
             if line.done {
                 if chunks == 0 {
-                    return Err((ErrorKind::Truncated, format!("done ('{}') without content", line.done_reason.unwrap_or_default())));
+                    return Err((
+                        ErrorKind::Truncated,
+                        format!("done ('{}') without content", line.done_reason.unwrap_or_default()),
+                    ));
                 }
                 sample.output_tokens = if line.eval_count > 0 { line.eval_count } else { chunks };
                 sample.prompt_tokens = Some(line.prompt_eval_count);
@@ -165,7 +177,10 @@ async fn read_stream(
             }
         }
     }
-    Err((ErrorKind::Truncated, if chunks == 0 { "stream ended without content".into() } else { "stream ended before done".into() }))
+    Err((
+        ErrorKind::Truncated,
+        if chunks == 0 { "stream ended without content".into() } else { "stream ended before done".into() },
+    ))
 }
 
 /// A failed management call: the HTTP status (0 = no response) and Ollama's error text.
@@ -204,7 +219,12 @@ pub async fn tags(client: &reqwest::Client, base_url: &str) -> Result<Vec<(Strin
         .map(|models| {
             models
                 .iter()
-                .map(|m| (m["name"].as_str().unwrap_or_default().to_string(), m["digest"].as_str().unwrap_or_default().to_string()))
+                .map(|m| {
+                    (
+                        m["name"].as_str().unwrap_or_default().to_string(),
+                        m["digest"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default())
@@ -291,7 +311,8 @@ pub async fn preload(
     if !(200..300).contains(&status) {
         return Err(ApiError { status, message: error_text(&text) });
     }
-    let line: Line = serde_json::from_str(text.trim()).map_err(|e| ApiError { status, message: format!("{e}: {}", truncate(&text, 200)) })?;
+    let line: Line = serde_json::from_str(text.trim())
+        .map_err(|e| ApiError { status, message: format!("{e}: {}", truncate(&text, 200)) })?;
     if let Some(error) = line.error {
         return Err(ApiError { status, message: error });
     }
@@ -305,10 +326,19 @@ mod tests {
     #[test]
     fn errors_map_to_kinds() {
         assert_eq!(error_kind(404, "model \"x\" not found, try pulling it first"), ErrorKind::ModelNotFound);
-        assert_eq!(error_kind(503, "server busy, please try again.  maximum pending requests exceeded"), ErrorKind::Busy);
-        assert_eq!(error_kind(500, "timed out waiting for llama-server to start - progress 0.00"), ErrorKind::LoadTimeout);
+        assert_eq!(
+            error_kind(503, "server busy, please try again.  maximum pending requests exceeded"),
+            ErrorKind::Busy
+        );
+        assert_eq!(
+            error_kind(500, "timed out waiting for llama-server to start - progress 0.00"),
+            ErrorKind::LoadTimeout
+        );
         assert_eq!(error_kind(500, "llama-server reported out-of-memory during startup: x"), ErrorKind::Oom);
-        assert_eq!(error_kind(200, "model runner has unexpectedly stopped, this may be due to resource limitations"), ErrorKind::RunnerCrashed);
+        assert_eq!(
+            error_kind(200, "model runner has unexpectedly stopped, this may be due to resource limitations"),
+            ErrorKind::RunnerCrashed
+        );
         assert_eq!(error_kind(400, "invalid options"), ErrorKind::Status);
         assert_eq!(error_text(r#"{"error":"boom"}"#), "boom");
     }
@@ -331,7 +361,11 @@ mod tests {
             request_timeout: Duration::from_secs(1),
             prompt_cache: false,
         };
-        let body = request_body(&Prompt { id: None, system: None, prompt: "hi".into(), answer: None, accept: Vec::new() }, &target, &spec);
+        let body = request_body(
+            &Prompt { id: None, system: None, prompt: "hi".into(), answer: None, accept: Vec::new() },
+            &target,
+            &spec,
+        );
         assert_eq!(
             body,
             json!({"model": "m:q4_0", "messages": [{"role": "user", "content": "hi"}], "stream": true,

@@ -82,10 +82,7 @@ struct Timings {
 
 fn has_content(choice: &Choice) -> bool {
     let non_empty = |s: &Option<String>| s.as_deref().is_some_and(|t| !t.is_empty());
-    choice
-        .delta
-        .as_ref()
-        .is_some_and(|d| non_empty(&d.content) || non_empty(&d.reasoning_content))
+    choice.delta.as_ref().is_some_and(|d| non_empty(&d.content) || non_empty(&d.reasoning_content))
         || non_empty(&choice.text)
 }
 
@@ -111,12 +108,7 @@ async fn read_stream(
     origin: Instant,
     sample: &mut Sample,
 ) -> Result<(), (ErrorKind, String)> {
-    let resp = client
-        .post(url)
-        .json(body)
-        .send()
-        .await
-        .map_err(|e| (ErrorKind::Connect, error_chain(&e)))?;
+    let resp = client.post(url).json(body).send().await.map_err(|e| (ErrorKind::Connect, error_chain(&e)))?;
     sample.status = resp.status().as_u16();
     if !resp.status().is_success() {
         let text = resp.text().await.unwrap_or_default();
@@ -138,8 +130,8 @@ async fn read_stream(
             done = true;
             break;
         }
-        let chunk: Chunk = serde_json::from_str(data)
-            .map_err(|e| (ErrorKind::Malformed, format!("{e}: {}", truncate(data, 120))))?;
+        let chunk: Chunk =
+            serde_json::from_str(data).map_err(|e| (ErrorKind::Malformed, format!("{e}: {}", truncate(data, 120))))?;
         if chunk.choices.iter().any(has_content) {
             chunks += 1;
             if let Some(prev) = last {
@@ -174,4 +166,3 @@ async fn read_stream(
     sample.output_tokens = usage_tokens.unwrap_or(chunks);
     Ok(())
 }
-

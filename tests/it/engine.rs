@@ -19,10 +19,7 @@ async fn study_end_to_end_on_real_engine() {
 quant = { values = ["Q4_0", "Q4_1"], template = "model" }
 flash_attn = { values = ["on"], flag = "-fa" }
 threads = { values = [2], flag = "-t" }"#,
-        &format!(
-            "[slo]\nttft_p95_ms = 60000\nsuccess_rate = 1.0\n[output]\nenv_file = \"{}\"\n",
-            env_out.display()
-        ),
+        &format!("[slo]\nttft_p95_ms = 60000\nsuccess_rate = 1.0\n[output]\nenv_file = \"{}\"\n", env_out.display()),
     );
     let db_s = db.to_str().unwrap();
     let out = run_cli(&["--db", db_s, "tune", space.to_str().unwrap()]).await.unwrap();
@@ -51,15 +48,10 @@ threads = { values = [2], flag = "-t" }"#,
         serde_json::from_str(&run_cli(&["--db", db_s, "best", "e2e", "--json"]).await.unwrap()).unwrap();
     assert_eq!(best["meets_slos"], true);
     let exported = dir.path().join("exported.env");
-    run_cli(&["--db", db_s, "export", "e2e", "--format", "env", "-o", exported.to_str().unwrap()])
-        .await
-        .unwrap();
+    run_cli(&["--db", db_s, "export", "e2e", "--format", "env", "-o", exported.to_str().unwrap()]).await.unwrap();
     let text = std::fs::read_to_string(&exported).unwrap();
-    let vars: BTreeMap<&str, &str> = text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| l.split_once('=').unwrap())
-        .collect();
+    let vars: BTreeMap<&str, &str> =
+        text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).map(|l| l.split_once('=').unwrap()).collect();
     let params = &best["params"];
     let quant = params["quant"].as_str().unwrap();
     let expected: BTreeMap<&str, String> = [
@@ -121,6 +113,7 @@ kv_cache = { values = ["q8_0"], flags = ["-ctk", "-ctv"] }"#,
     assert_eq!(trials[1]["metrics"]["success_rate"], 1.0);
     // `best` picks the one that ran.
     let best: serde_json::Value =
-        serde_json::from_str(&run_cli(&["--db", db.to_str().unwrap(), "best", "bad", "--json"]).await.unwrap()).unwrap();
+        serde_json::from_str(&run_cli(&["--db", db.to_str().unwrap(), "best", "bad", "--json"]).await.unwrap())
+            .unwrap();
     assert_eq!(best["number"], 2);
 }

@@ -126,7 +126,11 @@ token_ms = { values = [20], flag = "--token-ms" }"#,
             .map(|p| {
                 let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
                 let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
-                format!("{p} [{}]: {}", stat.split(' ').nth(2).unwrap_or("?"), String::from_utf8_lossy(&cmd).replace('\0', " "))
+                format!(
+                    "{p} [{}]: {}",
+                    stat.split(' ').nth(2).unwrap_or("?"),
+                    String::from_utf8_lossy(&cmd).replace('\0', " ")
+                )
             })
             .collect();
         assert!(orphans.is_empty(), "iteration {i}: orphan processes {orphans:?}");
@@ -135,11 +139,8 @@ token_ms = { values = [20], flag = "--token-ms" }"#,
         let out = run_cli(&["--db", db.to_str().unwrap(), "tune", space.to_str().unwrap()]).await.unwrap();
         assert!(out.contains("stopped: exhausted"), "iteration {i}: {out}");
         let trials = trials_json(&db, &format!("k{i}")).await;
-        let finished: BTreeSet<String> = trials
-            .iter()
-            .filter(|t| t["state"] == "complete")
-            .map(|t| t["params"].to_string())
-            .collect();
+        let finished: BTreeSet<String> =
+            trials.iter().filter(|t| t["state"] == "complete").map(|t| t["params"].to_string()).collect();
         assert_eq!(finished.len(), 6, "iteration {i}: {out}");
         assert!(trials.iter().all(|t| t["state"] != "running"));
     }
@@ -151,13 +152,7 @@ token_ms = { values = [20], flag = "--token-ms" }"#,
 async fn sigint_records_the_trial_as_interrupted_and_resume_retries_it() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("t.db");
-    let space = fake_space(
-        dir.path(),
-        "sig",
-        "grid",
-        r#"token_ms = { values = [400, 5], flag = "--token-ms" }"#,
-        "",
-    );
+    let space = fake_space(dir.path(), "sig", "grid", r#"token_ms = { values = [400, 5], flag = "--token-ms" }"#, "");
     let child = Command::new(bin())
         .args(["--db", db.to_str().unwrap(), "tune", space.to_str().unwrap()])
         .env("INFERTUNE_LOG", "warn")
@@ -178,7 +173,8 @@ async fn sigint_records_the_trial_as_interrupted_and_resume_retries_it() {
     assert_eq!(trials.len(), 1);
     assert_eq!(trials[0]["state"], "interrupted");
 
-    let out = run_cli(&["--db", db.to_str().unwrap(), "tune", space.to_str().unwrap(), "--max-trials", "1"]).await.unwrap();
+    let out =
+        run_cli(&["--db", db.to_str().unwrap(), "tune", space.to_str().unwrap(), "--max-trials", "1"]).await.unwrap();
     assert!(out.contains("(retry of an interrupted trial)"), "{out}");
     let trials = trials_json(&db, "sig").await;
     assert_eq!(trials[1]["params"], trials[0]["params"]);
@@ -189,7 +185,8 @@ async fn sigint_records_the_trial_as_interrupted_and_resume_retries_it() {
 async fn a_second_daemon_on_the_same_study_is_refused_and_status_answers_meanwhile() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("t.db");
-    let space = fake_space(dir.path(), "busy", "grid", r#"token_ms = { values = [300, 301], flag = "--token-ms" }"#, "");
+    let space =
+        fake_space(dir.path(), "busy", "grid", r#"token_ms = { values = [300, 301], flag = "--token-ms" }"#, "");
     let mut child = Command::new(bin())
         .args(["--db", db.to_str().unwrap(), "tune", space.to_str().unwrap()])
         .env("INFERTUNE_LOG", "warn")
@@ -199,10 +196,7 @@ async fn a_second_daemon_on_the_same_study_is_refused_and_status_answers_meanwhi
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let err = run_cli(&["--db", db.to_str().unwrap(), "tune", space.to_str().unwrap()]).await.unwrap_err();
-    assert!(
-        format!("{err:#}").contains(&format!("already being tuned by process {}", child.id())),
-        "{err:#}"
-    );
+    assert!(format!("{err:#}").contains(&format!("already being tuned by process {}", child.id())), "{err:#}");
     // status reads while tune writes (WAL): it names the trial in flight.
     let mut slowest = Duration::ZERO;
     for _ in 0..5 {
@@ -309,7 +303,18 @@ async fn killing_export_leaves_the_old_file_or_the_new_one() {
     for i in 0..20 {
         let trial = if i % 2 == 0 { "2" } else { "1" };
         let child = Command::new(bin())
-            .args(["--db", db.to_str().unwrap(), "export", "ex", "--format", "env", "--trial", trial, "-o", target.to_str().unwrap()])
+            .args([
+                "--db",
+                db.to_str().unwrap(),
+                "export",
+                "ex",
+                "--format",
+                "env",
+                "--trial",
+                trial,
+                "-o",
+                target.to_str().unwrap(),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -344,9 +349,10 @@ async fn a_changed_space_or_fingerprint_is_refused_unless_asked() {
     std::fs::write(&model, "weights v2").unwrap();
     let err = format!("{:#}", run_cli(&["--db", db_s, "tune", space.to_str().unwrap(), "--force"]).await.unwrap_err());
     assert!(err.contains("environment changed") && err.contains("fake-a.gguf") && err.contains("sha256"), "{err}");
-    let out = run_cli(&["--db", db_s, "tune", space.to_str().unwrap(), "--force", "--retune-on-drift", "--max-trials", "1"])
-        .await
-        .unwrap();
+    let out =
+        run_cli(&["--db", db_s, "tune", space.to_str().unwrap(), "--force", "--retune-on-drift", "--max-trials", "1"])
+            .await
+            .unwrap();
     assert!(out.contains("study 'drift-retune-1'"), "{out}");
     let old_best: serde_json::Value =
         serde_json::from_str(&run_cli(&["--db", db_s, "best", "drift", "--json"]).await.unwrap()).unwrap();

@@ -4,9 +4,9 @@
 mod common;
 mod engine;
 mod faults;
-mod report;
 mod measure;
-mod search;
 mod ollama;
+mod report;
+mod search;
 mod spaces;
 mod vllm;

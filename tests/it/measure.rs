@@ -55,7 +55,23 @@ async fn bench_measures_a_running_engine() {
     let db = dir.path().join("b.db");
     let dataset = repo().join("prompts/short-qa.jsonl");
     let base = ["--db", db.to_str().unwrap(), "bench", "--url", &engine.1, "--dataset", dataset.to_str().unwrap()];
-    let args: Vec<&str> = base.iter().copied().chain(["--requests", "8", "--warmup", "2", "--concurrency", "2", "--max-tokens", "16", "--json", "--save", "b1"]).collect();
+    let args: Vec<&str> = base
+        .iter()
+        .copied()
+        .chain([
+            "--requests",
+            "8",
+            "--warmup",
+            "2",
+            "--concurrency",
+            "2",
+            "--max-tokens",
+            "16",
+            "--json",
+            "--save",
+            "b1",
+        ])
+        .collect();
     let doc: serde_json::Value = serde_json::from_str(&run_cli(&args).await.unwrap()).unwrap();
     assert_eq!(doc["requests"], 8, "{doc:#}");
     assert_eq!(doc["success_rate"]["value"], 1.0, "{doc:#}");
@@ -83,7 +99,11 @@ async fn bench_measures_a_running_engine() {
     assert_eq!(trials[0]["metrics"]["success_rate"], 1.0);
 
     // Open loop: Poisson arrivals, lateness recorded, latency from the scheduled time.
-    let args: Vec<&str> = base.iter().copied().chain(["--rate", "4", "--requests", "8", "--warmup", "1", "--max-tokens", "8", "--json"]).collect();
+    let args: Vec<&str> = base
+        .iter()
+        .copied()
+        .chain(["--rate", "4", "--requests", "8", "--warmup", "1", "--max-tokens", "8", "--json"])
+        .collect();
     let doc: serde_json::Value = serde_json::from_str(&run_cli(&args).await.unwrap()).unwrap();
     assert_eq!(doc["load"]["mode"], "open", "{doc:#}");
     assert_eq!(doc["lateness_ms"]["dist"]["n"], 8, "{doc:#}");
@@ -102,7 +122,12 @@ async fn quality_guard_and_compare_with_itself() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("q.db");
     let known = dir.path().join("known.jsonl");
-    let lines: Vec<String> = std::fs::read_to_string(repo().join("prompts/known-answers.jsonl")).unwrap().lines().take(4).map(str::to_string).collect();
+    let lines: Vec<String> = std::fs::read_to_string(repo().join("prompts/known-answers.jsonl"))
+        .unwrap()
+        .lines()
+        .take(4)
+        .map(str::to_string)
+        .collect();
     std::fs::write(&known, lines.join("\n")).unwrap();
     let space = engine_space(
         dir.path(),
@@ -130,9 +155,23 @@ parallel = { values = [2], flag = "-np" }"#,
     assert_eq!(trials[1]["violation"], 0.0);
 
     // A trial compared with itself: no difference shown, every CI covers 1.
-    let out = run_cli(&["--db", db_s, "compare", "qg", "--trial", "2", "--trial", "2", "--pairs", "2", "--space", space.to_str().unwrap(), "--json"])
-        .await
-        .unwrap();
+    let out = run_cli(&[
+        "--db",
+        db_s,
+        "compare",
+        "qg",
+        "--trial",
+        "2",
+        "--trial",
+        "2",
+        "--pairs",
+        "2",
+        "--space",
+        space.to_str().unwrap(),
+        "--json",
+    ])
+    .await
+    .unwrap();
     let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
     for row in doc["rows"].as_array().unwrap() {
         assert_eq!(row["call"], "no difference shown", "{doc:#}");

@@ -58,10 +58,11 @@ peak_rss_mb = 16384
 /// Distinct error messages of a study's failed requests (for assertion messages).
 async fn request_errors(db: &Path) -> Vec<String> {
     let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display())).await.unwrap();
-    let rows: Vec<(String,)> = sqlx::query_as("SELECT DISTINCT error_kind || ': ' || error_message FROM samples WHERE error_kind IS NOT NULL")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT DISTINCT error_kind || ': ' || error_message FROM samples WHERE error_kind IS NOT NULL")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
     rows.into_iter().map(|(m,)| m).collect()
 }
 
@@ -99,7 +100,10 @@ top_k = { values = [40, 1], option = "top_k" }"#,
     std::fs::write(&space, text).unwrap();
     let db_s = db.to_str().unwrap();
     let out = run_cli(&["--db", db_s, "tune", space.to_str().unwrap()]).await.unwrap();
-    assert!(out.contains("pulling 'smollm2:135m-instruct-q4_0': success"), "a missing tag is pulled with progress:\n{out}");
+    assert!(
+        out.contains("pulling 'smollm2:135m-instruct-q4_0': success"),
+        "a missing tag is pulled with progress:\n{out}"
+    );
     assert!(out.contains("stopped: budget"), "{out}");
 
     eprintln!("{out}\n{}", run_cli(&["--db", db_s, "trials", "ollama-e2e"]).await.unwrap());
@@ -115,8 +119,12 @@ top_k = { values = [40, 1], option = "top_k" }"#,
         // Client and server timings side by side, for every trial.
         let server = &t["server"];
         let client_e2e = server["client_e2e_ms"]["p50"].as_f64().unwrap();
-        let server_total = server["total_ms"]["p50"].as_f64().unwrap_or_else(|| panic!("ollama total_duration stored: {t:#}"));
-        assert!(server_total > 0.0 && server_total <= client_e2e * 1.5 + 50.0, "server {server_total} ms vs client {client_e2e} ms: {t:#}");
+        let server_total =
+            server["total_ms"]["p50"].as_f64().unwrap_or_else(|| panic!("ollama total_duration stored: {t:#}"));
+        assert!(
+            server_total > 0.0 && server_total <= client_e2e * 1.5 + 50.0,
+            "server {server_total} ms vs client {client_e2e} ms: {t:#}"
+        );
         assert!(server["decode_tok_per_s"].as_f64().unwrap() > 1.0, "{t:#}");
         assert!(server["client_decode_tok_per_s"].as_f64().unwrap() > 1.0, "{t:#}");
         assert!(server["model_size_bytes"].as_u64().unwrap() > 10_000_000, "/api/ps size: {t:#}");
@@ -131,7 +139,9 @@ top_k = { values = [40, 1], option = "top_k" }"#,
         let load = t["load_ms"].as_f64().unwrap();
         match *launch {
             "restart" => assert!(ready.is_some() && load > 1.0, "{t:#}"),
-            "reload" => assert!(ready.is_none() && load > 1.0, "only num_ctx changed: no restart, a real reload: {t:#}"),
+            "reload" => {
+                assert!(ready.is_none() && load > 1.0, "only num_ctx changed: no restart, a real reload: {t:#}")
+            }
             _ => assert!(ready.is_none() && load < 1.0, "{t:#}"),
         }
     }
@@ -146,7 +156,8 @@ top_k = { values = [40, 1], option = "top_k" }"#,
     assert_eq!(samples, 5 * 10, "every request keeps Ollama's own durations");
 
     // The systemd drop-in carries exactly the best trial's server variables.
-    let best: serde_json::Value = serde_json::from_str(&run_cli(&["--db", db_s, "best", "ollama-e2e", "--json"]).await.unwrap()).unwrap();
+    let best: serde_json::Value =
+        serde_json::from_str(&run_cli(&["--db", db_s, "best", "ollama-e2e", "--json"]).await.unwrap()).unwrap();
     let drop_in = run_cli(&["--db", db_s, "export", "ollama-e2e", "--format", "systemd"]).await.unwrap();
     assert!(drop_in.contains("\n[Service]\n"), "{drop_in}");
     let expected: BTreeMap<String, String> = [
@@ -163,7 +174,8 @@ top_k = { values = [40, 1], option = "top_k" }"#,
     assert!(modelfile.contains(&format!("PARAMETER num_ctx {}\n", best["params"]["num_ctx"])), "{modelfile}");
 
     // The fingerprint has the fixture's version and the pulled model's digest.
-    let studies: serde_json::Value = serde_json::from_str(&run_cli(&["--db", db_s, "studies", "--json"]).await.unwrap()).unwrap();
+    let studies: serde_json::Value =
+        serde_json::from_str(&run_cli(&["--db", db_s, "studies", "--json"]).await.unwrap()).unwrap();
     let fp = &studies[0]["fingerprint"];
     assert_eq!(fp["engine_version"], "ollama 0.0.0-infertune-fixture");
     assert_eq!(fp["model_sha256"]["smollm2:135m-instruct-q4_0"].as_str().unwrap().len(), 64, "{fp:#}");
@@ -219,7 +231,8 @@ async fn service_mode_restores_the_env_file() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let env_file = dir.path().join("ollama.env");
     let models = dir.path().join("models");
-    let original = format!("# the operator's own settings\nOLLAMA_NUM_PARALLEL=1\nOLLAMA_MODELS={}\n", models.display());
+    let original =
+        format!("# the operator's own settings\nOLLAMA_NUM_PARALLEL=1\nOLLAMA_MODELS={}\n", models.display());
     std::fs::write(&env_file, &original).unwrap();
     let pid_file = dir.path().join("ollama.pid");
     let log = dir.path().join("ollama.log");
@@ -254,7 +267,8 @@ num_ctx = { values = [1024], option = "num_ctx" }"#,
     let out = run_cli(&["--db", db_s, "tune", space.to_str().unwrap()]).await.unwrap();
     assert!(out.contains("stopped: exhausted") && out.contains("restored"), "{out}");
     let trials = trials_json(&db, "svc").await;
-    let states: Vec<(&str, &str)> = trials.iter().map(|t| (t["state"].as_str().unwrap(), t["launch"].as_str().unwrap())).collect();
+    let states: Vec<(&str, &str)> =
+        trials.iter().map(|t| (t["state"].as_str().unwrap(), t["launch"].as_str().unwrap())).collect();
     assert_eq!(states, [("complete", "restart"), ("complete", "restart")], "{out}");
     let errors = request_errors(&db).await;
     assert!(errors.is_empty(), "failed requests: {errors:#?}\n{out}");
@@ -300,11 +314,13 @@ num_ctx = { values = [1024], option = "num_ctx" }"#,
     unsafe {
         libc::kill(child.id().unwrap() as i32, libc::SIGINT);
     }
-    let status = tokio::time::timeout(Duration::from_secs(90), child.wait()).await.expect("tune exits after SIGINT").unwrap();
+    let status =
+        tokio::time::timeout(Duration::from_secs(90), child.wait()).await.expect("tune exits after SIGINT").unwrap();
     assert!(status.success(), "{status}");
     assert_eq!(std::fs::read_to_string(&env_file).unwrap(), original, "byte-identical after SIGINT");
     let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", sig_db.display())).await.unwrap();
-    let states: Vec<(String,)> = sqlx::query_as("SELECT state FROM trials ORDER BY number").fetch_all(&pool).await.unwrap();
+    let states: Vec<(String,)> =
+        sqlx::query_as("SELECT state FROM trials ORDER BY number").fetch_all(&pool).await.unwrap();
     assert!(states.iter().any(|(s,)| s == "interrupted"), "{states:?}");
 }
 

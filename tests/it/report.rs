@@ -56,7 +56,10 @@ fn load_in_browser(page: &Path, shot: &str) -> String {
     let dom = chromium(profile.path(), &["--dump-dom"], page);
     let stderr = String::from_utf8_lossy(&dom.stderr);
     for line in stderr.lines() {
-        assert!(!line.contains("CONSOLE") && !line.contains("Uncaught"), "console output while loading the report: {line}");
+        assert!(
+            !line.contains("CONSOLE") && !line.contains("Uncaught"),
+            "console output while loading the report: {line}"
+        );
     }
     // Keep the page beside its screenshot, so a failing CI run can be looked at.
     std::fs::copy(page, artifact(shot).with_extension("html")).unwrap();
@@ -64,7 +67,9 @@ fn load_in_browser(page: &Path, shot: &str) -> String {
     let _ = std::fs::remove_file(&shot_path);
     let shot_arg = format!("--screenshot={}", shot_path.display());
     let out = chromium(profile.path(), &[&shot_arg, "--window-size=1200,4000", "--hide-scrollbars"], page);
-    let png = std::fs::read(&shot_path).unwrap_or_else(|e| panic!("no screenshot at '{}' ({e}): {}", shot_path.display(), String::from_utf8_lossy(&out.stderr)));
+    let png = std::fs::read(&shot_path).unwrap_or_else(|e| {
+        panic!("no screenshot at '{}' ({e}): {}", shot_path.display(), String::from_utf8_lossy(&out.stderr))
+    });
     assert!(png.starts_with(b"\x89PNG") && png.len() > 20_000, "screenshot looks empty ({} bytes)", png.len());
     String::from_utf8(dom.stdout).unwrap()
 }
@@ -146,10 +151,16 @@ async fn synthetic_report_renders_in_chromium() {
                 let miss = (t - 4000.0_f64).max(0.0) / 4000.0;
                 Outcome::Complete {
                     summary: summary(*g, *t, *s),
-                    verdict: Verdict { objective: *g, violations: [("ttft_p95_ms".to_string(), miss)].into(), violation: miss },
+                    verdict: Verdict {
+                        objective: *g,
+                        violations: [("ttft_p95_ms".to_string(), miss)].into(),
+                        violation: miss,
+                    },
                 }
             }
-            None => Outcome::Infeasible { class: "crashed".into(), message: "server exited: <status 134> & 'abort'".into() },
+            None => {
+                Outcome::Infeasible { class: "crashed".into(), message: "server exited: <status 134> & 'abort'".into() }
+            }
         };
         let plan = LaunchPlan {
             program: "llama-server".into(),
@@ -161,14 +172,18 @@ async fn synthetic_report_renders_in_chromium() {
             model: format!("models/SmolLM2-135M-Instruct-{quant}.gguf"),
         };
         store
-            .finish_trial(id, &Finished { outcome: &outcome, plan: Some(&plan), stages: StageTimes::default(), samples: &[] })
+            .finish_trial(
+                id,
+                &Finished { outcome: &outcome, plan: Some(&plan), stages: StageTimes::default(), samples: &[] },
+            )
             .await
             .unwrap();
     }
     store.close().await;
 
     let page = dir.path().join("report.html");
-    let out = run_cli(&["--db", db.to_str().unwrap(), "report", "quickstart", "-o", page.to_str().unwrap()]).await.unwrap();
+    let out =
+        run_cli(&["--db", db.to_str().unwrap(), "report", "quickstart", "-o", page.to_str().unwrap()]).await.unwrap();
     assert!(out.contains("wrote") && out.contains("(6 trials)"), "{out}");
     let html = std::fs::read_to_string(&page).unwrap();
     assert!(!html.contains("http://") && !html.contains("https://"), "the report names a URL");

@@ -20,23 +20,30 @@ flash_attn = { values = ["on"], flag = "-fa", default = "on" }
 threads = { values = [1], flag = "-t", default = 1 }"#;
     let space = engine_space(dir.path(), "s", "tpe", params, "[slo]\nttft_p95_ms = 60000\nsuccess_rate = 1.0\n");
     // re-validate only the best trial when the study ends
-    std::fs::write(&space, std::fs::read_to_string(&space).unwrap().replace("seed = 3", "seed = 3\nvalidate_top = 1")).unwrap();
+    std::fs::write(&space, std::fs::read_to_string(&space).unwrap().replace("seed = 3", "seed = 3\nvalidate_top = 1"))
+        .unwrap();
     let space_s = space.to_str().unwrap();
     let tuned = run_cli(&["--db", db_s, "tune", space_s, "--max-trials", "2", "--validate", "3"]).await.unwrap();
     let trials = trials_json(&db, "s").await;
     assert_eq!(trials.len(), 2);
     // tpe starts with the backend's default configuration
-    assert_eq!(trials[0]["params"], serde_json::json!({"parallel": 2, "quant": "Q4_0", "flash_attn": "on", "threads": 1}));
+    assert_eq!(
+        trials[0]["params"],
+        serde_json::json!({"parallel": 2, "quant": "Q4_0", "flash_attn": "on", "threads": 1})
+    );
     assert!(trials.iter().all(|t| t["state"] == "complete"), "{trials:#?}");
 
     // capacity over concurrency 1..2: a 60 s TTFT limit holds at both levels
-    let out = run_cli(&["--db", db_s, "capacity", "s", "--trial", "1", "--max", "2", "--space", space_s]).await.unwrap();
+    let out =
+        run_cli(&["--db", db_s, "capacity", "s", "--trial", "1", "--max", "2", "--space", space_s]).await.unwrap();
     assert!(out.contains("concurrency    1") && out.contains("concurrency    2"), "{out}");
     assert!(out.contains("capacity: >= 2"), "{out}");
     // the same over an open-loop Poisson rate: 0.5 and 1 request/s both hold the 60 s limit
-    let out = run_cli(&["--db", db_s, "capacity", "s", "--trial", "1", "--rate", "--min", "0.5", "--max", "1", "--space", space_s])
-        .await
-        .unwrap();
+    let out = run_cli(&[
+        "--db", db_s, "capacity", "s", "--trial", "1", "--rate", "--min", "0.5", "--max", "1", "--space", space_s,
+    ])
+    .await
+    .unwrap();
     assert!(out.contains("rate   0.50 req/s") && out.contains("rate   1.00 req/s"), "{out}");
     assert!(out.contains("capacity: >= 1.00 requests/s (Poisson arrivals)"), "{out}");
 
@@ -45,7 +52,8 @@ threads = { values = [1], flag = "-t", default = 1 }"#;
     assert!(tuned.contains("re-validating the best 1 trial(s)") && tuned.contains("re-validated: trial"), "{tuned}");
     let best = run_cli(&["--db", db_s, "best", "s"]).await.unwrap();
     assert!(best.contains("re-validated: trial") && best.contains("95 % CI"), "{best}");
-    let json: serde_json::Value = serde_json::from_str(&run_cli(&["--db", db_s, "best", "s", "--json"]).await.unwrap()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&run_cli(&["--db", db_s, "best", "s", "--json"]).await.unwrap()).unwrap();
     let v = &json["validation"];
     assert_eq!(v["winner_values"].as_array().unwrap().len(), 3, "{v:#}");
     assert_eq!(v["default_values"].as_array().unwrap().len(), 3, "{v:#}");
@@ -78,8 +86,12 @@ fn recorded_landscapes_are_full_grids() {
         assert!(l.points.iter().all(|p| !p.runs.is_empty()), "{}", l.name);
         // flash attention off with a quantized V cache cannot start in llama.cpp; nothing else
         // failed to run
-        let infeasible = |p: &&infertune::search::landscape::Point| p.runs.iter().all(|r| r.state == infertune::trial::TrialState::Infeasible);
-        let off = |p: &&infertune::search::landscape::Point| p.params.get("flash_attn").map(|v| v.to_string()) == Some("off".into());
+        let infeasible = |p: &&infertune::search::landscape::Point| {
+            p.runs.iter().all(|r| r.state == infertune::trial::TrialState::Infeasible)
+        };
+        let off = |p: &&infertune::search::landscape::Point| {
+            p.params.get("flash_attn").map(|v| v.to_string()) == Some("off".into())
+        };
         let quantized_kv = space.params.iter().any(|p| p.name == "kv_cache");
         assert_eq!(l.points.iter().filter(infeasible).count() >= 1, quantized_kv, "{}", l.name);
         assert!(l.points.iter().filter(infeasible).all(|p| off(&p)), "{}", l.name);
@@ -91,7 +103,14 @@ fn recorded_landscapes_are_full_grids() {
             // recorded twice on an idle machine, with each run's figures for --replay; some
             // points meet every SLO in both runs
             assert!(l.points.iter().all(|p| p.runs.len() == 2), "{}", l.name);
-            assert!(l.points.iter().flat_map(|p| &p.runs).all(|r| r.summary.is_some() || r.state == infertune::trial::TrialState::Infeasible), "{}", l.name);
+            assert!(
+                l.points
+                    .iter()
+                    .flat_map(|p| &p.runs)
+                    .all(|r| r.summary.is_some() || r.state == infertune::trial::TrialState::Infeasible),
+                "{}",
+                l.name
+            );
             assert!(l.optimum(Direction::Maximize).is_some_and(|v| v > 0.0), "{}", l.name);
         }
         names.push(l.name);
@@ -109,13 +128,24 @@ async fn replayed_study_follows_the_recording() {
     let toml = std::fs::read_to_string(repo().join("tests/fixtures/landscapes/llamacpp-medium.toml")).unwrap();
     // The recording's own space, searched by tpe (its relative paths made absolute).
     let space = dir.path().join("replay.toml");
-    let toml = toml.replace("strategy = \"grid\"", "strategy = \"tpe\"").replace("../../../", &format!("{}/", repo().display()));
+    let toml = toml
+        .replace("strategy = \"grid\"", "strategy = \"tpe\"")
+        .replace("../../../", &format!("{}/", repo().display()));
     std::fs::write(&space, toml).unwrap();
     let replay = |db: &str, extra: &'static [&'static str]| {
         let (space, recording) = (space.to_str().unwrap().to_string(), recording.to_str().unwrap().to_string());
         let db = dir.path().join(db).to_str().unwrap().to_string();
         async move {
-            let mut args = vec!["--db".to_string(), db.clone(), "tune".into(), space, "--replay".into(), recording, "--max-trials".into(), "30".into()];
+            let mut args = vec![
+                "--db".to_string(),
+                db.clone(),
+                "tune".into(),
+                space,
+                "--replay".into(),
+                recording,
+                "--max-trials".into(),
+                "30".into(),
+            ];
             args.extend(extra.iter().map(|s| s.to_string()));
             let argv: Vec<&str> = args.iter().map(String::as_str).collect();
             let out = run_cli(&argv).await.unwrap();
@@ -140,7 +170,8 @@ async fn replayed_study_follows_the_recording() {
     }
     // the same seed replays the same study
     let (_, b) = replay("b.db", &[]).await;
-    let order = |ts: &[serde_json::Value]| ts.iter().map(|t| (t["params"].clone(), t["objective"].clone())).collect::<Vec<_>>();
+    let order =
+        |ts: &[serde_json::Value]| ts.iter().map(|t| (t["params"].clone(), t["objective"].clone())).collect::<Vec<_>>();
     assert_eq!(order(&a), order(&b));
     // tpe found a configuration that met every SLO in its replayed run
     assert!(a.iter().any(|t| t["meets_slos"] == true), "{a:#?}");
@@ -159,7 +190,9 @@ async fn capacity_as_the_objective_on_real_engine() {
 quant = { values = ["Q4_0"], template = "model", default = "Q4_0" }
 threads = { values = [1], flag = "-t", default = 1 }"#;
     let objective = |ttft: &str| {
-        format!("[objective]\nmaximize = \"capacity\"\n[capacity]\nslo = \"ttft_p95_ms\"\nmin = 1\nmax = 2\n[slo]\nttft_p95_ms = {ttft}\nsuccess_rate = 1.0\n")
+        format!(
+            "[objective]\nmaximize = \"capacity\"\n[capacity]\nslo = \"ttft_p95_ms\"\nmin = 1\nmax = 2\n[slo]\nttft_p95_ms = {ttft}\nsuccess_rate = 1.0\n"
+        )
     };
     let space = engine_space(dir.path(), "cap", "grid", params, &objective("60000"));
     let check = run_cli(&["space", "check", space.to_str().unwrap()]).await.unwrap();
@@ -183,9 +216,15 @@ threads = { values = [1], flag = "-t", default = 1 }"#;
     }
 
     // A 1 ms limit is missed at every level: capacity 0, and the SLO miss is the verdict.
-    let strict = engine_space(dir.path(), "cap-strict", "grid", r#"parallel = { values = [2], flag = "-np" }
+    let strict = engine_space(
+        dir.path(),
+        "cap-strict",
+        "grid",
+        r#"parallel = { values = [2], flag = "-np" }
 quant = { values = ["Q4_0"], template = "model" }
-threads = { values = [1], flag = "-t" }"#, &objective("1"));
+threads = { values = [1], flag = "-t" }"#,
+        &objective("1"),
+    );
     run_cli(&["--db", db_s, "tune", strict.to_str().unwrap()]).await.unwrap();
     let t = &trials_json(&db, "cap-strict").await[0];
     assert_eq!(t["capacity"]["value"], 0.0, "{t:#}");

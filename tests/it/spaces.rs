@@ -39,9 +39,10 @@ fn invalid_spaces_give_their_errors() {
 
 #[tokio::test]
 async fn space_check_reports_the_grid() {
-    let out = crate::common::run_cli(&["space", "check", repo().join("search-spaces/quickstart.toml").to_str().unwrap()])
-        .await
-        .unwrap();
+    let out =
+        crate::common::run_cli(&["space", "check", repo().join("search-spaces/quickstart.toml").to_str().unwrap()])
+            .await
+            .unwrap();
     assert!(out.contains("quickstart.toml: ok"), "{out}");
     assert!(out.contains("grid      36 points"), "{out}");
 }

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use infertune::backend::vllm::{ServeArgs, candidate_from_args, classify_log};
 use infertune::backend::FailureClass;
+use infertune::backend::vllm::{ServeArgs, candidate_from_args, classify_log};
 use infertune::export::vllm::{read_args, read_compose, read_env, read_yaml};
 use infertune::space::{Candidate, Space};
 
@@ -117,13 +117,20 @@ async fn vllm_study_on_fixture_records_each_infeasible_route_and_exports_round_t
     assert_eq!(oom.len(), 2, "{trials:#?}");
     for t in &oom {
         assert_eq!(t["params"]["dtype"], "float32");
-        assert!(t["error_message"].as_str().unwrap().starts_with("torch.OutOfMemoryError: CUDA out of memory"), "{t:#}");
+        assert!(
+            t["error_message"].as_str().unwrap().starts_with("torch.OutOfMemoryError: CUDA out of memory"),
+            "{t:#}"
+        );
     }
     // KV cache too small for max-model-len 8192.
     let kv = by_class(&trials, "kv-too-small");
     assert_eq!(kv.len(), 1, "{trials:#?}");
     assert_eq!(kv[0]["params"]["max_model_len"], 8192);
-    assert!(kv[0]["error_message"].as_str().unwrap().contains("the estimated maximum model length is 2512"), "{:#}", kv[0]);
+    assert!(
+        kv[0]["error_message"].as_str().unwrap().contains("the estimated maximum model length is 2512"),
+        "{:#}",
+        kv[0]
+    );
 
     // The feasible one, measured through the real engine behind vLLM's API.
     let done: Vec<_> = trials.iter().filter(|t| t["state"] == "complete").collect();
@@ -174,7 +181,10 @@ async fn vllm_study_on_fixture_records_each_infeasible_route_and_exports_round_t
 fn fixture_rejects_unknown_flags_and_bad_choices_like_vllm() {
     for (args, expect) in [
         (vec!["serve", "m", "--swap-space", "4"], "vllm serve: error: unrecognized arguments: --swap-space 4"),
-        (vec!["serve", "m", "--kv-cache-dtype", "q8_0"], "vllm serve: error: argument --kv-cache-dtype: invalid choice: 'q8_0'"),
+        (
+            vec!["serve", "m", "--kv-cache-dtype", "q8_0"],
+            "vllm serve: error: argument --kv-cache-dtype: invalid choice: 'q8_0'",
+        ),
     ] {
         let out = std::process::Command::new(fixture_dir().join("vllm")).args(&args).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -202,9 +212,18 @@ async fn vllm_gpu_study() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("gpu.db");
     let space = repo().join("search-spaces/vllm-gpu.toml");
-    let out = run_cli(&["--db", db.to_str().unwrap(), "tune", space.to_str().unwrap(), "--max-trials", "3", "--validate", "0"])
-        .await
-        .unwrap();
+    let out = run_cli(&[
+        "--db",
+        db.to_str().unwrap(),
+        "tune",
+        space.to_str().unwrap(),
+        "--max-trials",
+        "3",
+        "--validate",
+        "0",
+    ])
+    .await
+    .unwrap();
     let trials = trials_json(&db, "vllm-gpu").await;
     assert_eq!(trials.len(), 3, "{out}");
     for t in &trials {
