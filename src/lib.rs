@@ -19,6 +19,7 @@ pub mod export;
 pub mod measure;
 pub mod report;
 pub mod search;
+pub mod shutdown;
 pub mod space;
 pub mod store;
 pub mod trial;

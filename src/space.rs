@@ -418,6 +418,10 @@ pub struct WorkloadSpec {
     pub request_timeout: Duration,
     /// Whether the server may reuse cached prompt prefixes between requests.
     pub prompt_cache: bool,
+    /// Which window of the study's seeded prompt order a run takes (the trial's draw): each
+    /// trial sends its own prompts, so a reused server's prompt cache never sees them again.
+    /// 0 when the space is loaded; the daemon sets it per trial.
+    pub draw: u64,
 }
 
 /// `[output]`: files the daemon rewrites whenever the best feasible trial changes.
@@ -684,6 +688,7 @@ impl Space {
             seed: w.seed,
             request_timeout: parse_duration(&w.request_timeout).map_err(|m| invalid("workload.request_timeout", m))?,
             prompt_cache: w.prompt_cache,
+            draw: 0,
         };
 
         let objective = match (file.objective.maximize, file.objective.minimize) {

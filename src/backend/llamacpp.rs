@@ -73,6 +73,10 @@ impl Backend for LlamaCpp {
         BackendKind::Llamacpp
     }
 
+    fn spec(&self) -> &BackendSpec {
+        &self.spec
+    }
+
     fn plan(&self, candidate: &Candidate) -> Result<LaunchPlan, Rejection> {
         let mut model = self.spec.model.clone();
         let mut settings: Vec<(String, Option<String>)> = Vec::new(); // (flag, value) in order
@@ -149,6 +153,15 @@ impl Backend for LlamaCpp {
             request_options,
             model,
         })
+    }
+
+    fn is_server_process(&self, cmdline: &str) -> bool {
+        // The bundled launcher (scripts/llama-server) execs Python on llama_server.py, so the
+        // recorded PID's command line names that script, not the launcher.
+        let program = std::path::Path::new(&self.spec.command[0]);
+        let is_launcher = program.file_name().is_some_and(|n| n == "llama-server")
+            && cmdline.split_whitespace().any(|w| w.ends_with("/llama_server.py"));
+        is_launcher || super::is_program_process(&self.spec.command[0], cmdline)
     }
 
     fn bind_args(&self, port: u16) -> Vec<String> {

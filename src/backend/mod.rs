@@ -2,19 +2,50 @@
 //!
 //! An adapter holds data, not process logic: [`Backend::plan`] is pure and turns a candidate into
 //! a [`LaunchPlan`] (program, arguments, environment, per-request options, and the same settings
-//! in the form an operator deploys). [`process::Server`] owns the running process. The daemon
-//! wires the two together.
+//! in the form an operator deploys). Where backends differ in what they do around a trial (Ollama
+//! pulls models before the study and loads the model before measuring), the adapter answers
+//! through the trait, so no caller matches on the kind. [`process::Server`] owns one running
+//! process; [`session::ServerSession`] is the one place a server is started, reused or
+//! restarted, for every command.
 
 pub mod llamacpp;
 pub mod ollama;
 pub mod process;
+pub mod service;
+pub mod session;
 pub mod vllm;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use crate::space::{BackendKind, BackendSpec, Candidate};
+use crate::trial::Fingerprint;
+use crate::workload::Target;
+
+/// How long a server gets between SIGTERM and SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Progress of a model download before a study (Ollama `/api/pull`; sizes in bytes).
+#[derive(Debug, Clone, Copy)]
+pub struct Pull<'a> {
+    pub model: &'a str,
+    pub status: &'a str,
+    pub completed: Option<u64>,
+    pub total: Option<u64>,
+}
+
+pub use crate::measure::ModelMemory;
+
+/// The model name a server started from a model file answers to: the file's stem.
+pub fn model_file_stem(model: &str) -> String {
+    std::path::Path::new(model)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| model.to_string())
+}
 
 /// Everything needed to start one configuration, and to deploy it later.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,6 +133,8 @@ pub struct Failure {
 /// An inference-server adapter.
 pub trait Backend: Send + Sync {
     fn kind(&self) -> BackendKind;
+    /// The `[backend]` section the adapter was built from.
+    fn spec(&self) -> &BackendSpec;
     /// Turn a candidate into a launch plan. Pure; `Err` for known-invalid combinations.
     fn plan(&self, candidate: &Candidate) -> Result<LaunchPlan, Rejection>;
     /// Arguments that bind the server to `127.0.0.1:port`.
@@ -123,9 +156,48 @@ pub trait Backend: Send + Sync {
     /// Read a failed start or a crash from the server's log tail.
     /// `exited` is false when the server was still running but never got ready.
     fn classify(&self, log_tail: &str, exited: bool) -> Failure;
-    /// The model name requests carry; `None` = the model file's stem.
-    fn request_model(&self, _plan: &LaunchPlan) -> Option<String> {
+    /// The model name requests carry (default: the model file's stem).
+    fn request_model(&self, plan: &LaunchPlan) -> String {
+        model_file_stem(&plan.model)
+    }
+    /// Service mode: where the service answers and how it is restarted; `None` when the tuner
+    /// spawns the server itself.
+    fn service(&self) -> Option<service::ServiceSpec> {
         None
+    }
+    /// Before the first trial: check (and fetch) what the space needs, and identify the engine
+    /// and its models. `None` = the generic fingerprint (program `--version`, model file hashes).
+    fn prepare<'a>(
+        &'a self,
+        _client: &'a reqwest::Client,
+        _on_pull: &'a mut (dyn FnMut(Pull<'_>) + Send),
+    ) -> BoxFuture<'a, anyhow::Result<Option<Fingerprint>>> {
+        Box::pin(async { Ok(None) })
+    }
+    /// After the server is ready and before measuring: load the model with the trial's options,
+    /// so the load is timed on its own and a model that cannot load is a classified result, not
+    /// failed requests. `Ok(None)` for servers that load at start.
+    fn preload<'a>(
+        &'a self,
+        _client: &'a reqwest::Client,
+        _target: &'a Target,
+        _plan: &'a LaunchPlan,
+    ) -> BoxFuture<'a, Result<Option<Duration>, Failure>> {
+        Box::pin(async { Ok(None) })
+    }
+    /// The loaded model's memory after the workload, where the server reports it.
+    fn model_memory<'a>(
+        &'a self,
+        _client: &'a reqwest::Client,
+        _target: &'a Target,
+    ) -> BoxFuture<'a, Option<ModelMemory>> {
+        Box::pin(async { None })
+    }
+    /// Whether a process with this command line (NUL-separated words joined by spaces) is one of
+    /// this backend's servers: resume stops survivors of a killed daemon by their recorded PID,
+    /// and PIDs get reused.
+    fn is_server_process(&self, cmdline: &str) -> bool {
+        is_program_process(&self.spec().command[0], cmdline)
     }
     /// Path (OpenAI `/v1/models`) that must list the request model before the server counts as
     /// ready; `None` when the health check alone decides.
@@ -191,6 +263,15 @@ impl Launch {
         let load_changed = reload_options.iter().any(|o| prev.request_options.get(*o) != next.request_options.get(*o));
         if prev.model != next.model || load_changed { Launch::Reload } else { Launch::Reuse }
     }
+}
+
+/// Whether `cmdline` runs `program`: one of its words is the program's path or file name
+/// (`/usr/bin/python3 /usr/local/bin/vllm serve ...` runs `vllm`).
+pub fn is_program_process(program: &str, cmdline: &str) -> bool {
+    let Some(name) = std::path::Path::new(program).file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return false;
+    };
+    cmdline.split_whitespace().any(|word| word == program || word == name || word.ends_with(&format!("/{name}")))
 }
 
 /// Pick the log lines matching the first pattern found, most specific first; else the last lines.

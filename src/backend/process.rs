@@ -30,11 +30,13 @@ pub enum Error {
 }
 
 /// Why a server did not become ready.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum NotReady {
     /// The process exited (code, or `None` when killed by a signal).
+    #[error("the server exited while starting (exit code {})", .0.map_or("none, killed by a signal".to_string(), |c| c.to_string()))]
     Exited(Option<i32>),
     /// Still running, but no 200 before the deadline.
+    #[error("the server did not answer its health check within {0:?}")]
     Timeout(Duration),
 }
 

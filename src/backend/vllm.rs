@@ -261,6 +261,10 @@ impl Backend for Vllm {
         BackendKind::Vllm
     }
 
+    fn spec(&self) -> &BackendSpec {
+        &self.spec
+    }
+
     fn plan(&self, candidate: &Candidate) -> Result<LaunchPlan, Rejection> {
         let mut model = self.spec.model.clone();
         let mut settings: Vec<String> = Vec::new();
@@ -327,9 +331,11 @@ impl Backend for Vllm {
         vec!["--version".into()]
     }
 
-    fn request_model(&self, plan: &LaunchPlan) -> Option<String> {
+    fn request_model(&self, plan: &LaunchPlan) -> String {
         let skip = self.spec.command.len() - 1;
-        ServeArgs::parse(&plan.args[skip.min(plan.args.len())..]).ok().map(|a| served_model_name(&a))
+        ServeArgs::parse(&plan.args[skip.min(plan.args.len())..])
+            .map(|a| served_model_name(&a))
+            .unwrap_or_else(|_| plan.model.clone())
     }
 
     fn models_path(&self) -> Option<&'static str> {
@@ -607,7 +613,7 @@ cvd = { values = ["0"], env = "CUDA_VISIBLE_DEVICES" }
         );
         let env: Vec<String> = plan.deploy_env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         assert_eq!(env, ["CUDA_VISIBLE_DEVICES=0", "VLLM_NO_USAGE_STATS=1"]);
-        assert_eq!(b.request_model(&plan).as_deref(), Some("Qwen/Qwen2.5-7B-Instruct-AWQ"));
+        assert_eq!(b.request_model(&plan), "Qwen/Qwen2.5-7B-Instruct-AWQ");
     }
 
     #[test]

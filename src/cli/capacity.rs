@@ -10,6 +10,7 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use crate::daemon::capacity::{self, Load};
+use crate::shutdown::Shutdown;
 use crate::space::Space;
 use crate::store::Store;
 
@@ -63,7 +64,7 @@ pub async fn capacity(store: &Store, args: CapacityArgs, out: &mut (dyn Write + 
     let (min, max) = load.default_range();
     let (min, max) = (args.min.unwrap_or(min), args.max.unwrap_or(max));
     let cancel = CancellationToken::new();
-    let found = capacity::search(&space, &trial.params, &slo, load, min, max, &cancel).await?;
+    let found = capacity::search(&space, &trial.params, &slo, load, min, max, &Shutdown::following(&cancel)).await?;
     if args.json {
         let levels: Vec<_> = found.levels.iter().map(|(l, v)| serde_json::json!({"level": l, "value": v})).collect();
         let doc = serde_json::json!({

@@ -10,6 +10,7 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use crate::daemon::validate;
+use crate::shutdown::Shutdown;
 use crate::space::Space;
 use crate::store::{Store, Validation};
 use crate::trial;
@@ -71,7 +72,7 @@ pub async fn validate_study(
     }
     let baseline =
         space.default_candidate().context("the space gives no default for some parameter, so there is no baseline")?;
-    let v = validate::revalidate(space, &feasible, &baseline, pairs, cancel).await?;
+    let v = validate::revalidate(space, &feasible, &baseline, pairs, &Shutdown::following(cancel)).await?;
     store.save_validation(study.id, &v).await?;
     Ok(v)
 }

@@ -72,12 +72,7 @@ pub struct BenchReport {
 /// Measure the endpoint once.
 pub async fn bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     let prompts = workload::load_dataset(&opts.dataset)?;
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        // A fresh loopback connection per request, as in `tune` (servers close idle keep-alives).
-        .pool_max_idle_per_host(0)
-        .build()
-        .context("building the HTTP client")?;
+    let client = workload::http_client()?;
     let url = opts.url.trim_end_matches('/').trim_end_matches("/v1").to_string();
     let model = match &opts.model {
         Some(m) => m.clone(),
@@ -103,6 +98,7 @@ pub async fn bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         seed: opts.seed,
         request_timeout: opts.request_timeout,
         prompt_cache: opts.prompt_cache,
+        draw: 0,
     };
     let cpu_before = system::own_cpu_time();
     let (run, lateness_ms, is_valid) = match (opts.load, opts.amount) {

@@ -12,15 +12,14 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use serde::Serialize;
 
-use super::{TrialRun, run_trial};
-use crate::backend;
+use super::remeasure;
 use crate::measure::{
     Sample,
     ratio::{self, Better, Call, RatioCi},
 };
+use crate::shutdown::Shutdown;
 use crate::space::{Candidate, Space};
 use crate::store::Store;
-use crate::trial::Outcome;
 
 /// One side of a comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,40 +118,26 @@ pub async fn compare(
     };
     let trials = store.trials(study.id).await?;
     let cands = [candidate(&space, &trials, opts.a, &study.name)?, candidate(&space, &trials, opts.b, &study.name)?];
-    let backend = backend::from_spec(&space.backend, &space.params);
-    let shutdown = super::Shutdown::manual();
-    let bench = super::Bench::new(&space, backend.as_ref(), &shutdown)?;
-    let mut arms = [ArmRuns { samples: vec![], tok_per_s: vec![] }, ArmRuns { samples: vec![], tok_per_s: vec![] }];
-    for pair in 1..=opts.pairs.max(1) {
-        for (i, label) in [(0, 'A'), (1, 'B')] {
-            // A fresh server for every run: close the session's server after each.
-            let mut session = super::Session::fresh();
-            let run = run_trial(&bench, &mut session, None, &cands[i]).await;
-            session.close(&shutdown).await;
-            let run: TrialRun = run?;
-            let Outcome::Complete { summary, .. } = &run.outcome else {
-                bail!(
-                    "run {pair} of {} could not be measured: {:?}",
-                    if i == 0 { opts.a } else { opts.b },
-                    run.outcome
-                );
-            };
-            on_progress(Progress::RunFinished {
-                arm: label,
-                pair,
-                output_tok_per_s: summary.output_tok_per_s,
-                ttft_p50_ms: summary.ttft_ms.p50,
-            });
-            arms[i].tok_per_s.push(summary.output_tok_per_s);
-            arms[i].samples.push(run.samples.into_iter().filter(|s| !s.is_warmup && s.is_ok()).collect());
-        }
-    }
-    Ok(CompareReport {
-        a: opts.a.to_string(),
-        b: opts.b.to_string(),
-        pairs: opts.pairs.max(1),
-        rows: rows(&arms, space.seed),
-    })
+    let arms = [
+        remeasure::Arm { label: opts.a.to_string(), candidate: &cands[0] },
+        remeasure::Arm { label: opts.b.to_string(), candidate: &cands[1] },
+    ];
+    let pairs = opts.pairs.max(1);
+    let mut on_run = |p: remeasure::Progress<'_>| {
+        on_progress(Progress::RunFinished {
+            arm: if p.arm == 0 { 'A' } else { 'B' },
+            pair: p.round,
+            output_tok_per_s: p.run.summary.output_tok_per_s,
+            ttft_p50_ms: p.run.summary.ttft_ms.p50,
+        })
+    };
+    let runs = remeasure::interleaved(&space, &arms, pairs, &Shutdown::manual(), &mut on_run).await?;
+    let runs: [Vec<remeasure::ArmRun>; 2] = runs.try_into().expect("two arms measured");
+    let arms = runs.map(|r| ArmRuns {
+        tok_per_s: r.iter().map(|run| run.summary.output_tok_per_s).collect(),
+        samples: r.into_iter().map(|run| run.samples).collect(),
+    });
+    Ok(CompareReport { a: opts.a.to_string(), b: opts.b.to_string(), pairs, rows: rows(&arms, space.seed) })
 }
 
 fn rows(arms: &[ArmRuns; 2], seed: u64) -> Vec<Row> {

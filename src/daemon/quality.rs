@@ -5,15 +5,12 @@
 //! Only a model-template parameter (`template = "model"`) makes variants; without one the
 //! reference is the trial's own configuration at the first grid point.
 
-use anyhow::Context;
 use tracing::info;
 
-use super::{STOP_GRACE, model_name};
-use crate::backend::{
-    Backend,
-    process::{self, Server},
-};
+use crate::backend::Backend;
+use crate::backend::session::{ServerSession, Start};
 use crate::measure::quality::{self, QualityScore};
+use crate::shutdown::Shutdown;
 use crate::space::{Apply, Candidate, QualitySpec, Space, Value};
 use crate::workload::{self, Prompt, Target, greedy};
 
@@ -54,11 +51,13 @@ fn reference_candidate(space: &Space) -> (Candidate, String) {
     (Candidate(values), label)
 }
 
-/// Start the reference variant, collect its answers, stop it.
+/// Start the reference variant (through a server session, like any trial), collect its
+/// answers, stop it.
 pub(super) async fn prepare(
     space: &Space,
     backend: &dyn Backend,
     client: &reqwest::Client,
+    shutdown: &Shutdown,
 ) -> anyhow::Result<Option<Guard>> {
     let Some(spec) = &space.quality else { return Ok(None) };
     let (prompts, known) = load_prompts(spec)?;
@@ -66,30 +65,28 @@ pub(super) async fn prepare(
     let plan = backend
         .plan(&candidate)
         .map_err(|r| anyhow::anyhow!("quality reference '{label}' cannot be planned: {}", r.message))?;
-    let port = process::free_port()?;
-    let mut server =
-        Server::spawn(&plan, &backend.bind_args(port), port).context("starting the quality reference server")?;
-    if let Err(e) = server.wait_ready(client, backend.health_path(), space.backend.ready_timeout).await {
-        let tail = server.log.text();
-        server.stop(STOP_GRACE).await;
-        anyhow::bail!("quality reference '{label}' never got ready ({e:?}): {}", tail.lines().last().unwrap_or(""));
-    }
-    let target = Target {
-        protocol: backend.protocol(),
-        base_url: server.url(),
-        model: model_name(&plan.model),
-        options: plan.request_options.clone(),
+    let mut session = ServerSession::open(backend, client.clone())?;
+    let started = session.start(&plan, shutdown).await;
+    let reference = match started {
+        Ok(Start::Ready(ready)) => Ok(greedy::answers(
+            client,
+            &ready.target,
+            &prompts,
+            spec.max_tokens,
+            space.workload.seed,
+            space.workload.request_timeout,
+        )
+        .await),
+        Ok(Start::Failed { failure, .. }) => Err(anyhow::anyhow!(
+            "quality reference '{label}' could not be served [{}]: {}",
+            failure.class.as_str(),
+            failure.message
+        )),
+        Ok(Start::Interrupted { .. }) => Err(anyhow::anyhow!("interrupted while the quality reference started")),
+        Err(e) => Err(e),
     };
-    let reference = greedy::answers(
-        client,
-        &target,
-        &prompts,
-        spec.max_tokens,
-        space.workload.seed,
-        space.workload.request_timeout,
-    )
-    .await;
-    server.stop(STOP_GRACE).await;
+    session.finish(shutdown, None, false).await?;
+    let reference = reference?;
     let ok = reference.iter().filter(|a| a.is_some()).count();
     info!(reference = %label, answered = ok, prompts = prompts.len(), "quality reference ready");
     Ok(Some(Guard { prompts, known, reference, max_tokens: spec.max_tokens, seed: space.workload.seed }))

@@ -3,23 +3,10 @@
 //! group without a grace period). Either way the process returns through `main`.
 
 use tokio::signal::unix::{SignalKind, signal};
-use tokio_util::sync::CancellationToken;
 
-/// What the signal handler has asked for so far.
-#[derive(Debug, Clone, Default)]
-pub struct Shutdown {
-    /// First signal: finish cleanly (SIGTERM the server, wait its grace period, record).
-    pub graceful: CancellationToken,
-    /// Second signal: no more waiting (SIGKILL the server group, record, exit).
-    pub now: CancellationToken,
-}
+pub use crate::shutdown::Shutdown;
 
 impl Shutdown {
-    /// Tokens that only a caller cancels (tests, embedding).
-    pub fn manual() -> Shutdown {
-        Shutdown::default()
-    }
-
     /// Listen for SIGINT and SIGTERM for the life of the runtime.
     pub fn listen() -> std::io::Result<Shutdown> {
         let shutdown = Shutdown::default();
@@ -47,9 +34,5 @@ impl Shutdown {
             }
         });
         Ok(shutdown)
-    }
-
-    pub fn is_requested(&self) -> bool {
-        self.graceful.is_cancelled()
     }
 }

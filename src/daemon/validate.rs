@@ -7,46 +7,20 @@
 //! interval over the runs.
 
 use anyhow::bail;
-use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
-use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use super::run_trial;
-use crate::backend;
+use super::remeasure::{self, Arm};
+use crate::measure::ratio;
+use crate::shutdown::Shutdown;
 use crate::space::{Candidate, Direction, Space};
 use crate::store::Validation;
-use crate::trial::{Outcome, Trial};
-
-/// Bootstrap resamples for the ratio's confidence interval.
-pub const RESAMPLES: usize = 10_000;
-
-fn mean(x: &[f64]) -> f64 {
-    x.iter().sum::<f64>() / x.len() as f64
-}
-
-/// `mean(b) / mean(a)` and its bootstrap 95 % percentile interval: each resample draws both
-/// arms' runs with replacement. Deterministic per `seed`.
-pub fn ratio_ci(a: &[f64], b: &[f64], resamples: usize, seed: u64) -> (f64, f64, f64) {
-    let ratio = mean(b) / mean(a);
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut draws: Vec<f64> = (0..resamples)
-        .map(|_| {
-            let ma = (0..a.len()).map(|_| a[rng.random_range(0..a.len())]).sum::<f64>() / a.len() as f64;
-            let mb = (0..b.len()).map(|_| b[rng.random_range(0..b.len())]).sum::<f64>() / b.len() as f64;
-            mb / ma
-        })
-        .collect();
-    draws.sort_by(f64::total_cmp);
-    let at = |q: f64| draws[((q * (resamples - 1) as f64).round() as usize).min(resamples - 1)];
-    (ratio, at(0.025), at(0.975))
-}
+use crate::trial::Trial;
 
 /// Lower confidence bound of the mean for a maximised objective (upper bound, negated, for a
 /// minimised one), so that larger is better either way: `±(mean ∓ 1.96·s/√k)`.
 pub fn confidence_bound(values: &[f64], direction: Direction) -> f64 {
     let k = values.len() as f64;
-    let m = mean(values);
+    let m = ratio::mean(values);
     let sd =
         if values.len() > 1 { (values.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (k - 1.0)).sqrt() } else { 0.0 };
     match direction {
@@ -70,82 +44,46 @@ pub fn pick_winner(values: &[Vec<f64>], misses: &[usize], direction: Direction) 
 }
 
 /// Measure `baseline` and each of `top` (best first) once per round, `rounds` rounds, on fresh
-/// server starts; name the winner by confidence bound and compare it with the baseline.
+/// server starts; name the winner (fewest SLO misses, then the confidence bound) and compare it
+/// with the baseline.
 pub async fn revalidate(
     space: &Space,
     top: &[&Trial],
     baseline: &Candidate,
     rounds: u32,
-    cancel: &CancellationToken,
+    shutdown: &Shutdown,
 ) -> anyhow::Result<Validation> {
-    let pairs = rounds;
     if top.is_empty() {
         bail!("no candidate to re-validate");
     }
-    if pairs < 3 {
-        bail!("re-validation needs at least 3 pairs, got '{pairs}'");
+    if rounds < 3 {
+        bail!("re-validation needs at least 3 pairs, got '{rounds}'");
     }
-    let backend = backend::from_spec(&space.backend, &space.params);
-    let shutdown = super::Shutdown { graceful: cancel.clone(), now: CancellationToken::new() };
-    let bench = super::Bench::new(space, backend.as_ref(), &shutdown)?;
-    let mut default_values = Vec::new();
-    let mut values: Vec<Vec<f64>> = vec![Vec::new(); top.len()];
-    let mut misses = vec![0usize; top.len()];
-    for pair in 1..=pairs {
-        let arms = std::iter::once((None, baseline)).chain(top.iter().enumerate().map(|(i, t)| (Some(i), &t.params)));
-        for (arm_index, candidate) in arms {
-            let arm = if arm_index.is_some() { "candidate" } else { "default" };
-            // A fresh server start for every run.
-            let mut session = super::Session::fresh();
-            let run = tokio::select! {
-                biased;
-                _ = cancel.cancelled() => bail!("re-validation interrupted"),
-                run = run_trial(&bench, &mut session, None, candidate) => run,
-            };
-            session.close(&shutdown).await;
-            let run = run?;
-            let (value, missed) = match run.outcome {
-                Outcome::Complete { verdict, .. } | Outcome::Pruned { verdict, .. } => {
-                    (verdict.objective, !verdict.is_feasible())
-                }
-                Outcome::Infeasible { class, message } => {
-                    bail!("the {arm} configuration failed on re-validation ({class}): {message}")
-                }
-                Outcome::Interrupted => bail!("re-validation interrupted"),
-            };
-            info!(pair, arm, value, missed_slo = missed, "re-validation run");
-            match arm_index {
-                Some(i) => {
-                    values[i].push(value);
-                    misses[i] += missed as usize;
-                }
-                None => default_values.push(value),
-            }
-        }
-    }
+    let arms: Vec<Arm<'_>> = std::iter::once(Arm { label: "default".into(), candidate: baseline })
+        .chain(top.iter().map(|t| Arm { label: format!("trial {}", t.number), candidate: &t.params }))
+        .collect();
+    let mut runs = remeasure::interleaved(space, &arms, rounds, shutdown, &mut |_| {}).await?;
+    let default_values: Vec<f64> = runs.remove(0).iter().map(|r| r.verdict.objective).collect();
+    let values: Vec<Vec<f64>> = runs.iter().map(|r| r.iter().map(|run| run.verdict.objective).collect()).collect();
+    let misses: Vec<usize> = runs.iter().map(|r| r.iter().filter(|run| !run.verdict.is_feasible()).count()).collect();
     let direction = space.objective.direction;
-    let best = pick_winner(&values, &misses, direction);
     for ((t, v), m) in top.iter().zip(&values).zip(&misses) {
-        info!(
-            trial = t.number,
-            mean = mean(v),
-            bound = confidence_bound(v, direction),
-            missed_slo_runs = m,
-            "re-measured candidate"
-        );
+        let (mean, bound) = (ratio::mean(v), confidence_bound(v, direction));
+        info!(trial = t.number, mean, bound, missed_slo_runs = m, "re-measured candidate");
     }
-    let winner = top[best];
-    let winner_values = values.swap_remove(best);
-    let (ratio, ci_low, ci_high) = ratio_ci(&default_values, &winner_values, RESAMPLES, space.seed);
+    let best = pick_winner(&values, &misses, direction);
+    let winner_values = values[best].clone();
+    let one_per_run = |v: &[f64]| v.iter().map(|x| vec![*x]).collect::<Vec<_>>();
+    let ci = ratio::ratio_ci(&one_per_run(&default_values), &one_per_run(&winner_values), ratio::mean, space.seed);
     Ok(Validation {
-        winner_number: winner.number,
+        winner_number: top[best].number,
         metric: space.objective.metric.clone(),
         baseline: baseline.clone(),
         default_values,
         winner_values,
-        ratio,
-        ci_low,
-        ci_high,
+        ratio: ci.ratio,
+        ci_low: ci.lo,
+        ci_high: ci.hi,
         created_at_ms: 0,
     })
 }
@@ -154,16 +92,18 @@ pub async fn revalidate(
 mod tests {
     use super::*;
 
+    /// The winner's ratio uses the one bootstrap of `measure::ratio`, with one value per run.
     #[test]
     fn ratio_ci_brackets_the_ratio_and_is_exact_without_spread() {
-        let (r, lo, hi) = ratio_ci(&[2.0, 2.0, 2.0], &[3.0, 3.0, 3.0], 1000, 1);
-        assert_eq!((r, lo, hi), (1.5, 1.5, 1.5));
-        let a = [10.0, 11.0, 9.0, 10.0];
-        let b = [12.0, 13.0, 11.0, 12.0];
-        let (r, lo, hi) = ratio_ci(&a, &b, RESAMPLES, 7);
-        assert_eq!(r, 1.2);
-        assert!(lo < r && r < hi && lo > 1.0 && hi < 1.45, "{lo} {hi}");
-        assert_eq!(ratio_ci(&a, &b, RESAMPLES, 7), (r, lo, hi));
+        let runs = |v: &[f64]| v.iter().map(|x| vec![*x]).collect::<Vec<_>>();
+        let ci = ratio::ratio_ci(&runs(&[2.0, 2.0, 2.0]), &runs(&[3.0, 3.0, 3.0]), ratio::mean, 1);
+        assert_eq!((ci.ratio, ci.lo, ci.hi), (1.5, 1.5, 1.5));
+        let a = runs(&[10.0, 11.0, 9.0, 10.0]);
+        let b = runs(&[12.0, 13.0, 11.0, 12.0]);
+        let ci = ratio::ratio_ci(&a, &b, ratio::mean, 7);
+        assert!((ci.ratio - 1.2).abs() < 1e-12);
+        assert!(ci.lo < ci.ratio && ci.ratio < ci.hi && ci.lo > 1.0 && ci.hi < 1.45, "{ci:?}");
+        assert_eq!(ratio::ratio_ci(&a, &b, ratio::mean, 7), ci);
     }
 
     #[test]

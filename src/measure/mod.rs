@@ -7,6 +7,7 @@
 //! ranks (numpy's default), over successful, non-warm-up requests only.
 
 pub mod gpu;
+pub mod probe;
 pub mod prom;
 pub mod quality;
 pub mod ratio;
@@ -264,6 +265,43 @@ pub struct Summary {
     /// run at the capacity level.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<CapacityFigure>,
+}
+
+/// Memory of the loaded model as the server reports it (Ollama `/api/ps`), in bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModelMemory {
+    pub size_bytes: u64,
+    /// The part on the GPU (0 on a CPU-only host).
+    pub size_vram_bytes: u64,
+}
+
+/// One trial's figures, measured apart: the client's samples, the server-side probe, and what a
+/// trial may add (its capacity search, the quality guard, the server's model memory).
+#[derive(Debug)]
+pub struct TrialParts<'a> {
+    pub samples: &'a [Sample],
+    /// Wall time of the measured phase.
+    pub wall: Duration,
+    pub server: probe::ServerSide,
+    pub capacity: Option<CapacityFigure>,
+    pub quality: Option<quality::QualityScore>,
+    pub model_memory: Option<ModelMemory>,
+}
+
+/// The trial's [`Summary`], built once from its parts.
+pub fn summarize_trial(parts: TrialParts<'_>, request_slo: &RequestSlo) -> Summary {
+    let server = parts.server;
+    Summary {
+        peak_rss_bytes: server.peak_rss_bytes,
+        client_cpu_ms: server.client_cpu_ms,
+        peak_vram_bytes: server.peak_vram_bytes,
+        server_metrics: server.server_metrics,
+        capacity: parts.capacity,
+        quality: parts.quality,
+        model_size_bytes: parts.model_memory.map(|m| m.size_bytes),
+        model_size_vram_bytes: parts.model_memory.map(|m| m.size_vram_bytes),
+        ..summarize(parts.samples, parts.wall, request_slo)
+    }
 }
 
 /// A trial's capacity: the highest load at which its SLO held.

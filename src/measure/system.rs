@@ -82,6 +82,43 @@ pub fn own_cpu_time() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
+/// The pid of the process listening on loopback `port` (from `/proc/net/tcp{,6}` and the
+/// socket links in `/proc/*/fd`), so service mode can sample the service's RSS. `None` when it
+/// cannot be told (another user's process, not Linux).
+pub fn listening_pid(port: u16) -> Option<u32> {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else { continue };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address is HEXIP:HEXPORT; state 0A = LISTEN; inode is field 9.
+            let listening = f.get(3) == Some(&"0A");
+            let local_port = f.get(1).and_then(|a| a.rsplit(':').next()).and_then(|p| u16::from_str_radix(p, 16).ok());
+            if listening
+                && local_port == Some(port)
+                && let Some(inode) = f.get(9)
+            {
+                inodes.push(format!("socket:[{inode}]"));
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return None;
+    }
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else { continue };
+        for fd in fds.flatten() {
+            if let Ok(link) = std::fs::read_link(fd.path())
+                && inodes.iter().any(|i| link.as_os_str() == i.as_str())
+            {
+                return Some(pid);
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,5 +153,13 @@ mod tests {
         let h = host();
         assert!(h.logical_cores >= 1);
         assert!(h.ram_bytes > 0);
+    }
+    #[test]
+    fn finds_the_listening_process() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert_eq!(super::listening_pid(port), Some(std::process::id()));
+        drop(listener);
+        assert_eq!(super::listening_pid(port), None);
     }
 }

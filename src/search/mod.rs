@@ -5,6 +5,7 @@
 
 pub mod anchor;
 pub mod anneal;
+pub mod capacity;
 pub mod constrained;
 pub mod encode;
 pub mod grid;

@@ -9,6 +9,7 @@ pub mod greedy;
 pub mod ollama;
 pub mod open_loop;
 pub mod openai;
+pub mod prune;
 pub mod timed;
 
 use std::path::Path;
@@ -78,19 +79,25 @@ pub fn load_dataset(path: &Path) -> Result<Vec<Prompt>, Error> {
     Ok(prompts)
 }
 
-/// The order of prompt indices for one run: `warmup` indices, then `requests` indices, all
-/// distinct while the dataset lasts. Seeded, so every trial of a study sends the same prompts
-/// (common random numbers) and no request of a run repeats another's prompt by accident.
-pub fn schedule(n_prompts: usize, warmup: usize, requests: usize, seed: u64) -> Vec<usize> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut out = Vec::with_capacity(warmup + requests);
-    while out.len() < warmup + requests {
-        let mut round: Vec<usize> = (0..n_prompts).collect();
-        round.shuffle(&mut rng);
-        out.extend(round);
-    }
-    out.truncate(warmup + requests);
-    out
+/// The order of prompt indices for one run: `warmup` indices, then `requests` indices. The
+/// dataset is shuffled once per `seed` (the study's), and run number `draw` takes the next
+/// `warmup + requests` prompts of that order, wrapping around: prompts are distinct within a run
+/// while the dataset lasts, and two consecutive draws share none while the dataset holds both.
+pub fn schedule(n_prompts: usize, warmup: usize, requests: usize, seed: u64, draw: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n_prompts).collect();
+    order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+    let per_run = warmup + requests;
+    let start = (draw % n_prompts as u64) as usize * (per_run % n_prompts) % n_prompts;
+    (0..per_run).map(|i| order[(start + i) % n_prompts]).collect()
+}
+
+/// The HTTP client every command measures with: no proxy for loopback, and a fresh connection
+/// per request (~0.1 ms): servers close kept-alive connections on their own schedule
+/// (cpp-httplib after a few requests), and a request sent on a connection the server just
+/// closed would fail without reaching it.
+pub fn http_client() -> anyhow::Result<reqwest::Client> {
+    use anyhow::Context;
+    reqwest::Client::builder().no_proxy().pool_max_idle_per_host(0).build().context("building the HTTP client")
 }
 
 /// What one workload run produced.
@@ -143,7 +150,7 @@ pub async fn run_until(
     spec: &WorkloadSpec,
     abort: Option<Abort>,
 ) -> (Run, bool) {
-    let order = schedule(prompts.len(), spec.warmup as usize, spec.requests as usize, spec.seed);
+    let order = schedule(prompts.len(), spec.warmup as usize, spec.requests as usize, spec.seed, spec.draw);
     let (warm, measured) = order.split_at(spec.warmup as usize);
     let origin = Instant::now();
     let (mut samples, _) = closed_loop(client, target, prompts, spec, warm, origin, true, None).await;
@@ -255,6 +262,16 @@ pub(crate) fn settle(
     sample
 }
 
+/// GET `url` and return the body of a 2xx answer (`None` for anything else). For small
+/// server-side documents: `/metrics`, `/version`, `/v1/models`.
+pub async fn fetch_text(client: &reqwest::Client, url: &str) -> Option<String> {
+    let resp = client.get(url).timeout(Duration::from_secs(5)).send().await.ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    resp.text().await.ok()
+}
+
 /// An error and its causes, `a: b: c` (reqwest's top-level message alone hides the cause).
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
@@ -277,15 +294,28 @@ mod tests {
 
     #[test]
     fn schedule_is_distinct_and_seeded() {
-        let a = schedule(100, 4, 60, 7);
+        let a = schedule(100, 4, 60, 7, 0);
         assert_eq!(a.len(), 64);
         let mut d = a.clone();
         d.sort_unstable();
         d.dedup();
         assert_eq!(d.len(), 64, "no prompt repeats while the dataset lasts");
-        assert_eq!(a, schedule(100, 4, 60, 7));
-        assert_ne!(a, schedule(100, 4, 60, 8));
-        assert_eq!(schedule(3, 0, 7, 1).len(), 7);
+        assert_eq!(a, schedule(100, 4, 60, 7, 0));
+        assert_ne!(a, schedule(100, 4, 60, 8, 0));
+        assert_eq!(schedule(3, 0, 7, 1, 0).len(), 7);
+    }
+
+    /// Issue 13 item 5: each trial of a study sends its own prompts, so a reused server's prompt
+    /// cache never sees a trial's prompts again.
+    #[test]
+    fn consecutive_draws_send_disjoint_prompts() {
+        for draw in 0..3u64 {
+            let (a, b) = (schedule(480, 4, 64, 3, draw), schedule(480, 4, 64, 3, draw + 1));
+            assert!(a.iter().all(|i| !b.contains(i)), "draws {draw} and {} overlap", draw + 1);
+        }
+        // and the whole dataset is used before any prompt comes back
+        let seen: std::collections::BTreeSet<usize> = (0..7).flat_map(|d| schedule(480, 4, 64, 3, d)).collect();
+        assert_eq!(seen.len(), 7 * 68);
     }
 
     #[test]

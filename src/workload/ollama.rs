@@ -360,6 +360,7 @@ mod tests {
             seed: 7,
             request_timeout: Duration::from_secs(1),
             prompt_cache: false,
+            draw: 0,
         };
         let body = request_body(
             &Prompt { id: None, system: None, prompt: "hi".into(), answer: None, accept: Vec::new() },

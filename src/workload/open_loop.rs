@@ -65,7 +65,7 @@ pub async fn run(
     rate_per_s: f64,
 ) -> Result<OpenRun, BadRate> {
     let offsets = schedule(rate_per_s, spec.requests as usize, spec.seed)?;
-    let order = super::schedule(prompts.len(), spec.warmup as usize, spec.requests as usize, spec.seed);
+    let order = super::schedule(prompts.len(), spec.warmup as usize, spec.requests as usize, spec.seed, spec.draw);
     let (warm, measured) = order.split_at(spec.warmup as usize);
     let origin = Instant::now();
     let mut samples = Vec::new();

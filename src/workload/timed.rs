@@ -22,7 +22,7 @@ pub async fn run_for(
 ) -> Run {
     let warm_spec = WorkloadSpec { requests: 0, ..spec.clone() };
     let mut samples = super::run(client, target, prompts, &warm_spec).await.samples;
-    let order = super::schedule(prompts.len(), spec.warmup as usize, prompts.len(), spec.seed);
+    let order = super::schedule(prompts.len(), spec.warmup as usize, prompts.len(), spec.seed, spec.draw);
     let order = &order[spec.warmup as usize..];
     let next = Arc::new(AtomicUsize::new(0));
     let origin = Instant::now();

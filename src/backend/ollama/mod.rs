@@ -5,15 +5,22 @@
 //!
 //! Pure, like every adapter: it validates names and values, turns a candidate into a
 //! [`LaunchPlan`] and reads failure messages. The HTTP side lives in `workload::ollama`, the
-//! service-mode file handling in `daemon::ollama`. Nothing here goes through a shell.
+//! service-mode file handling in `backend::service`; `prepare` checks and pulls the models a
+//! study needs. Nothing here goes through a shell.
+
+mod prepare;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{Backend, Failure, FailureClass, LaunchPlan, Rejection, find_lines, last_lines};
+use futures_util::future::BoxFuture;
+
+use super::{Backend, Failure, FailureClass, LaunchPlan, ModelMemory, Pull, Rejection, find_lines, last_lines};
 use crate::space::{Apply, BackendKind, BackendMode, BackendSpec, Candidate, Domain, Param};
+use crate::trial::Fingerprint;
+use crate::workload::Target;
 
 /// How an `OLLAMA_*` value is parsed by `envconfig/config.go`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -399,6 +406,10 @@ impl Backend for Ollama {
         BackendKind::Ollama
     }
 
+    fn spec(&self) -> &BackendSpec {
+        &self.spec
+    }
+
     fn plan(&self, candidate: &Candidate) -> Result<LaunchPlan, Rejection> {
         let mut model = self.spec.model.clone();
         let mut env = self.spec.env.clone();
@@ -448,6 +459,78 @@ impl Backend for Ollama {
 
     fn reload_options(&self) -> &'static [&'static str] {
         RELOAD_OPTIONS
+    }
+
+    fn request_model(&self, plan: &LaunchPlan) -> String {
+        plan.model.clone()
+    }
+
+    fn service(&self) -> Option<super::service::ServiceSpec> {
+        let settings = self.settings();
+        let (env_file, format) = settings.env_file.clone()?;
+        (self.spec.mode == BackendMode::Service).then(|| super::service::ServiceSpec {
+            url: settings.url.clone(),
+            env_file,
+            format,
+            restart_command: settings.restart_command.clone(),
+        })
+    }
+
+    fn prepare<'a>(
+        &'a self,
+        client: &'a reqwest::Client,
+        on_pull: &'a mut (dyn FnMut(Pull<'_>) + Send),
+    ) -> BoxFuture<'a, anyhow::Result<Option<Fingerprint>>> {
+        Box::pin(async move { prepare::prepare(self, client, on_pull).await.map(Some) })
+    }
+
+    fn preload<'a>(
+        &'a self,
+        client: &'a reqwest::Client,
+        target: &'a Target,
+        plan: &'a LaunchPlan,
+    ) -> BoxFuture<'a, Result<Option<Duration>, Failure>> {
+        Box::pin(async move {
+            let timeout = self.settings().load_timeout;
+            match crate::workload::ollama::preload(
+                client,
+                &target.base_url,
+                &plan.model,
+                &plan.request_options,
+                timeout,
+            )
+            .await
+            {
+                Ok(load) => Ok(Some(load)),
+                Err(e) => {
+                    let fallback = if e.status == 0 { FailureClass::Crashed } else { FailureClass::LoadError };
+                    let class = classify_message(&e.message).unwrap_or(fallback);
+                    Err(Failure { class, message: format!("loading '{}': {}", plan.model, e.message) })
+                }
+            }
+        })
+    }
+
+    fn model_memory<'a>(
+        &'a self,
+        client: &'a reqwest::Client,
+        target: &'a Target,
+    ) -> BoxFuture<'a, Option<ModelMemory>> {
+        Box::pin(async move {
+            match crate::workload::ollama::ps(client, &target.base_url, &target.model).await {
+                Ok(Some(loaded)) => {
+                    Some(ModelMemory { size_bytes: loaded.size_bytes, size_vram_bytes: loaded.size_vram_bytes })
+                }
+                Ok(None) => {
+                    tracing::warn!(model = %target.model, "model not listed by /api/ps after the workload");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e.message, "reading /api/ps");
+                    None
+                }
+            }
+        })
     }
 
     fn protocol(&self) -> crate::workload::Protocol {

@@ -1,0 +1,267 @@
+//! One trial, as a chain of stages: plan → start (or reuse/reload) and preload → measure →
+//! check for a crash → grade. Each stage returns its value or the trial's outcome; an early
+//! `return` carries a result (a bad configuration is data), never an error. `Err` is kept for
+//! infrastructure failures: the backend program cannot be run, no port, the store.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tracing::info;
+
+use super::{capacity, quality};
+use crate::backend::session::{Ready, ServerSession, Start};
+use crate::backend::{Backend, Failure, LaunchPlan};
+use crate::measure::probe::{Probe, ProbeSpec, ServerSide};
+use crate::measure::{self, CapacityFigure, RequestSlo, TrialParts, gpu};
+use crate::shutdown::Shutdown;
+use crate::space::{Candidate, Space};
+use crate::store::Store;
+use crate::trial::{Outcome, StageTimes, TrialId};
+use crate::workload::{self, Prompt, Target, prune};
+
+/// The parts every trial of a command shares.
+pub(super) struct Bench<'a> {
+    pub space: &'a Space,
+    pub backend: &'a dyn Backend,
+    pub client: reqwest::Client,
+    pub prompts: Vec<Prompt>,
+    pub request_slo: RequestSlo,
+    pub shutdown: &'a Shutdown,
+    /// The quantization quality guard, when the study runs one.
+    pub guard: Option<quality::Guard>,
+    /// Whether a workload may stop early once its TTFT SLO is certain to fail. Only the search
+    /// prunes; re-measurement (compare, validate) never does: a missed SLO is data there.
+    pub prune: bool,
+}
+
+impl<'a> Bench<'a> {
+    /// The HTTP client, prompts and per-request SLOs for `space`; no quality guard, no pruning.
+    pub fn new(space: &'a Space, backend: &'a dyn Backend, shutdown: &'a Shutdown) -> anyhow::Result<Bench<'a>> {
+        Ok(Bench {
+            space,
+            backend,
+            client: workload::http_client()?,
+            prompts: workload::load_dataset(&space.workload.dataset)?,
+            request_slo: RequestSlo::from_slos(&space.slos),
+            shutdown,
+            guard: None,
+            prune: false,
+        })
+    }
+}
+
+/// One trial's result, before it is stored.
+pub(super) struct TrialRun {
+    pub outcome: Outcome,
+    pub plan: Option<LaunchPlan>,
+    pub stages: StageTimes,
+    pub samples: Vec<measure::Sample>,
+}
+
+impl TrialRun {
+    pub fn interrupted(plan: Option<LaunchPlan>, stages: StageTimes) -> TrialRun {
+        TrialRun { outcome: Outcome::Interrupted, plan, stages, samples: Vec::new() }
+    }
+
+    pub fn infeasible(class: &str, message: String, plan: Option<LaunchPlan>, stages: StageTimes) -> TrialRun {
+        info!(class, message = %message, "trial infeasible");
+        TrialRun {
+            outcome: Outcome::Infeasible { class: class.to_string(), message },
+            plan,
+            stages,
+            samples: Vec::new(),
+        }
+    }
+
+    fn failed(failure: Failure, plan: LaunchPlan, stages: StageTimes) -> TrialRun {
+        TrialRun::infeasible(failure.class.as_str(), failure.message, Some(plan), stages)
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Serve `candidate` on `session`'s server (started, reused or reloaded as the plan needs) and
+/// measure it. The server stays up in `session` for the next trial. `draw` picks the trial's own
+/// prompts (DESIGN.md §5: prompt reuse is never an accident of trial order). `record` names the
+/// stored trial, whose server PID is recorded so a resume can reap it.
+pub(super) async fn run_trial(
+    bench: &Bench<'_>,
+    session: &mut ServerSession<'_>,
+    candidate: &Candidate,
+    draw: u64,
+    record: Option<(&Store, TrialId)>,
+) -> anyhow::Result<TrialRun> {
+    let plan = match bench.backend.plan(candidate) {
+        Ok(plan) => plan,
+        Err(r) => return Ok(TrialRun::infeasible("invalid-combination", r.message, None, StageTimes::default())),
+    };
+    let gpu_baseline = gpu_before_start(bench, session, &plan).await;
+    let ready = match session.start(&plan, bench.shutdown).await? {
+        Start::Ready(ready) => ready,
+        Start::Failed { failure, launch, ready_ms } => {
+            let stages = StageTimes { launch: Some(launch), ready_ms, ..StageTimes::default() };
+            return Ok(TrialRun::failed(failure, plan, stages));
+        }
+        Start::Interrupted { launch } => {
+            return Ok(TrialRun::interrupted(Some(plan), StageTimes { launch: Some(launch), ..StageTimes::default() }));
+        }
+    };
+    let mut stages = StageTimes {
+        launch: Some(ready.launch),
+        ready_ms: ready.ready_ms,
+        load_ms: ready.load_ms,
+        ..StageTimes::default()
+    };
+    if let (Some((store, trial_id)), Some(pid)) = (record, session.spawned_pid()) {
+        store.set_server_pid(trial_id, Some(pid)).await?;
+    }
+    let started = Instant::now();
+    let measured = measure(bench, session, &ready, &plan, draw, gpu_baseline).await;
+    stages.workload_ms = Some(ms(started.elapsed()));
+    let measured = match measured {
+        Measured::Done(m) => m,
+        Measured::Interrupted => {
+            session.close(bench.shutdown).await;
+            return Ok(TrialRun::interrupted(Some(plan), stages));
+        }
+        // The capacity search could not measure (e.g. the client fell behind its schedule).
+        Measured::Unmeasured(e) => return Ok(TrialRun::infeasible("capacity-unmeasured", e, Some(plan), stages)),
+    };
+    // Failed requests may mean the server is dying: give it a moment to show it.
+    let settle =
+        if measured.run.samples.iter().any(|s| !s.is_ok()) { Duration::from_millis(500) } else { Duration::ZERO };
+    if let Some(failure) = session.crash_after_workload(settle, bench.shutdown).await {
+        return Ok(TrialRun { samples: measured.run.samples, ..TrialRun::failed(failure, plan, stages) });
+    }
+    Ok(grade(bench, session, &ready.target, measured, plan, stages).await)
+}
+
+/// GPU memory in use before a restart (the previous trial's must have been freed).
+async fn gpu_before_start(bench: &Bench<'_>, session: &ServerSession<'_>, plan: &LaunchPlan) -> Option<gpu::GpuMemory> {
+    let restarts = session.launch_for(plan) == crate::backend::Launch::Restart;
+    if bench.backend.samples_gpu() && restarts { gpu::query(&plan.env).await } else { None }
+}
+
+/// What the measure stage produced.
+enum Measured {
+    Done(Workload),
+    Interrupted,
+    Unmeasured(String),
+}
+
+/// A workload run with the probe's figures around it.
+struct Workload {
+    run: workload::Run,
+    is_pruned: bool,
+    capacity: Option<CapacityFigure>,
+    server: ServerSide,
+}
+
+/// Probe start → workload (or, for `maximize = "capacity"`, a load search on this server) →
+/// probe finish.
+async fn measure(
+    bench: &Bench<'_>,
+    session: &mut ServerSession<'_>,
+    ready: &Ready,
+    plan: &LaunchPlan,
+    draw: u64,
+    gpu_baseline: Option<gpu::GpuMemory>,
+) -> Measured {
+    let backend = bench.backend;
+    let spec = ProbeSpec {
+        base_url: ready.target.base_url.clone(),
+        version_path: backend.version_path(),
+        metrics_path: backend.metrics_path(),
+        memory_pid: session.memory_pid(),
+        gpu_env: backend.samples_gpu().then(|| plan.env.clone()),
+        gpu_baseline,
+    };
+    let probe = Probe::start(&bench.client, spec).await;
+    let mut workload_spec = bench.space.workload.clone();
+    workload_spec.draw = draw;
+    let space = bench.space;
+    let result = tokio::select! {
+        r = async {
+            match &space.capacity {
+                None => {
+                    let ttft_limit_ms = if bench.prune { prune::ttft_p95_limit_ms(&space.slos) } else { None };
+                    let (run, is_pruned) =
+                        prune::run(&bench.client, &ready.target, &bench.prompts, &workload_spec, ttft_limit_ms).await;
+                    Ok((run, is_pruned, None))
+                }
+                Some(capacity) => capacity::on_server(bench, &ready.target, &workload_spec, capacity, session)
+                    .await
+                    .map(|found| (found.run, false, Some(found.capacity.figure()))),
+            }
+        } => Some(r),
+        _ = bench.shutdown.graceful.cancelled() => None,
+    };
+    let server = probe.finish().await;
+    match result {
+        None => Measured::Interrupted,
+        Some(Err(_)) if bench.shutdown.is_requested() => Measured::Interrupted,
+        Some(Err(e)) => Measured::Unmeasured(format!("{e:#}")),
+        Some(Ok((run, is_pruned, capacity))) => Measured::Done(Workload { run, is_pruned, capacity, server }),
+    }
+}
+
+/// Quality answers (before the server is touched again), the summary from its parts, and the
+/// verdict against the space's objective and SLOs. A server that served no request at all gets
+/// an infeasible outcome, whatever it says.
+async fn grade(
+    bench: &Bench<'_>,
+    session: &mut ServerSession<'_>,
+    target: &Target,
+    measured: Workload,
+    plan: LaunchPlan,
+    stages: StageTimes,
+) -> TrialRun {
+    let space = bench.space;
+    let quality = match &bench.guard {
+        Some(guard) => Some(guard.score(&guard.answers(&bench.client, target, space.workload.request_timeout).await)),
+        None => None,
+    };
+    let model_memory = bench.backend.model_memory(&bench.client, target).await;
+    let Workload { run, is_pruned, capacity, server } = measured;
+    let parts = TrialParts { samples: &run.samples, wall: run.wall, server, capacity, quality, model_memory };
+    let summary = measure::summarize_trial(parts, &bench.request_slo);
+    if summary.succeeded == 0 && summary.requests > 0 {
+        // Nothing was served: the configuration does not work. Not worth keeping for the next trial.
+        session.close(bench.shutdown).await;
+        let (kind, message) = all_failed(&summary, &run.samples);
+        return TrialRun {
+            samples: run.samples,
+            ..TrialRun::infeasible(&format!("requests-{kind}"), message, Some(plan), stages)
+        };
+    }
+    let verdict = measure::judge(&summary, &space.objective, &space.slos);
+    info!(
+        ttft_p95_ms = summary.ttft_ms.p95,
+        output_tok_per_s = summary.output_tok_per_s,
+        success_rate = summary.success_rate,
+        violation = verdict.violation,
+        launch = stages.launch.map_or("-", |l| l.as_str()),
+        "trial measured"
+    );
+    let outcome = if is_pruned { Outcome::Pruned { summary, verdict } } else { Outcome::Complete { summary, verdict } };
+    TrialRun { outcome, plan: Some(plan), stages, samples: run.samples }
+}
+
+/// The most common error kind and a one-line message for a run whose every request failed.
+fn all_failed(summary: &measure::Summary, samples: &[measure::Sample]) -> (String, String) {
+    let (kind, n) = summary.errors.iter().max_by_key(|(_, n)| **n).map(|(k, n)| (k.clone(), *n)).unwrap_or_default();
+    let example = samples.iter().filter(|s| !s.is_warmup).find_map(|s| s.error_message.clone()).unwrap_or_default();
+    let message = format!("all {} requests failed ({n} x {kind}): {example}", summary.requests);
+    (kind, message)
+}
+
+/// Run `candidate` once on a fresh server and stop it: re-measurement (compare, validate) and
+/// anything else that must not inherit a warm server or a prompt cache.
+pub(super) async fn run_fresh(bench: &Bench<'_>, candidate: &Candidate, draw: u64) -> anyhow::Result<TrialRun> {
+    let mut session = ServerSession::open(bench.backend, bench.client.clone()).context("opening a server session")?;
+    let run = run_trial(bench, &mut session, candidate, draw, None).await;
+    session.finish(bench.shutdown, None, false).await?;
+    run
+}
