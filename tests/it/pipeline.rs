@@ -1,0 +1,133 @@
+//! Issue 14: every command gets its server from the one server session, so what a backend says
+//! (request model name, bind variables, readiness) holds for capacity and the quality guard too.
+//! Before the session, both sent the model file's stem: a vLLM hub id `Qwen/Qwen2.5-7B-Instruct`
+//! was requested as `Qwen2.5-7B-Instruct`, an Ollama `qwen2.5:7b` as `qwen2`, and Ollama never
+//! got its `OLLAMA_HOST`. These run against the protocol fixtures with the real engine.
+
+use std::path::{Path, PathBuf};
+
+use crate::common::{EngineLock, repo, require_engine, run_cli};
+
+fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// `[workload]`, `[quality]` (small: 4 extra prompts) and `[slo]` sections shared by both tests.
+fn tail() -> String {
+    format!(
+        r#"[workload]
+dataset = {prompts}
+concurrency = 1
+requests = 4
+warmup = 1
+max_tokens = 12
+
+[quality]
+known_answers = {known}
+prompts = {qa}
+count = 4
+max_tokens = 12
+
+[slo]
+ttft_p95_ms = 120000
+success_rate = 1.0
+quality_agreement_min = 0.0
+"#,
+        prompts = toml_str(repo().join("prompts/chat-mix.jsonl").to_str().unwrap()),
+        known = toml_str(repo().join("prompts/known-answers.jsonl").to_str().unwrap()),
+        qa = toml_str(repo().join("prompts/short-qa.jsonl").to_str().unwrap()),
+    )
+}
+
+/// Tune one trial (quality guard on), then search its capacity over 1..2 clients; both must
+/// measure. Returns the trial and the capacity report.
+async fn tune_then_capacity(db: &Path, space: &Path, study: &str) -> (serde_json::Value, serde_json::Value) {
+    let db_s = db.to_str().unwrap();
+    let out = run_cli(&["--db", db_s, "tune", space.to_str().unwrap(), "--max-trials", "1"]).await;
+    let out = out.unwrap_or_else(|e| panic!("tune failed: {e:#}"));
+    let trials = crate::common::trials_json(db, study).await;
+    let trial = trials[0].clone();
+    assert_eq!(trial["state"], "complete", "{out}\n{trial:#}");
+    let quality = &trial["quality"];
+    assert!(quality["agreement"].as_f64().is_some_and(|a| a > 0.5), "quality guard answered: {quality}");
+    let cap = run_cli(&["--db", db_s, "capacity", study, "--trial", "1", "--min", "1", "--max", "2", "--json"]).await;
+    let cap: serde_json::Value = serde_json::from_str(&cap.unwrap_or_else(|e| panic!("capacity failed: {e:#}"))).unwrap();
+    assert!(!cap["levels"].as_array().unwrap().is_empty(), "{cap:#}");
+    assert_eq!(cap["capacity"], 2.0, "a 120 s TTFT limit holds at 2 clients: {cap:#}");
+    (trial, cap)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capacity_and_quality_guard_on_vllm_with_a_hub_model_id() {
+    require_engine();
+    let _engine = EngineLock::acquire().await;
+    let dir = tempfile::tempdir().unwrap();
+    // The fixture's stand-in for the Hugging Face cache: <hub>/Qwen/Qwen2.5-7B-Instruct.gguf.
+    let hub = dir.path().join("hub");
+    std::fs::create_dir_all(hub.join("Qwen")).unwrap();
+    let smol = repo().join("models/SmolLM2-135M-Instruct-Q4_0.gguf");
+    std::os::unix::fs::symlink(smol, hub.join("Qwen/Qwen2.5-7B-Instruct.gguf")).unwrap();
+    let fixture = repo().join("tests/fixtures/vllm");
+    let path_env = format!("{}:{}", fixture.display(), std::env::var("PATH").unwrap_or_default());
+    let text = format!(
+        r#"[study]
+name = "vllm-hub"
+strategy = "grid"
+
+[backend]
+kind = "vllm"
+command = [{command}]
+model = "Qwen/Qwen2.5-7B-Instruct"
+args = ["--no-enable-chunked-prefill"]
+env = {{ VLLM_FIXTURE_HUB = {hub}, VLLM_FIXTURE_GPU_MIB = "2048", VLLM_FIXTURE_GPU_STATE = {state}, PATH = {path}, VLLM_NO_USAGE_STATS = "1" }}
+ready_timeout = "90s"
+
+[params]
+max_model_len = {{ values = [2048], flag = "--max-model-len" }}
+max_num_batched_tokens = {{ values = [2048], flag = "--max-num-batched-tokens" }}
+max_num_seqs = {{ values = [2], flag = "--max-num-seqs" }}
+
+{tail}"#,
+        command = toml_str(fixture.join("vllm").to_str().unwrap()),
+        hub = toml_str(hub.to_str().unwrap()),
+        state = toml_str(dir.path().join("gpu-state").to_str().unwrap()),
+        path = toml_str(&path_env),
+        tail = tail(),
+    );
+    let space: PathBuf = dir.path().join("vllm-hub.toml");
+    std::fs::write(&space, text).unwrap();
+    let (trial, cap) = tune_then_capacity(&dir.path().join("t.db"), &space, "vllm-hub").await;
+    eprintln!("vllm hub id: quality {} capacity {}", trial["quality"], cap["capacity"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capacity_and_quality_guard_on_ollama_with_a_library_tag() {
+    require_engine();
+    let _engine = EngineLock::acquire().await;
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = repo().join("tests/fixtures/ollama/ollama");
+    let text = format!(
+        r#"[study]
+name = "ollama-tag"
+strategy = "grid"
+
+[backend]
+kind = "ollama"
+command = [{command}, "serve"]
+model = "qwen2.5:7b"
+env = {{ OLLAMA_MODELS = {models}, INFERTUNE_FIXTURE_ALIASES = "qwen2.5:7b=smollm2:135m-instruct-q4_0" }}
+ready_timeout = "60s"
+
+[params]
+num_ctx = {{ values = [2048], option = "num_ctx" }}
+
+{tail}"#,
+        command = toml_str(fixture.to_str().unwrap()),
+        models = toml_str(dir.path().join("ollama-models").to_str().unwrap()),
+        tail = tail(),
+    );
+    let space = dir.path().join("ollama-tag.toml");
+    std::fs::write(&space, text).unwrap();
+    let (trial, cap) = tune_then_capacity(&dir.path().join("t.db"), &space, "ollama-tag").await;
+    eprintln!("ollama tag: quality {} capacity {}", trial["quality"], cap["capacity"]);
+}
