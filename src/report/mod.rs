@@ -741,6 +741,72 @@ ttft_p95_ms = 1000
         assert!(html.contains("as of 1970-01-01 00:01:00 UTC"));
     }
 
+    /// Fixed synthetic studies covering every branch of `render` (validated and not, default
+    /// measured or not, infeasible only, a single trial, empty and running), with the
+    /// store-assigned creation time pinned so the output depends on the input alone.
+    async fn golden_cases() -> Vec<(&'static str, String)> {
+        let pin = |(mut study, trials): (Study, Vec<Trial>)| {
+            study.created_at_ms = 1_700_000_000_000;
+            (study, trials)
+        };
+        let full = pin(study_with(&[
+            (1, "Q4_0", Kind::Ok(1.0, 500.0, 30.0)),
+            (2, "Q4_0", Kind::Ok(2.0, 700.0, 50.0)),
+            (4, "Q4_1", Kind::Missed(2.5, 1500.0, 60.0)),
+            (4, "Q4_0", Kind::Infeasible("oom", "out of memory <see http://example.invalid/x>")),
+            (2, "Q4_1", Kind::Ok(1.5, 600.0, 40.0)),
+        ])
+        .await);
+        let validation = Validation {
+            winner_number: 2,
+            metric: "goodput_rps".into(),
+            baseline: full.1[2].params.clone(),
+            default_values: vec![1.0, 1.1, 0.9],
+            winner_values: vec![2.0, 2.1, 1.9],
+            ratio: 2.0,
+            ci_low: 1.8,
+            ci_high: 2.2,
+            created_at_ms: 1_700_000_100_000,
+        };
+        let infeasible = pin(study_with(&[
+            (1, "Q4_0", Kind::Infeasible("invalid-combination", "V cache quantization requires flash_attn")),
+            (2, "Q4_1", Kind::Infeasible("never-ready", "timeout")),
+        ])
+        .await);
+        let single = pin(study_with(&[(4, "Q4_1", Kind::Ok(1.25, 400.0, 33.0))]).await);
+        let no_default = pin(study_with(&[(1, "Q4_1", Kind::Missed(0.5, 1200.0, 20.0))]).await);
+        // A stored space that no longer parses: facts from the fingerprint, no default known.
+        let mut unparsed = pin(study_with(&[(2, "Q4_0", Kind::Ok(2.0, 700.0, 50.0))]).await);
+        unparsed.0.space_toml = "not = [toml".into();
+        let (mut running, running_trials) = pin(study_with(&[]).await);
+        running.stop_reason = None;
+        let now = 1_709_210_096_000;
+        vec![
+            ("full", render(&full.0, &full.1, None, now)),
+            ("validated", render(&full.0, &full.1, Some(&validation), now)),
+            ("infeasible", render(&infeasible.0, &infeasible.1, None, now)),
+            ("single", render(&single.0, &single.1, None, now)),
+            ("no-default", render(&no_default.0, &no_default.1, None, now)),
+            ("unparsed-space", render(&unparsed.0, &unparsed.1, None, now)),
+            ("empty", render(&running, &running_trials, None, now)),
+        ]
+    }
+
+    /// Refactoring guard: with REPORT_GOLDEN_DIR set, the first run writes each case there and
+    /// later runs must reproduce it byte for byte.
+    #[tokio::test]
+    async fn render_matches_golden_files() {
+        let Some(dir) = std::env::var_os("REPORT_GOLDEN_DIR").map(std::path::PathBuf::from) else { return };
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, html) in golden_cases().await {
+            let path = dir.join(format!("{name}.html"));
+            match std::fs::read_to_string(&path) {
+                Ok(golden) => assert!(golden == html, "report '{name}' differs from {}", path.display()),
+                Err(_) => std::fs::write(&path, &html).unwrap(),
+            }
+        }
+    }
+
     #[test]
     fn no_default_declared_is_said() {
         let t = |n: i64, v: i64| Trial {
