@@ -146,9 +146,9 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
         Command::Report(args) => report::run(&open_store(&db).await?, args, out).await,
         Command::Bench(args) => bench::run(&db, args, out).await,
         Command::Compare(args) => compare::run(&open_store(&db).await?, args, out).await,
-        Command::Capacity(args) => capacity::capacity(&open_store(&db).await?, args, out).await,
+        Command::Capacity(args) => capacity::run(&open_store(&db).await?, args, out).await,
         Command::Validate(args) => validate::run(&open_store(&db).await?, args, out).await,
-        Command::RecordLandscape(args) => landscape::record(&open_store(&db).await?, args, out).await,
+        Command::RecordLandscape(args) => landscape::run(&open_store(&db).await?, args, out).await,
     }
 }
 
