@@ -43,7 +43,8 @@ pub struct CapacityArgs {
     pub json: bool,
 }
 
-pub async fn capacity(store: &Store, args: CapacityArgs, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
+/// `capacity`: search the load at which the SLO still holds for the trial's configuration.
+pub async fn run(store: &Store, args: CapacityArgs, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
     let study = super::find_study(store, &args.study).await?;
     let space = match &args.space {
         Some(path) => Space::load(path)?,

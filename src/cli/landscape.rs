@@ -24,7 +24,8 @@ pub struct RecordLandscapeArgs {
     pub output: PathBuf,
 }
 
-pub async fn record(store: &Store, args: RecordLandscapeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+/// `record-landscape`: gather the studies' trials by point and write the landscape file.
+pub async fn run(store: &Store, args: RecordLandscapeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let mut trials = Vec::new();
     let mut space_toml: Option<String> = None;
     for name in &args.studies {

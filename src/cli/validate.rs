@@ -54,6 +54,7 @@ pub async fn validate_study(
     cancel: &CancellationToken,
 ) -> anyhow::Result<Validation> {
     let trials = store.trials(study.id).await?;
+    // TODO(issue 14): ranking the top feasible trials is `trial` logic (beside `trial::best`), not CLI.
     let mut feasible: Vec<&trial::Trial> =
         trials.iter().filter(|t| t.is_feasible() && t.objective.is_some_and(f64::is_finite)).collect();
     feasible.sort_by(|a, b| {

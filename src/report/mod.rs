@@ -133,68 +133,89 @@ svg { max-width: 100%; height: auto; }
 
 const LEGEND: &str = r#"<p class="legend"><span><i class="swatch" style="background:#1f77b4"></i>meets every SLO</span><span><i class="swatch" style="border:2px solid #e67e22;width:7px;height:7px"></i>misses an SLO</span><span><i class="swatch" style="background:#7f7f7f;border-radius:0"></i>pruned</span><span style="color:#c82828">&#x2715; infeasible (no value, drawn on the bottom edge)</span><span><i class="swatch" style="background:#2ca02c;height:3px;border-radius:0"></i>best so far / Pareto front</span></p>"#;
 
+/// What every section reads: the study and its trials, plus what is derived from them once.
+struct Input<'a> {
+    study: &'a Study,
+    trials: &'a [Trial],
+    /// The stored space; `None` when its text no longer parses.
+    space: Option<Space>,
+    /// The best trial and whether it meets every SLO; `None` before any trial finished.
+    best: Option<(&'a Trial, bool)>,
+    is_max: bool,
+    /// `maximize` or `minimize`.
+    direction: &'static str,
+    metric: &'a str,
+}
+
+impl<'a> Input<'a> {
+    fn new(study: &'a Study, trials: &'a [Trial]) -> Self {
+        let is_max = study.direction == Direction::Maximize;
+        Input {
+            study,
+            trials,
+            space: stored_space(study),
+            best: trial::best(trials, study.direction),
+            is_max,
+            direction: if is_max { "maximize" } else { "minimize" },
+            metric: study.objective_metric.as_str(),
+        }
+    }
+}
+
 /// Render the report of `study` with its `trials` as they are stored at `now_ms`.
 pub fn render(study: &Study, trials: &[Trial], validation: Option<&Validation>, now_ms: i64) -> String {
-    let space = stored_space(study);
-    let best = trial::best(trials, study.direction);
-    let is_max = study.direction == Direction::Maximize;
-    let direction = if is_max { "maximize" } else { "minimize" };
-    let metric = study.objective_metric.as_str();
-    let mut h = String::new();
-    let _ = write!(
-        h,
+    let input = Input::new(study, trials);
+    let html = [
+        head(study),
+        header_section(&input, now_ms),
+        best_section(&input, validation),
+        history_section(&input),
+        pareto_section(trials),
+        effects_section(&input),
+        trials_section(study, trials),
+        env_section(&input),
+        "</body>\n</html>\n".to_string(),
+    ]
+    .concat();
+    // Text from the database (server messages, paths) may hold URLs; the file must fetch nothing
+    // and contain none. An entity for the slashes reads the same in the browser.
+    html.replace("://", ":&#47;&#47;")
+}
+
+/// The document up to `<body>`: title and the inline style sheet.
+fn head(study: &Study) -> String {
+    format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>infertune report: {}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n",
         escape(&study.name)
-    );
+    )
+}
 
-    // --- Header -------------------------------------------------------------------------------
-    let _ = writeln!(h, "<header id=\"summary\">\n<h1>Study {}</h1>", escape(&study.name));
-    let running = count(trials, TrialState::Running);
-    let state_line = match (&study.stop_reason, running) {
-        (_, n) if n > 0 => {
-            format!("running: {n} trial(s) in progress; this report shows the study as of {}", utc_time(now_ms))
-        }
-        (Some(r), _) => format!("stopped: {r}"),
-        (None, _) => format!("not finished (no stop recorded); this report shows the study as of {}", utc_time(now_ms)),
-    };
+/// The title and a definition list of facts: objective, model, budget, SLOs, state, trial
+/// counts and the fingerprint (engine, host, model files).
+fn header_section(input: &Input<'_>, now_ms: i64) -> String {
+    let mut h = format!("<header id=\"summary\">\n<h1>Study {}</h1>\n", escape(&input.study.name));
+    h.push_str("<dl class=\"facts\">\n");
+    for (k, v) in facts(input, now_ms) {
+        let _ = writeln!(h, "<dt>{}</dt><dd>{}</dd>", escape(k), escape(&v));
+    }
+    h.push_str("</dl>\n</header>\n");
+    h
+}
+
+/// The header's facts in display order.
+fn facts(input: &Input<'_>, now_ms: i64) -> Vec<(&'static str, String)> {
+    let (study, trials) = (input.study, input.trials);
     let fp = &study.fingerprint;
     let mut facts: Vec<(&str, String)> = vec![
         ("backend", study.backend.clone()),
         ("strategy", study.strategy.clone()),
-        ("objective", format!("{direction} {metric}")),
+        ("objective", format!("{} {}", input.direction, input.metric)),
     ];
-    match &space {
-        Some(s) => {
-            // The model as written in the space file, not resolved against the report's folder.
-            let model = study
-                .space_toml
-                .parse::<toml::Table>()
-                .ok()
-                .and_then(|t| t.get("backend")?.get("model")?.as_str().map(str::to_string))
-                .unwrap_or_else(|| s.backend.model.clone());
-            facts.push(("model", model));
-            let budget = match (s.max_trials, s.max_duration) {
-                (None, None) => "none set (runs until the space is exhausted or interrupted)".to_string(),
-                (t, d) => [t.map(|t| format!("{t} trials")), d.map(|d| format!("{} min", d.as_secs() / 60))]
-                    .into_iter()
-                    .flatten()
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            };
-            facts.push(("budget", budget));
-            if !s.slos.is_empty() {
-                let slos = s
-                    .slos
-                    .iter()
-                    .map(|slo| format!("{} {} {}", slo.metric, if slo.is_upper_bound { "≤" } else { "≥" }, slo.limit))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                facts.push(("SLOs", slos));
-            }
-        }
+    match &input.space {
+        Some(s) => facts.extend(space_facts(study, s)),
         None => facts.push(("model", fp.model_sha256.keys().cloned().collect::<Vec<_>>().join(", "))),
     }
-    facts.push(("state", state_line));
+    facts.push(("state", state_line(study, trials, now_ms)));
     facts.push((
         "trials",
         format!(
@@ -223,126 +244,175 @@ pub fn render(study: &Study, trials: &[Trial], validation: Option<&Validation>, 
     }
     facts.push(("created", utc_time(study.created_at_ms)));
     facts.push(("report written", utc_time(now_ms)));
-    h.push_str("<dl class=\"facts\">\n");
-    for (k, v) in facts {
-        let _ = writeln!(h, "<dt>{}</dt><dd>{}</dd>", escape(k), escape(&v));
-    }
-    h.push_str("</dl>\n</header>\n");
+    facts
+}
 
-    // --- Best vs default ----------------------------------------------------------------------
-    h.push_str("<section id=\"best\">\n<h2>Best configuration against the default</h2>\n");
-    let default_candidate = space.as_ref().and_then(Space::default_candidate);
-    let default = default_candidate.as_ref().and_then(|d| default_trial(trials, d));
-    match best {
-        None => note(&mut h, "No trial has finished yet: there is no best configuration."),
-        Some((b, feasible)) => {
-            if feasible {
-                let _ = writeln!(h, "<p>Trial #{} is the best trial that meets every SLO.</p>", b.number);
-            } else {
-                note(
-                    &mut h,
-                    &format!(
-                        "No trial meets every SLO. Trial #{} is the least violating (violation {}).",
-                        b.number,
-                        fmt_opt(b.violation, 3)
-                    ),
-                );
-            }
-            match (&default_candidate, default) {
-                (None, _) => note(
-                    &mut h,
-                    "The search space declares no default for every parameter, so no default trial was measured.",
-                ),
-                (Some(d), None) => note(&mut h, &format!("No default trial was measured (default: {}).", d.brief())),
-                (Some(_), Some(d)) if d.number == b.number => {
-                    let _ = writeln!(h, "<p>The best trial is the default configuration.</p>");
-                }
-                _ => {}
-            }
-            let d = default.filter(|d| d.number != b.number);
-            let mut cols = vec![format!("best (#{})", b.number)];
-            if let Some(d) = d {
-                cols.push(format!("default (#{})", d.number));
-            }
-            let _ = write!(h, "<table>\n<tr><th>setting</th>");
-            for c in &cols {
-                let _ = write!(h, "<th>{}</th>", escape(c));
-            }
-            h.push_str("</tr>\n");
-            let names: Vec<&String> = b.params.0.keys().collect();
-            for name in names {
-                let _ = write!(
-                    h,
-                    "<tr><td>{}</td><td>{}</td>",
-                    escape(name),
-                    escape(&b.params.get(name).map(|v| v.to_string()).unwrap_or_default())
-                );
-                if let Some(d) = d {
-                    let _ = write!(
-                        h,
-                        "<td>{}</td>",
-                        escape(&d.params.get(name).map(|v| v.to_string()).unwrap_or_default())
-                    );
-                }
-                h.push_str("</tr>\n");
-            }
-            type Cell = fn(&Trial) -> String;
-            let rows: [(&str, Cell); 9] = [
-                ("objective", |t| fmt_opt(t.objective, 3)),
-                ("TTFT p95 (ms)", |t| fmt_opt(t.summary.as_ref().map(|s| s.ttft_ms.p95), 0)),
-                ("TPOT p50 (ms)", |t| fmt_opt(t.summary.as_ref().map(|s| s.tpot_ms.p50), 1)),
-                ("output tok/s", |t| fmt_opt(t.summary.as_ref().map(|s| s.output_tok_per_s), 1)),
-                ("goodput (req/s)", |t| fmt_opt(t.summary.as_ref().map(|s| s.goodput_rps), 3)),
-                ("success rate (%)", |t| fmt_opt(t.summary.as_ref().map(|s| s.success_rate * 100.0), 0)),
-                ("peak RSS (MB)", |t| fmt_opt(t.summary.as_ref().map(|s| s.peak_rss_bytes as f64 / 1048576.0), 0)),
-                ("SLO violation", |t| fmt_opt(t.violation, 3)),
-                ("state", |t| t.state.to_string()),
-            ];
-            for (label, f) in rows {
-                let _ = write!(h, "<tr><th>{}</th><td class=\"num\">{}</td>", escape(label), escape(&f(b)));
-                if let Some(d) = d {
-                    let _ = write!(h, "<td class=\"num\">{}</td>", escape(&f(d)));
-                }
-                h.push_str("</tr>\n");
-            }
-            h.push_str("</table>\n");
-            if let (Some(d), Some(bo), Some(dobj)) = (d, b.objective, d.and_then(|d| d.objective))
-                && dobj != 0.0
-            {
-                let _ = writeln!(
-                    h,
-                    "<p>Single-run ratio best/default on {}: {:.2}× (trial #{} vs #{}).</p>",
-                    escape(metric),
-                    bo / dobj,
-                    b.number,
-                    d.number
-                );
-            }
-            match validation {
-                Some(v) => {
-                    let _ = writeln!(
-                        h,
-                        "<p>Validated: trial #{} against the default on {} interleaved pairs of fresh starts: {} ratio {:.3}× (95 % CI {:.3}–{:.3}).</p>",
-                        v.winner_number,
-                        v.winner_values.len().min(v.default_values.len()),
-                        escape(&v.metric),
-                        v.ratio,
-                        v.ci_low,
-                        v.ci_high
-                    );
-                }
-                None => note(
-                    &mut h,
-                    "Validation: not validated (no interleaved A/B re-measurement of the winner against the default is stored; run `infertune validate STUDY`), so the figures above are single runs without a confidence interval.",
-                ),
-            }
+/// Model, budget and SLOs, as the stored space declares them.
+fn space_facts(study: &Study, s: &Space) -> Vec<(&'static str, String)> {
+    // The model as written in the space file, not resolved against the report's folder.
+    let model = study
+        .space_toml
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|t| t.get("backend")?.get("model")?.as_str().map(str::to_string))
+        .unwrap_or_else(|| s.backend.model.clone());
+    let budget = match (s.max_trials, s.max_duration) {
+        (None, None) => "none set (runs until the space is exhausted or interrupted)".to_string(),
+        (t, d) => [t.map(|t| format!("{t} trials")), d.map(|d| format!("{} min", d.as_secs() / 60))]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    let mut facts = vec![("model", model), ("budget", budget)];
+    if !s.slos.is_empty() {
+        let slos = s
+            .slos
+            .iter()
+            .map(|slo| format!("{} {} {}", slo.metric, if slo.is_upper_bound { "≤" } else { "≥" }, slo.limit))
+            .collect::<Vec<_>>()
+            .join(", ");
+        facts.push(("SLOs", slos));
+    }
+    facts
+}
+
+/// Running, stopped (with the stored reason) or unfinished.
+fn state_line(study: &Study, trials: &[Trial], now_ms: i64) -> String {
+    match (&study.stop_reason, count(trials, TrialState::Running)) {
+        (_, n) if n > 0 => {
+            format!("running: {n} trial(s) in progress; this report shows the study as of {}", utc_time(now_ms))
         }
+        (Some(r), _) => format!("stopped: {r}"),
+        (None, _) => format!("not finished (no stop recorded); this report shows the study as of {}", utc_time(now_ms)),
     }
-    h.push_str("</section>\n");
+}
 
-    // --- History ------------------------------------------------------------------------------
-    h.push_str("<section id=\"history\">\n<h2>Trial history</h2>\n");
-    let history: Vec<HistoryPoint> = trials
+/// The best trial's settings and figures beside the default trial's, the single-run ratio and
+/// the stored validation (or a note that there is none).
+fn best_section(input: &Input<'_>, validation: Option<&Validation>) -> String {
+    let mut h = String::from("<section id=\"best\">\n<h2>Best configuration against the default</h2>\n");
+    let Some((b, feasible)) = input.best else {
+        note(&mut h, "No trial has finished yet: there is no best configuration.");
+        h.push_str("</section>\n");
+        return h;
+    };
+    if feasible {
+        let _ = writeln!(h, "<p>Trial #{} is the best trial that meets every SLO.</p>", b.number);
+    } else {
+        note(
+            &mut h,
+            &format!(
+                "No trial meets every SLO. Trial #{} is the least violating (violation {}).",
+                b.number,
+                fmt_opt(b.violation, 3)
+            ),
+        );
+    }
+    let default_candidate = input.space.as_ref().and_then(Space::default_candidate);
+    let default = default_candidate.as_ref().and_then(|d| default_trial(input.trials, d));
+    match (&default_candidate, default) {
+        (None, _) => {
+            note(&mut h, "The search space declares no default for every parameter, so no default trial was measured.")
+        }
+        (Some(d), None) => note(&mut h, &format!("No default trial was measured (default: {}).", d.brief())),
+        (Some(_), Some(d)) if d.number == b.number => {
+            let _ = writeln!(h, "<p>The best trial is the default configuration.</p>");
+        }
+        _ => {}
+    }
+    let d = default.filter(|d| d.number != b.number);
+    h.push_str(&best_table(b, d));
+    if let (Some(d), Some(bo), Some(dobj)) = (d, b.objective, d.and_then(|d| d.objective))
+        && dobj != 0.0
+    {
+        let _ = writeln!(
+            h,
+            "<p>Single-run ratio best/default on {}: {:.2}× (trial #{} vs #{}).</p>",
+            escape(input.metric),
+            bo / dobj,
+            b.number,
+            d.number
+        );
+    }
+    h.push_str(&validation_line(validation));
+    h.push_str("</section>\n");
+    h
+}
+
+/// Settings, then figures, of the best trial `b` and (when another trial) the default `d`.
+fn best_table(b: &Trial, d: Option<&Trial>) -> String {
+    let mut h = String::new();
+    let mut cols = vec![format!("best (#{})", b.number)];
+    if let Some(d) = d {
+        cols.push(format!("default (#{})", d.number));
+    }
+    let _ = write!(h, "<table>\n<tr><th>setting</th>");
+    for c in &cols {
+        let _ = write!(h, "<th>{}</th>", escape(c));
+    }
+    h.push_str("</tr>\n");
+    for name in b.params.0.keys() {
+        let value = |t: &Trial| escape(&t.params.get(name).map(|v| v.to_string()).unwrap_or_default());
+        let _ = write!(h, "<tr><td>{}</td><td>{}</td>", escape(name), value(b));
+        if let Some(d) = d {
+            let _ = write!(h, "<td>{}</td>", value(d));
+        }
+        h.push_str("</tr>\n");
+    }
+    type Cell = fn(&Trial) -> String;
+    let rows: [(&str, Cell); 9] = [
+        ("objective", |t| fmt_opt(t.objective, 3)),
+        ("TTFT p95 (ms)", |t| fmt_opt(t.summary.as_ref().map(|s| s.ttft_ms.p95), 0)),
+        ("TPOT p50 (ms)", |t| fmt_opt(t.summary.as_ref().map(|s| s.tpot_ms.p50), 1)),
+        ("output tok/s", |t| fmt_opt(t.summary.as_ref().map(|s| s.output_tok_per_s), 1)),
+        ("goodput (req/s)", |t| fmt_opt(t.summary.as_ref().map(|s| s.goodput_rps), 3)),
+        ("success rate (%)", |t| fmt_opt(t.summary.as_ref().map(|s| s.success_rate * 100.0), 0)),
+        ("peak RSS (MB)", |t| fmt_opt(t.summary.as_ref().map(|s| s.peak_rss_bytes as f64 / 1048576.0), 0)),
+        ("SLO violation", |t| fmt_opt(t.violation, 3)),
+        ("state", |t| t.state.to_string()),
+    ];
+    for (label, f) in rows {
+        let _ = write!(h, "<tr><th>{}</th><td class=\"num\">{}</td>", escape(label), escape(&f(b)));
+        if let Some(d) = d {
+            let _ = write!(h, "<td class=\"num\">{}</td>", escape(&f(d)));
+        }
+        h.push_str("</tr>\n");
+    }
+    h.push_str("</table>\n");
+    h
+}
+
+/// The stored A/B re-measurement of the winner against the default, or a note that there is none.
+fn validation_line(validation: Option<&Validation>) -> String {
+    let mut h = String::new();
+    match validation {
+        Some(v) => {
+            let _ = writeln!(
+                h,
+                "<p>Validated: trial #{} against the default on {} interleaved pairs of fresh starts: {} ratio {:.3}× (95 % CI {:.3}–{:.3}).</p>",
+                v.winner_number,
+                v.winner_values.len().min(v.default_values.len()),
+                escape(&v.metric),
+                v.ratio,
+                v.ci_low,
+                v.ci_high
+            );
+        }
+        None => note(
+            &mut h,
+            "Validation: not validated (no interleaved A/B re-measurement of the winner against the default is stored; run `infertune validate STUDY`), so the figures above are single runs without a confidence interval.",
+        ),
+    }
+    h
+}
+
+/// The objective per finished trial with the best-so-far line, or a note when none has a value.
+fn history_section(input: &Input<'_>) -> String {
+    let metric = input.metric;
+    let mut h = String::from("<section id=\"history\">\n<h2>Trial history</h2>\n");
+    let history: Vec<HistoryPoint> = input
+        .trials
         .iter()
         .filter(|t| !matches!(t.state, TrialState::Running | TrialState::Interrupted))
         .map(|t| HistoryPoint { number: t.number, objective: t.objective.filter(|v| v.is_finite()), mark: mark(t) })
@@ -350,10 +420,11 @@ pub fn render(study: &Study, trials: &[Trial], validation: Option<&Validation>, 
     if history.iter().any(|p| p.objective.is_some()) {
         let _ = writeln!(
             h,
-            "<p>{} per trial ({direction}); the green line is the best value so far among trials that meet every SLO.</p>",
-            escape(metric)
+            "<p>{} per trial ({}); the green line is the best value so far among trials that meet every SLO.</p>",
+            escape(metric),
+            input.direction
         );
-        let _ = writeln!(h, "<figure>{}</figure>\n{LEGEND}", plot::history(&history, metric, is_max));
+        let _ = writeln!(h, "<figure>{}</figure>\n{LEGEND}", plot::history(&history, metric, input.is_max));
     } else {
         note(
             &mut h,
@@ -364,9 +435,12 @@ pub fn render(study: &Study, trials: &[Trial], validation: Option<&Validation>, 
         );
     }
     h.push_str("</section>\n");
+    h
+}
 
-    // --- Pareto -------------------------------------------------------------------------------
-    h.push_str("<section id=\"pareto\">\n<h2>Latency against throughput (Pareto front)</h2>\n");
+/// TTFT p95 against output tok/s of the complete trials that served a request, with the front.
+fn pareto_section(trials: &[Trial]) -> String {
+    let mut h = String::from("<section id=\"pareto\">\n<h2>Latency against throughput (Pareto front)</h2>\n");
     let pareto: Vec<ParetoPoint> = trials
         .iter()
         .filter(|t| t.state == TrialState::Complete)
@@ -387,147 +461,171 @@ pub fn render(study: &Study, trials: &[Trial], validation: Option<&Validation>, 
         let _ = writeln!(h, "<figure>{}</figure>\n{LEGEND}", plot::pareto(&pareto));
     }
     h.push_str("</section>\n");
+    h
+}
 
-    // --- Parameter effects --------------------------------------------------------------------
-    h.push_str("<section id=\"effects\">\n<h2>Parameter effects</h2>\n");
-    let measured: Vec<&Trial> = trials.iter().filter(|t| t.objective.is_some_and(f64::is_finite)).collect();
+/// One strip plot per parameter that took two or more values among the measured trials; the
+/// parameters held at one value are listed instead.
+fn effects_section(input: &Input<'_>) -> String {
+    let metric = input.metric;
+    let mut h = String::from("<section id=\"effects\">\n<h2>Parameter effects</h2>\n");
+    let measured: Vec<&Trial> = input.trials.iter().filter(|t| t.objective.is_some_and(f64::is_finite)).collect();
     if measured.is_empty() {
         note(
             &mut h,
             &format!("No trial produced a {metric} value yet, so there is nothing to compare across parameter values."),
         );
-    } else {
+        h.push_str("</section>\n");
+        return h;
+    }
+    let _ = writeln!(
+        h,
+        "<p>{} of each measured trial, grouped by each parameter's value.</p>\n<div class=\"effects\">",
+        escape(metric)
+    );
+    let names = param_names(input.space.as_ref(), &measured);
+    let mut held = Vec::new();
+    for name in &names {
+        let cats = categories(input.space.as_ref(), name, &measured);
+        if cats.len() < 2 {
+            held.push(format!("{name} = {}", cats.first().map(String::as_str).unwrap_or("unset")));
+            continue;
+        }
+        let points: Vec<(usize, f64, Mark)> = measured
+            .iter()
+            .filter_map(|t| {
+                let v = t.params.get(name)?.to_string();
+                Some((cats.iter().position(|c| *c == v)?, t.objective?, mark(t)))
+            })
+            .collect();
         let _ = writeln!(
             h,
-            "<p>{} of each measured trial, grouped by each parameter's value.</p>\n<div class=\"effects\">",
-            escape(metric)
+            "<figure><figcaption>{}</figcaption>{}</figure>",
+            escape(name),
+            plot::effect(&cats, &points, metric)
         );
-        let mut names: Vec<String> =
-            space.as_ref().map(|s| s.params.iter().map(|p| p.name.clone()).collect()).unwrap_or_default();
-        for t in &measured {
-            for k in t.params.0.keys() {
-                if !names.contains(k) {
-                    names.push(k.clone());
-                }
-            }
-        }
-        let mut held = Vec::new();
-        for name in &names {
-            // Categories in the space's own order, then any value only the trials know.
-            let mut cats: Vec<String> = space
-                .as_ref()
-                .and_then(|s| s.params.iter().find(|p| &p.name == name))
-                .map(|p| p.domain.grid_points().iter().map(|v| v.to_string()).collect())
-                .unwrap_or_default();
-            let tried: Vec<String> =
-                measured.iter().filter_map(|t| t.params.get(name).map(|v| v.to_string())).collect();
-            for v in &tried {
-                if !cats.contains(v) {
-                    cats.push(v.clone());
-                }
-            }
-            cats.retain(|c| tried.contains(c));
-            if cats.len() < 2 {
-                held.push(format!("{name} = {}", cats.first().map(String::as_str).unwrap_or("unset")));
-                continue;
-            }
-            let points: Vec<(usize, f64, Mark)> = measured
-                .iter()
-                .filter_map(|t| {
-                    let v = t.params.get(name)?.to_string();
-                    Some((cats.iter().position(|c| *c == v)?, t.objective?, mark(t)))
-                })
-                .collect();
-            let _ = writeln!(
-                h,
-                "<figure><figcaption>{}</figcaption>{}</figure>",
-                escape(name),
-                plot::effect(&cats, &points, metric)
-            );
-        }
-        h.push_str("</div>\n");
-        if held.len() == names.len() {
-            note(&mut h, "Every measured trial used the same value of every parameter, so there is no effect to show.");
-        }
-        if !held.is_empty() {
-            let _ = writeln!(h, "<p>Held at one value in every measured trial: {}.</p>", escape(&held.join(", ")));
-        }
-        h.push_str(LEGEND);
     }
+    h.push_str("</div>\n");
+    if held.len() == names.len() {
+        note(&mut h, "Every measured trial used the same value of every parameter, so there is no effect to show.");
+    }
+    if !held.is_empty() {
+        let _ = writeln!(h, "<p>Held at one value in every measured trial: {}.</p>", escape(&held.join(", ")));
+    }
+    h.push_str(LEGEND);
     h.push_str("</section>\n");
+    h
+}
 
-    // --- All trials ---------------------------------------------------------------------------
-    h.push_str("<section id=\"trials\">\n<h2>All trials</h2>\n");
+/// Parameter names in the space's order, then any name only the measured trials know.
+fn param_names(space: Option<&Space>, measured: &[&Trial]) -> Vec<String> {
+    let mut names: Vec<String> = space.map(|s| s.params.iter().map(|p| p.name.clone()).collect()).unwrap_or_default();
+    for t in measured {
+        for k in t.params.0.keys() {
+            if !names.contains(k) {
+                names.push(k.clone());
+            }
+        }
+    }
+    names
+}
+
+/// The values of parameter `name` that measured trials used: in the space's own order, then
+/// any value only the trials know.
+fn categories(space: Option<&Space>, name: &str, measured: &[&Trial]) -> Vec<String> {
+    let mut cats: Vec<String> = space
+        .and_then(|s| s.params.iter().find(|p| p.name == name))
+        .map(|p| p.domain.grid_points().iter().map(|v| v.to_string()).collect())
+        .unwrap_or_default();
+    let tried: Vec<String> = measured.iter().filter_map(|t| t.params.get(name).map(|v| v.to_string())).collect();
+    for v in &tried {
+        if !cats.contains(v) {
+            cats.push(v.clone());
+        }
+    }
+    cats.retain(|c| tried.contains(c));
+    cats
+}
+
+/// Every trial, best first (see [`ranked`]), with its figures and first error line.
+fn trials_section(study: &Study, trials: &[Trial]) -> String {
+    let mut h = String::from("<section id=\"trials\">\n<h2>All trials</h2>\n");
     if trials.is_empty() {
         note(&mut h, "The study has no trials yet.");
     } else {
         h.push_str("<p>Sorted best first: trials meeting every SLO by objective, then trials missing an SLO by violation, then infeasible trials, then trials without a result.</p>\n");
         h.push_str("<table>\n<tr><th>rank</th><th>#</th><th>state</th><th>reason</th><th>params</th><th>objective</th><th>TTFT p95 ms</th><th>TPOT p50 ms</th><th>tok/s</th><th>goodput</th><th>ok %</th><th>RSS MB</th><th>violation</th><th>message</th></tr>\n");
         for (rank, t) in ranked(trials, study.direction).into_iter().enumerate() {
-            let s = t.summary.as_ref();
-            let class = match mark(t) {
-                Mark::Feasible => "feasible",
-                Mark::Missed => "missed",
-                Mark::Pruned => "pruned",
-                Mark::Infeasible => "infeasible",
-            };
-            let reason = match (&t.error_class, t.state) {
-                (Some(c), _) => c.clone(),
-                (None, TrialState::Complete | TrialState::Pruned) if !t.is_feasible() => {
-                    let missed: Vec<&str> =
-                        t.violations.iter().filter(|(_, v)| **v > 0.0).map(|(k, _)| k.as_str()).collect();
-                    format!("slo: {}", missed.join(", "))
-                }
-                _ => String::new(),
-            };
-            let message = t.error_message.as_deref().unwrap_or("");
-            let first = message.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-            let cells = [
-                (rank + 1).to_string(),
-                t.number.to_string(),
-                t.state.to_string(),
-                reason,
-                t.params.brief(),
-                fmt_opt(t.objective, 3),
-                fmt_opt(s.map(|s| s.ttft_ms.p95), 0),
-                fmt_opt(s.map(|s| s.tpot_ms.p50), 1),
-                fmt_opt(s.map(|s| s.output_tok_per_s), 1),
-                fmt_opt(s.map(|s| s.goodput_rps), 3),
-                fmt_opt(s.map(|s| s.success_rate * 100.0), 0),
-                fmt_opt(s.map(|s| s.peak_rss_bytes as f64 / 1048576.0), 0),
-                fmt_opt(t.violation, 2),
-            ];
-            let _ = write!(h, "<tr class=\"{class}\">");
-            for (i, c) in cells.iter().enumerate() {
-                let num = if matches!(i, 0 | 1 | 5..=12) { " class=\"num\"" } else { "" };
-                let _ = write!(h, "<td{num}>{}</td>", escape(c));
-            }
-            let _ = writeln!(h, "<td title=\"{}\">{}</td></tr>", escape(message), escape(first));
+            h.push_str(&trial_row(rank + 1, t));
         }
         h.push_str("</table>\n");
     }
     h.push_str("</section>\n");
+    h
+}
 
-    // --- Env file -----------------------------------------------------------------------------
-    h.push_str("<section id=\"env\">\n<h2>Env file of the best configuration</h2>\n");
-    match best {
+/// One `<tr>` of the trial table; `rank` counts from 1.
+fn trial_row(rank: usize, t: &Trial) -> String {
+    let s = t.summary.as_ref();
+    let class = match mark(t) {
+        Mark::Feasible => "feasible",
+        Mark::Missed => "missed",
+        Mark::Pruned => "pruned",
+        Mark::Infeasible => "infeasible",
+    };
+    let reason = match (&t.error_class, t.state) {
+        (Some(c), _) => c.clone(),
+        (None, TrialState::Complete | TrialState::Pruned) if !t.is_feasible() => {
+            let missed: Vec<&str> = t.violations.iter().filter(|(_, v)| **v > 0.0).map(|(k, _)| k.as_str()).collect();
+            format!("slo: {}", missed.join(", "))
+        }
+        _ => String::new(),
+    };
+    let message = t.error_message.as_deref().unwrap_or("");
+    let first = message.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let cells = [
+        rank.to_string(),
+        t.number.to_string(),
+        t.state.to_string(),
+        reason,
+        t.params.brief(),
+        fmt_opt(t.objective, 3),
+        fmt_opt(s.map(|s| s.ttft_ms.p95), 0),
+        fmt_opt(s.map(|s| s.tpot_ms.p50), 1),
+        fmt_opt(s.map(|s| s.output_tok_per_s), 1),
+        fmt_opt(s.map(|s| s.goodput_rps), 3),
+        fmt_opt(s.map(|s| s.success_rate * 100.0), 0),
+        fmt_opt(s.map(|s| s.peak_rss_bytes as f64 / 1048576.0), 0),
+        fmt_opt(t.violation, 2),
+    ];
+    let mut h = format!("<tr class=\"{class}\">");
+    for (i, c) in cells.iter().enumerate() {
+        let num = if matches!(i, 0 | 1 | 5..=12) { " class=\"num\"" } else { "" };
+        let _ = write!(h, "<td{num}>{}</td>", escape(c));
+    }
+    let _ = writeln!(h, "<td title=\"{}\">{}</td></tr>", escape(message), escape(first));
+    h
+}
+
+/// The env file of the best trial, as `infertune export --format env` writes it.
+fn env_section(input: &Input<'_>) -> String {
+    let mut h = String::from("<section id=\"env\">\n<h2>Env file of the best configuration</h2>\n");
+    match input.best {
         None => note(&mut h, "No trial has finished yet, so there is nothing to export."),
-        Some((b, _)) => match export::render(study, b, Format::Env) {
+        Some((b, _)) => match export::render(input.study, b, Format::Env) {
             Ok(text) => {
                 let _ = writeln!(
                     h,
                     "<p>The same as <code>infertune export {} --format env</code>.</p>\n<pre>{}</pre>",
-                    escape(&study.name),
+                    escape(&input.study.name),
                     escape(&text)
                 );
             }
             Err(e) => note(&mut h, &format!("Cannot export trial #{}: {e}", b.number)),
         },
     }
-    h.push_str("</section>\n</body>\n</html>\n");
-    // Text from the database (server messages, paths) may hold URLs; the file must fetch nothing
-    // and contain none. An entity for the slashes reads the same in the browser.
-    h.replace("://", ":&#47;&#47;")
+    h.push_str("</section>\n");
+    h
 }
 
 #[cfg(test)]
@@ -739,6 +837,72 @@ ttft_p95_ms = 1000
         assert_eq!(svg_count(&html), 0);
         assert!(html.contains("The study has no trials yet."));
         assert!(html.contains("as of 1970-01-01 00:01:00 UTC"));
+    }
+
+    /// Fixed synthetic studies covering every branch of `render` (validated and not, default
+    /// measured or not, infeasible only, a single trial, empty and running), with the
+    /// store-assigned creation time pinned so the output depends on the input alone.
+    async fn golden_cases() -> Vec<(&'static str, String)> {
+        let pin = |(mut study, trials): (Study, Vec<Trial>)| {
+            study.created_at_ms = 1_700_000_000_000;
+            (study, trials)
+        };
+        let full = pin(study_with(&[
+            (1, "Q4_0", Kind::Ok(1.0, 500.0, 30.0)),
+            (2, "Q4_0", Kind::Ok(2.0, 700.0, 50.0)),
+            (4, "Q4_1", Kind::Missed(2.5, 1500.0, 60.0)),
+            (4, "Q4_0", Kind::Infeasible("oom", "out of memory <see http://example.invalid/x>")),
+            (2, "Q4_1", Kind::Ok(1.5, 600.0, 40.0)),
+        ])
+        .await);
+        let validation = Validation {
+            winner_number: 2,
+            metric: "goodput_rps".into(),
+            baseline: full.1[2].params.clone(),
+            default_values: vec![1.0, 1.1, 0.9],
+            winner_values: vec![2.0, 2.1, 1.9],
+            ratio: 2.0,
+            ci_low: 1.8,
+            ci_high: 2.2,
+            created_at_ms: 1_700_000_100_000,
+        };
+        let infeasible = pin(study_with(&[
+            (1, "Q4_0", Kind::Infeasible("invalid-combination", "V cache quantization requires flash_attn")),
+            (2, "Q4_1", Kind::Infeasible("never-ready", "timeout")),
+        ])
+        .await);
+        let single = pin(study_with(&[(4, "Q4_1", Kind::Ok(1.25, 400.0, 33.0))]).await);
+        let no_default = pin(study_with(&[(1, "Q4_1", Kind::Missed(0.5, 1200.0, 20.0))]).await);
+        // A stored space that no longer parses: facts from the fingerprint, no default known.
+        let mut unparsed = pin(study_with(&[(2, "Q4_0", Kind::Ok(2.0, 700.0, 50.0))]).await);
+        unparsed.0.space_toml = "not = [toml".into();
+        let (mut running, running_trials) = pin(study_with(&[]).await);
+        running.stop_reason = None;
+        let now = 1_709_210_096_000;
+        vec![
+            ("full", render(&full.0, &full.1, None, now)),
+            ("validated", render(&full.0, &full.1, Some(&validation), now)),
+            ("infeasible", render(&infeasible.0, &infeasible.1, None, now)),
+            ("single", render(&single.0, &single.1, None, now)),
+            ("no-default", render(&no_default.0, &no_default.1, None, now)),
+            ("unparsed-space", render(&unparsed.0, &unparsed.1, None, now)),
+            ("empty", render(&running, &running_trials, None, now)),
+        ]
+    }
+
+    /// Refactoring guard: with REPORT_GOLDEN_DIR set, the first run writes each case there and
+    /// later runs must reproduce it byte for byte.
+    #[tokio::test]
+    async fn render_matches_golden_files() {
+        let Some(dir) = std::env::var_os("REPORT_GOLDEN_DIR").map(std::path::PathBuf::from) else { return };
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, html) in golden_cases().await {
+            let path = dir.join(format!("{name}.html"));
+            match std::fs::read_to_string(&path) {
+                Ok(golden) => assert!(golden == html, "report '{name}' differs from {}", path.display()),
+                Err(_) => std::fs::write(&path, &html).unwrap(),
+            }
+        }
     }
 
     #[test]

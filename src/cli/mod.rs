@@ -1,0 +1,201 @@
+//! Command-line interface: the clap types, dispatch to one handler per subcommand, and the
+//! helpers several handlers share (opening the store, finding a study, value parsers).
+//!
+//! Each subcommand lives in its own file with its args struct and handler; shared table and
+//! JSON output is in `output`. Handlers write to `&mut dyn Write` so tests can capture them.
+//! Errors carry context naming the object at fault; `main` prints the whole chain.
+
+mod bench;
+mod best;
+mod capacity;
+mod compare;
+mod export;
+mod landscape;
+mod output;
+mod report;
+mod space;
+mod status;
+mod studies;
+mod trials;
+mod tune;
+mod validate;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::daemon::clock::{TimeOfDay, Window};
+use crate::store::{self, Store};
+use crate::trial::Study;
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub use bench::{BenchArgs, ProtocolArg};
+pub use compare::CompareArgs;
+pub use export::ExportArgs;
+pub use output::trial_json;
+pub use report::ReportArgs;
+pub use space::SpaceCommand;
+pub use trials::TrialsArgs;
+pub use tune::TuneArgs;
+
+/// Tune the serving configuration of an LLM inference server (llama.cpp, Ollama, vLLM).
+///
+/// A study searches a space of server settings (parallel slots, context, flash attention,
+/// KV-cache type, quantization, batch sizes, threads), applies each trial to the live server,
+/// measures it under a streaming workload, and keeps every trial in SQLite. The best
+/// configuration that meets the SLOs is exported as the file an operator deploys.
+#[derive(Debug, Parser)]
+#[command(name = "infertune", version, propagate_version = true)]
+pub struct Cli {
+    /// SQLite database file [default: $XDG_DATA_HOME/infertune/infertune.db]
+    #[arg(long, global = true, env = "INFERTUNE_DB", value_name = "PATH")]
+    pub db: Option<PathBuf>,
+
+    /// Log format on stderr (level from INFERTUNE_LOG, default info)
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run (or resume) a study: one progress line per trial, the best trial at the end
+    ///
+    /// Ctrl-C (SIGINT) or SIGTERM stops the running trial's server, records the trial as
+    /// interrupted and exits; a second signal stops at once. Running tune again resumes.
+    Tune(TuneArgs),
+    /// Show a study's progress, also while `tune` runs: trial in flight, counts, best, time left
+    Status(StudyArgs),
+    /// List studies with their trial counts
+    Studies(JsonArg),
+    /// List the trials of a study
+    Trials(TrialsArgs),
+    /// Show the best trial meeting every SLO (or the least-violating one)
+    Best(StudyArgs),
+    /// Write the best trial (or --trial N) as an env file, command line or JSON
+    Export(ExportArgs),
+    /// Search-space files
+    #[command(subcommand)]
+    Space(SpaceCommand),
+    /// Write a self-contained HTML report of a study (plots, best vs default, all trials)
+    Report(ReportArgs),
+    /// Measure one running endpoint (no tuning), like `vllm bench serve`
+    Bench(BenchArgs),
+    /// Re-measure two trials of a study on fresh servers, interleaved, with a ratio and 95 % CI
+    Compare(CompareArgs),
+    /// Highest concurrency (or --rate: request rate) at which an SLO holds for a trial's configuration (live backend)
+    Capacity(capacity::CapacityArgs),
+    /// Re-measure the best trial against the default (interleaved, fresh starts) and store the ratio
+    Validate(validate::ValidateArgs),
+    /// Write the trials of grid studies as a landscape file (for replay and bench-search)
+    #[command(hide = true)]
+    RecordLandscape(landscape::RecordLandscapeArgs),
+}
+
+/// Arguments of subcommands that take only `--json` (`studies`).
+#[derive(Debug, Args)]
+pub struct JsonArg {
+    /// Print JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of subcommands about one study (`status`, `best`).
+#[derive(Debug, Args)]
+pub struct StudyArgs {
+    /// Study name
+    pub study: String,
+    /// Print JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+    crate::space::parse_duration(s)
+}
+
+fn parse_time_of_day(s: &str) -> Result<TimeOfDay, String> {
+    s.parse()
+}
+
+fn parse_window(s: &str) -> Result<Window, String> {
+    s.parse()
+}
+
+/// Run a parsed command line.
+pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
+    let db = cli.db.clone().unwrap_or_else(store::default_path);
+    match cli.command {
+        Command::Space(SpaceCommand::Check { file }) => space::check(&file, out),
+        Command::Tune(args) => tune::run(&db, args, out).await,
+        Command::Status(args) => status::run(&open_store(&db).await?, args, out).await,
+        Command::Studies(args) => studies::run(&open_store(&db).await?, args.json, out).await,
+        Command::Trials(args) => trials::run(&open_store(&db).await?, args, out).await,
+        Command::Best(args) => best::run(&open_store(&db).await?, args, out).await,
+        Command::Export(args) => export::run(&open_store(&db).await?, args, out).await,
+        Command::Report(args) => report::run(&open_store(&db).await?, args, out).await,
+        Command::Bench(args) => bench::run(&db, args, out).await,
+        Command::Compare(args) => compare::run(&open_store(&db).await?, args, out).await,
+        Command::Capacity(args) => capacity::run(&open_store(&db).await?, args, out).await,
+        Command::Validate(args) => validate::run(&open_store(&db).await?, args, out).await,
+        Command::RecordLandscape(args) => landscape::run(&open_store(&db).await?, args, out).await,
+    }
+}
+
+async fn open_store(db: &Path) -> anyhow::Result<Store> {
+    Store::open(db).await.with_context(|| format!("opening the database '{}'", db.display()))
+}
+
+async fn find_study(store: &Store, name: &str) -> anyhow::Result<Study> {
+    match store.study(name).await? {
+        Some(s) => Ok(s),
+        None => {
+            let known: Vec<String> = store.studies().await?.into_iter().map(|o| o.study.name).collect();
+            if known.is_empty() {
+                bail!("no study named '{name}' (the database has no studies yet)")
+            }
+            bail!("no study named '{name}' (known: {})", known.join(", "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn bad_cli_values_are_rejected() {
+        assert!(Cli::try_parse_from(["infertune", "tune", "x.toml", "--max-duration", "-1h"]).is_err());
+        assert!(Cli::try_parse_from(["infertune", "trials", "s", "--sort", "colour"]).is_err());
+        assert!(Cli::try_parse_from(["infertune", "trials", "s", "--state", "done"]).is_err());
+        assert!(Cli::try_parse_from(["infertune", "tune", "x.toml", "--max-duration", "90m"]).is_ok());
+        let err = Cli::try_parse_from(["infertune", "tune", "x.toml", "--until", "25:00"]).unwrap_err().to_string();
+        assert!(err.contains("'25:00' is not a time of day"), "{err}");
+        let err = Cli::try_parse_from(["infertune", "tune", "x.toml", "--window", "22:00"]).unwrap_err().to_string();
+        assert!(err.contains("'22:00' is not a window"), "{err}");
+        let err = Cli::try_parse_from(["infertune", "tune", "x.toml", "--max-duration=-1h"]).unwrap_err().to_string();
+        assert!(err.contains("'-1h' is not a duration"), "{err}");
+        assert!(
+            Cli::try_parse_from(["infertune", "tune", "x.toml", "--until", "06:30", "--window", "22:00-06:30"]).is_ok()
+        );
+        assert!(Cli::try_parse_from(["infertune", "tune", "x.toml", "--on-exit", "leave"]).is_ok());
+        let err = Cli::try_parse_from(["infertune", "tune", "x.toml", "--on-exit", "maybe"]).unwrap_err().to_string();
+        assert!(err.contains("'maybe'") && err.contains("restore") && err.contains("best"), "{err}");
+    }
+}
