@@ -51,7 +51,8 @@ async fn tune_then_capacity(db: &Path, space: &Path, study: &str) -> (serde_json
     let quality = &trial["quality"];
     assert!(quality["agreement"].as_f64().is_some_and(|a| a > 0.5), "quality guard answered: {quality}");
     let cap = run_cli(&["--db", db_s, "capacity", study, "--trial", "1", "--min", "1", "--max", "2", "--json"]).await;
-    let cap: serde_json::Value = serde_json::from_str(&cap.unwrap_or_else(|e| panic!("capacity failed: {e:#}"))).unwrap();
+    let cap: serde_json::Value =
+        serde_json::from_str(&cap.unwrap_or_else(|e| panic!("capacity failed: {e:#}"))).unwrap();
     assert!(!cap["levels"].as_array().unwrap().is_empty(), "{cap:#}");
     assert_eq!(cap["capacity"], 2.0, "a 120 s TTFT limit holds at 2 clients: {cap:#}");
     (trial, cap)
