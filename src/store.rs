@@ -101,6 +101,7 @@ struct StudyRow {
     fingerprint_json: String,
     created_at_ms: i64,
     stop_reason: Option<String>,
+    space_dir: Option<String>,
 }
 
 impl StudyRow {
@@ -120,6 +121,7 @@ impl StudyRow {
                 .map_err(|e| Error::Corrupt(format!("study fingerprint: {e}")))?,
             created_at_ms: self.created_at_ms,
             stop_reason: self.stop_reason,
+            space_dir: self.space_dir.map(PathBuf::from),
         })
     }
 }
@@ -265,7 +267,7 @@ impl Store {
     pub async fn study(&self, name: &str) -> Result<Option<Study>, Error> {
         let row = sqlx::query_as::<_, StudyRow>(
             r#"SELECT id, name, backend, strategy, objective_metric, objective_direction,
-                      space_toml, fingerprint_json, created_at_ms, stop_reason
+                      space_toml, fingerprint_json, created_at_ms, stop_reason, space_dir
                FROM studies
                WHERE name = ?1"#,
         )
@@ -279,7 +281,7 @@ impl Store {
     pub async fn studies(&self) -> Result<Vec<StudyOverview>, Error> {
         let rows = sqlx::query_as::<_, StudyRow>(
             r#"SELECT id, name, backend, strategy, objective_metric, objective_direction,
-                      space_toml, fingerprint_json, created_at_ms, stop_reason
+                      space_toml, fingerprint_json, created_at_ms, stop_reason, space_dir
                FROM studies
                ORDER BY id"#,
         )
@@ -301,6 +303,20 @@ impl Store {
             out.push(StudyOverview { study, trials, complete, infeasible });
         }
         Ok(out)
+    }
+
+    /// Record the directory of the space file the study was started from.
+    pub async fn set_space_dir(&self, study: StudyId, dir: &Path) -> Result<(), Error> {
+        sqlx::query(
+            r#"UPDATE studies
+               SET space_dir = ?2
+               WHERE id = ?1"#,
+        )
+        .bind(study.0)
+        .bind(dir.to_string_lossy().into_owned())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Record why the study's run stopped.

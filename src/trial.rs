@@ -187,6 +187,9 @@ pub struct Study {
     pub created_at_ms: i64,
     /// Why the last run of the study stopped; `None` while running or never finished.
     pub stop_reason: Option<String>,
+    /// Directory of the space file the study was started from (its relative paths resolve
+    /// against it); `None` for studies stored before it was kept, and for saved bench runs.
+    pub space_dir: Option<std::path::PathBuf>,
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ pub struct CapacityArgs {
     #[arg(long)]
     pub max: Option<f64>,
     /// The study's space file, to resolve its relative paths [default: the stored text,
-    /// relative to the current directory]
+    /// relative to the directory of the space file the study was started from]
     #[arg(long, value_name = "FILE")]
     pub space: Option<PathBuf>,
     /// Print JSON instead of a table
@@ -48,7 +48,7 @@ pub async fn run(store: &Store, args: CapacityArgs, out: &mut (dyn Write + Send)
     let study = super::find_study(store, &args.study).await?;
     let space = match &args.space {
         Some(path) => Space::load(path)?,
-        None => Space::from_toml(&study.space_toml, &study.name, &std::env::current_dir()?)?,
+        None => crate::daemon::stored_space(&study)?,
     };
     let trials = store.trials(study.id).await?;
     let trial = trials

@@ -25,7 +25,7 @@ pub struct CompareArgs {
     /// A, B pairs of fresh server starts
     #[arg(long, default_value_t = 3)]
     pub pairs: u32,
-    /// The study's space file, to resolve relative paths [default: the stored text, relative to the working directory]
+    /// The study's space file, to resolve relative paths [default: the stored text, relative to the directory of the space file the study was started from]
     #[arg(long, value_name = "FILE")]
     pub space: Option<PathBuf>,
     /// Print JSON instead of a table

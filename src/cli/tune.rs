@@ -104,6 +104,12 @@ fn options(args: &TuneArgs, space: &Space) -> anyhow::Result<daemon::Options> {
         window: args.window,
         study_name: args.name.clone(),
         force: args.force,
+        space_dir: args
+            .space
+            .parent()
+            .map(|d| std::path::absolute(if d.as_os_str().is_empty() { std::path::Path::new(".") } else { d }))
+            .transpose()
+            .context("resolving the space file's directory")?,
         retune_on_drift: args.retune_on_drift,
         on_exit: args.on_exit,
         replay: match &args.replay {

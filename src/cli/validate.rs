@@ -27,7 +27,7 @@ pub struct ValidateArgs {
     #[arg(long, default_value_t = 3)]
     pub top: usize,
     /// The study's space file, to resolve its relative paths [default: the stored text,
-    /// relative to the current directory]
+    /// relative to the directory of the space file the study was started from]
     #[arg(long, value_name = "FILE")]
     pub space: Option<PathBuf>,
 }
@@ -36,7 +36,7 @@ pub async fn run(store: &Store, args: ValidateArgs, out: &mut (dyn Write + Send)
     let study = super::find_study(store, &args.study).await?;
     let space = match &args.space {
         Some(path) => Space::load(path)?,
-        None => Space::from_toml(&study.space_toml, &study.name, &std::env::current_dir()?)?,
+        None => crate::daemon::stored_space(&study)?,
     };
     let v = validate_study(store, &study, &space, args.pairs, args.top, &CancellationToken::new()).await?;
     print(&v, out)?;

@@ -114,7 +114,7 @@ pub async fn compare(
     }
     let space = match &opts.space {
         Some(path) => Space::load(path)?,
-        None => Space::from_toml(&study.space_toml, &format!("study '{}'", study.name), &std::env::current_dir()?)?,
+        None => super::stored_space(&study)?,
     };
     let trials = store.trials(study.id).await?;
     let cands = [candidate(&space, &trials, opts.a, &study.name)?, candidate(&space, &trials, opts.b, &study.name)?];

@@ -59,6 +59,9 @@ pub struct Options {
     pub study_name: Option<String>,
     /// Resume even though the space file changed (the changes are reported).
     pub force: bool,
+    /// Directory of the space file, stored with the study so that commands re-reading its
+    /// space resolve relative paths from any working directory.
+    pub space_dir: Option<std::path::PathBuf>,
     /// On a changed fingerprint, start a new study seeded with the old top configurations
     /// instead of stopping.
     pub retune_on_drift: bool,
@@ -203,6 +206,21 @@ async fn take_fingerprint(
 /// A drifted environment with `--retune-on-drift` opens a linked study and returns the old
 /// study's best configurations to try first.
 async fn open_study(
+    store: &Store,
+    space: &Space,
+    options: &Options,
+    fingerprint: &Fingerprint,
+    on_event: &mut (dyn FnMut(Event<'_>) + Send),
+) -> anyhow::Result<(Study, Vec<Candidate>)> {
+    let (study, seeds) = open_or_create_study(store, space, options, fingerprint, on_event).await?;
+    if let Some(dir) = &options.space_dir {
+        store.set_space_dir(study.id, dir).await?;
+    }
+    let study = store.study(&study.name).await?.expect("the study exists");
+    Ok((study, seeds))
+}
+
+async fn open_or_create_study(
     store: &Store,
     space: &Space,
     options: &Options,
@@ -495,6 +513,18 @@ async fn create_study(store: &Store, space: &Space, name: &str, fingerprint: &Fi
             fingerprint,
         })
         .await?)
+}
+
+/// A stored study's search space, its relative paths resolved against the directory of the file
+/// it was started from (else the working directory, for studies stored before it was kept).
+pub fn stored_space(study: &Study) -> anyhow::Result<Space> {
+    let base = match &study.space_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::current_dir().context("reading the working directory")?,
+    };
+    Space::from_toml(&study.space_toml, &format!("the space stored with study '{}'", study.name), &base).with_context(
+        || format!("loading the search space of study '{}' (relative paths from '{}')", study.name, base.display()),
+    )
 }
 
 async fn next_free_name(store: &Store, base: &str) -> anyhow::Result<String> {

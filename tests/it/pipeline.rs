@@ -132,3 +132,77 @@ num_ctx = {{ values = [2048], option = "num_ctx" }}
     let (trial, cap) = tune_then_capacity(&dir.path().join("t.db"), &space, "ollama-tag").await;
     eprintln!("ollama tag: quality {} capacity {}", trial["quality"], cap["capacity"]);
 }
+
+/// Issue 13 item 2: every command that re-reads a study's space resolves its relative paths
+/// against the space file's own directory, recorded with the study, from any working directory.
+/// The space here names its dataset, server program and model relative to itself; each command
+/// runs as a separate process whose working directory is an unrelated, empty folder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_that_reread_a_study_work_from_any_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let spaces = dir.path().join("spaces");
+    let elsewhere = dir.path().join("elsewhere");
+    for d in [spaces.join("data"), spaces.join("bin"), spaces.join("models"), elsewhere.clone()] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::copy(repo().join("prompts/short-qa.jsonl"), spaces.join("data/qa.jsonl")).unwrap();
+    std::os::unix::fs::symlink(repo().join("tests/fixtures/fake-llama-server"), spaces.join("bin/fake-llama-server"))
+        .unwrap();
+    std::fs::write(spaces.join("models/fake-a.gguf"), b"GGUF").unwrap();
+    let space = spaces.join("rel.toml");
+    std::fs::write(
+        &space,
+        r#"[study]
+name = "rel"
+strategy = "grid"
+
+[backend]
+kind = "llamacpp"
+command = ["bin/fake-llama-server"]
+model = "models/fake-{size}.gguf"
+ready_timeout = "5s"
+
+[params]
+size = { values = ["a"], template = "model", default = "a" }
+token_ms = { values = [2, 3], flag = "--token-ms", default = 2 }
+
+[workload]
+dataset = "data/qa.jsonl"
+concurrency = 2
+requests = 4
+warmup = 0
+max_tokens = 4
+request_timeout = "5s"
+
+[slo]
+ttft_p95_ms = 60000
+"#,
+    )
+    .unwrap();
+    let db = dir.path().join("t.db");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_infertune"))
+            .arg("--db")
+            .arg(&db)
+            .args(args)
+            .current_dir(&elsewhere)
+            .env("INFERTUNE_LOG", "warn")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "infertune {args:?} failed from an unrelated directory:\n{text}");
+        text
+    };
+    let space_arg = space.to_str().unwrap();
+    run(&["tune", space_arg, "--max-trials", "1"]);
+    // resume from elsewhere, with the space file named by a path relative to that directory
+    run(&["tune", "../spaces/rel.toml", "--max-trials", "2"]);
+    let compared = run(&["compare", "rel", "--default", "--trial", "2", "--pairs", "1", "--json"]);
+    assert!(compared.contains("\"rows\""), "{compared}");
+    let validated = run(&["validate", "rel", "--pairs", "3", "--top", "1"]);
+    assert!(validated.contains("re-validated: trial"), "{validated}");
+    let capacity = run(&["capacity", "rel", "--trial", "1", "--min", "1", "--max", "2", "--json"]);
+    assert!(capacity.contains("\"capacity\""), "{capacity}");
+    run(&["report", "rel", "-o", "report.html"]);
+    assert!(elsewhere.join("report.html").exists());
+}
