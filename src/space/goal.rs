@@ -1,0 +1,208 @@
+//! What a study aims for: the `[objective]`, the `[slo]` limits and the `[capacity]` load search
+//! (`Objective`, `Direction`, `Slo`, `CapacitySpec`, `Load`), and the validation of those sections.
+//!
+//! Owns names and bounds only. Measuring a metric is `measure`'s job, grading a trial against
+//! these goals is `trial`'s, and running a capacity search is `search::capacity`'s.
+
+use serde::{Deserialize, Serialize};
+
+use super::Invalid;
+use super::file::{CapacityFile, ObjectiveFile, SloFile};
+
+/// What the search optimises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Maximize,
+    Minimize,
+}
+
+/// The study's objective: one metric and a direction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Objective {
+    pub metric: String,
+    pub direction: Direction,
+}
+
+/// A service-level objective: a metric and a bound.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Slo {
+    /// Metric name as in `measure::METRICS` (e.g. `ttft_p95_ms`).
+    pub metric: String,
+    /// `true`: the metric must be at most `limit`; `false`: at least `limit`.
+    pub is_upper_bound: bool,
+    pub limit: f64,
+}
+
+/// What a capacity search varies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Load {
+    /// Closed-loop clients.
+    Concurrency,
+    /// Open-loop Poisson arrivals, in requests per second.
+    Rate,
+}
+
+impl Load {
+    /// The default range searched: 1..16 clients, or 0.25..8 requests/s.
+    pub fn default_range(self) -> (f64, f64) {
+        match self {
+            Load::Concurrency => (1.0, 16.0),
+            Load::Rate => (0.25, 8.0),
+        }
+    }
+
+    /// Why `min..=max` is not a range of this load, if it is not.
+    pub fn check_range(self, min: f64, max: f64) -> Result<(), String> {
+        let ok = match self {
+            Load::Concurrency => min >= 1.0 && min.fract() == 0.0 && max.fract() == 0.0 && min < max,
+            Load::Rate => min > 0.0 && min < max && max.is_finite(),
+        };
+        match (ok, self) {
+            (true, _) => Ok(()),
+            (false, Load::Concurrency) => {
+                Err(format!("concurrency range '{min}..{max}' must be whole numbers with 1 <= min < max"))
+            }
+            (false, Load::Rate) => Err(format!("rate range '{min}..{max}' must be rates with 0 < min < max")),
+        }
+    }
+}
+
+/// `maximize = "capacity"`: each trial searches for the highest load at which `slo` still
+/// holds, on the trial's own server; that load is the trial's objective.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CapacitySpec {
+    /// One of the study's SLOs.
+    pub slo: Slo,
+    pub load: Load,
+    pub min: f64,
+    pub max: f64,
+}
+
+/// Objective metrics a study may name, with their aliases.
+const OBJECTIVE_METRICS: &[&str] = &[
+    "goodput_rps",
+    "output_tok_per_s",
+    "req_per_s",
+    "ttft_p50_ms",
+    "ttft_p95_ms",
+    "ttft_p99_ms",
+    "tpot_p50_ms",
+    "tpot_p95_ms",
+    "e2e_p50_ms",
+    "e2e_p95_ms",
+    "capacity",
+];
+
+/// `[objective]`: one of `maximize` or `minimize`; maximize goodput when neither is given.
+pub(super) fn validate_objective(raw: ObjectiveFile) -> Result<Objective, Invalid> {
+    match (raw.maximize, raw.minimize) {
+        (Some(_), Some(_)) => Err(Invalid::new("objective", "give either 'maximize' or 'minimize', not both")),
+        (Some(m), None) => Ok(Objective {
+            metric: canonical_metric(&m)
+                .ok_or_else(|| Invalid::new("objective.maximize", unknown_metric_message(&m)))?,
+            direction: Direction::Maximize,
+        }),
+        (None, Some(m)) => Ok(Objective {
+            metric: canonical_metric(&m)
+                .ok_or_else(|| Invalid::new("objective.minimize", unknown_metric_message(&m)))?,
+            direction: Direction::Minimize,
+        }),
+        (None, None) => Ok(Objective { metric: "goodput_rps".into(), direction: Direction::Maximize }),
+    }
+}
+
+/// `[slo]`: every limit given, as non-negative numbers (fractions for the rates).
+pub(super) fn validate_slos(raw: &SloFile) -> Result<Vec<Slo>, Invalid> {
+    let mut slos = Vec::new();
+    for (metric, limit, is_upper_bound) in [
+        ("ttft_p95_ms", raw.ttft_p95_ms, true),
+        ("tpot_p95_ms", raw.tpot_p95_ms, true),
+        ("e2e_p95_ms", raw.e2e_p95_ms, true),
+        ("output_tok_per_s", raw.output_tok_per_s, false),
+        ("success_rate", raw.success_rate, false),
+        ("peak_rss_mb", raw.peak_rss_mb, true),
+        ("quality_agreement", raw.quality_agreement_min, false),
+        ("peak_vram_mb", raw.peak_vram_mb, true),
+    ] {
+        let Some(limit) = limit else { continue };
+        if !limit.is_finite() || limit < 0.0 {
+            return Err(Invalid::new(
+                format!("slo.{metric}"),
+                format!("must be a non-negative number (got '{limit}')"),
+            ));
+        }
+        if metric == "quality_agreement" && limit > 1.0 {
+            return Err(Invalid::new(
+                "slo.quality_agreement_min",
+                format!("is a fraction between 0 and 1 (got '{limit}')"),
+            ));
+        }
+        if metric == "success_rate" && limit > 1.0 {
+            return Err(Invalid::new("slo.success_rate", format!("is a fraction between 0 and 1 (got '{limit}')")));
+        }
+        slos.push(Slo { metric: metric.to_string(), is_upper_bound, limit });
+    }
+    Ok(slos)
+}
+
+/// `[capacity]`: read exactly when the objective is to maximize capacity.
+pub(super) fn validate_capacity(
+    raw: Option<CapacityFile>,
+    objective: &Objective,
+    slos: &[Slo],
+) -> Result<Option<CapacitySpec>, Invalid> {
+    match (objective.metric == "capacity", raw) {
+        (false, None) => Ok(None),
+        (false, Some(_)) => Err(Invalid::new("capacity", "is only read with '[objective] maximize = \"capacity\"'")),
+        (true, _) if objective.direction == Direction::Minimize => {
+            Err(Invalid::new("objective.minimize", "'capacity' can only be maximized"))
+        }
+        (true, c) => {
+            let c = c.unwrap_or_default();
+            let slo = capacity_slo(c.slo.as_deref(), slos)?;
+            let load = match c.load.as_deref().unwrap_or("concurrency") {
+                "concurrency" => Load::Concurrency,
+                "rate" => Load::Rate,
+                other => {
+                    return Err(Invalid::new(
+                        "capacity.load",
+                        format!("unknown load '{other}' (expected concurrency or rate)"),
+                    ));
+                }
+            };
+            let (min, max) = load.default_range();
+            let (min, max) = (c.min.unwrap_or(min), c.max.unwrap_or(max));
+            load.check_range(min, max).map_err(|m| Invalid::new("capacity.min", m))?;
+            Ok(Some(CapacitySpec { slo, load, min, max }))
+        }
+    }
+}
+
+/// The SLO a capacity search holds: the one named, else TTFT p95, else the first given.
+fn capacity_slo(name: Option<&str>, slos: &[Slo]) -> Result<Slo, Invalid> {
+    let names = || slos.iter().map(|s| s.metric.as_str()).collect::<Vec<_>>().join(", ");
+    let slo = match name {
+        Some(m) => slos.iter().find(|s| s.metric == m).ok_or_else(|| {
+            Invalid::new("capacity.slo", format!("'{m}' is not one of this file's [slo] limits ({})", names()))
+        })?,
+        None => slos.iter().find(|s| s.metric == "ttft_p95_ms").or(slos.first()).ok_or_else(|| {
+            Invalid::new("capacity.slo", "maximize = \"capacity\" needs an [slo] limit to hold (e.g. ttft_p95_ms)")
+        })?,
+    };
+    Ok(slo.clone())
+}
+
+fn canonical_metric(name: &str) -> Option<String> {
+    let name = match name {
+        "goodput" => "goodput_rps",
+        "throughput" | "tok_per_s" => "output_tok_per_s",
+        other => other,
+    };
+    OBJECTIVE_METRICS.contains(&name).then(|| name.to_string())
+}
+
+fn unknown_metric_message(name: &str) -> String {
+    format!("unknown metric '{name}' (expected one of: {})", OBJECTIVE_METRICS.join(", "))
+}
