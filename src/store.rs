@@ -455,38 +455,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
 
-        for (seq, s) in finished.samples.iter().enumerate() {
-            let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-            let itl: Vec<f64> = s.chunk_gaps.iter().map(|g| ms(*g)).collect();
-            sqlx::query(
-                r#"INSERT INTO samples
-                     (trial_id, seq, prompt_index, is_warmup, sent_ms, ttft_ms, tpot_ms, e2e_ms,
-                      output_tokens, prompt_tokens, status, error_kind, error_message,
-                      itl_ms_json, server_json)
-                   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"#,
-            )
-            .bind(trial.0)
-            .bind(seq as i64)
-            .bind(s.prompt_index as i64)
-            .bind(s.is_warmup)
-            .bind(ms(s.sent))
-            .bind(s.ttft().map(ms))
-            .bind(s.tpot().map(ms))
-            .bind(ms(s.e2e()))
-            .bind(i64::from(s.output_tokens))
-            .bind(s.prompt_tokens.map(i64::from))
-            .bind(i64::from(s.status))
-            .bind(
-                s.error.map(|k| {
-                    serde_json::to_value(k).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
-                }),
-            )
-            .bind(s.error_message.as_deref())
-            .bind(serde_json::to_string(&itl).expect("numbers"))
-            .bind(s.server.map(|t| serde_json::to_string(&t).expect("plain data")))
-            .execute(&mut *tx)
-            .await?;
-        }
+        insert_samples(&mut tx, trial, finished.samples).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -522,6 +491,46 @@ impl Store {
     pub async fn close(self) {
         self.pool.close().await;
     }
+}
+
+/// One row per request, in the trial's transaction.
+async fn insert_samples(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    trial: TrialId,
+    samples: &[Sample],
+) -> Result<(), Error> {
+    for (seq, s) in samples.iter().enumerate() {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let itl: Vec<f64> = s.chunk_gaps.iter().map(|g| ms(*g)).collect();
+        sqlx::query(
+            r#"INSERT INTO samples
+                 (trial_id, seq, prompt_index, is_warmup, sent_ms, ttft_ms, tpot_ms, e2e_ms,
+                  output_tokens, prompt_tokens, status, error_kind, error_message,
+                  itl_ms_json, server_json)
+               VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"#,
+        )
+        .bind(trial.0)
+        .bind(seq as i64)
+        .bind(s.prompt_index as i64)
+        .bind(s.is_warmup)
+        .bind(ms(s.sent))
+        .bind(s.ttft().map(ms))
+        .bind(s.tpot().map(ms))
+        .bind(ms(s.e2e()))
+        .bind(i64::from(s.output_tokens))
+        .bind(s.prompt_tokens.map(i64::from))
+        .bind(i64::from(s.status))
+        .bind(
+            s.error
+                .map(|k| serde_json::to_value(k).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()),
+        )
+        .bind(s.error_message.as_deref())
+        .bind(serde_json::to_string(&itl).expect("numbers"))
+        .bind(s.server.map(|t| serde_json::to_string(&t).expect("plain data")))
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
 
 /// Row id of a `tune` run.

@@ -265,3 +265,118 @@ pub(super) async fn run_fresh(bench: &Bench<'_>, candidate: &Candidate, draw: u6
     session.finish(bench.shutdown, None, false).await?;
     run
 }
+
+#[cfg(test)]
+mod tests {
+    //! `run_trial`'s real path (plan → session start → probe + workload → crash check → grade)
+    //! without an engine: the llama.cpp adapter launches the fake llama-server test fixture (a
+    //! Python stdlib script that starts in tens of milliseconds and misbehaves on request).
+
+    use super::*;
+    use crate::space::Value;
+
+    fn space(dir: &std::path::Path) -> Space {
+        let text = format!(
+            r#"[study]
+name = "pipeline"
+strategy = "grid"
+
+[backend]
+kind = "llamacpp"
+command = ["{fake}"]
+model = "{dir}/fake.gguf"
+ready_timeout = "3s"
+
+[params]
+fault = {{ values = ["none", "crash-mid", "exit-at-start", "never-ready"], flag = "--fault" }}
+kv = {{ values = ["f16", "q8_0"], flags = ["-ctk", "-ctv"], default = "f16" }}
+fa = {{ values = ["on", "off"], flag = "-fa", default = "on" }}
+
+[workload]
+dataset = "{prompts}"
+concurrency = 2
+requests = 6
+warmup = 0
+max_tokens = 4
+request_timeout = "2s"
+
+[slo]
+ttft_p95_ms = 60000
+"#,
+            fake = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/fake-llama-server"),
+            dir = dir.display(),
+            prompts = concat!(env!("CARGO_MANIFEST_DIR"), "/prompts/short-qa.jsonl"),
+        );
+        Space::from_toml(&text, "pipeline test", dir).unwrap()
+    }
+
+    fn candidate(fault: &str, kv: &str, fa: &str) -> Candidate {
+        let pairs = [("fault", fault), ("kv", kv), ("fa", fa)];
+        Candidate(pairs.iter().map(|(k, v)| (k.to_string(), Value::Str(v.to_string()))).collect())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stages_end_in_the_outcome_each_failure_calls_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let space = space(dir.path());
+        let backend = crate::backend::from_spec(&space.backend, &space.params);
+        let shutdown = Shutdown::manual();
+        let bench = Bench::new(&space, backend.as_ref(), &shutdown).unwrap();
+        let mut session = ServerSession::open(backend.as_ref(), bench.client.clone()).unwrap();
+        let mut run = async |c: Candidate| run_trial(&bench, &mut session, &c, 1, None).await.unwrap();
+
+        // planned, started, measured, graded; the server stays up for the next trial
+        let ok = run(candidate("none", "f16", "on")).await;
+        let Outcome::Complete { summary, verdict } = &ok.outcome else { panic!("{:?}", ok.outcome) };
+        assert_eq!((summary.requests, summary.succeeded), (6, 6));
+        assert!(verdict.is_feasible() && summary.peak_rss_bytes > 0, "{summary:?}");
+        assert_eq!(ok.stages.launch, Some(crate::backend::Launch::Restart));
+        assert_eq!(ok.samples.len(), 6);
+        // the plan stage refuses a known-invalid combination: no server is started
+        let refused = run(candidate("none", "q8_0", "off")).await;
+        assert!(matches!(&refused.outcome, Outcome::Infeasible { class, .. } if class == "invalid-combination"));
+        assert_eq!((refused.plan.is_none(), refused.stages.launch), (true, None));
+        // the start stage classifies a server that exits or never gets ready
+        let exited = run(candidate("exit-at-start", "f16", "on")).await;
+        assert!(
+            matches!(&exited.outcome, Outcome::Infeasible { class, .. } if class == "crashed"),
+            "{:?}",
+            exited.outcome
+        );
+        let never = run(candidate("never-ready", "f16", "on")).await;
+        assert!(
+            matches!(&never.outcome, Outcome::Infeasible { class, .. } if class == "never-ready"),
+            "{:?}",
+            never.outcome
+        );
+        // the crash check after the workload reads the server's last words
+        let crashed = run(candidate("crash-mid", "f16", "on")).await;
+        let Outcome::Infeasible { class, message } = &crashed.outcome else { panic!("{:?}", crashed.outcome) };
+        assert_eq!(class, "crashed");
+        assert!(message.contains("server exited during the workload") && message.contains("GGML_ASSERT"), "{message}");
+        assert!(!crashed.samples.is_empty(), "the samples of a crashed run are kept");
+        session.finish(&shutdown, None, false).await.unwrap();
+    }
+
+    /// Re-measurement never prunes (issue 13 item 3): with a TTFT limit every request misses,
+    /// the search's workload stops early and is `pruned`, while a re-measure runs to the end and
+    /// is a complete run that misses its SLO.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_the_search_prunes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut space = space(dir.path());
+        space.slos[0].limit = 0.001;
+        let backend = crate::backend::from_spec(&space.backend, &space.params);
+        let shutdown = Shutdown::manual();
+        let mut bench = Bench::new(&space, backend.as_ref(), &shutdown).unwrap();
+        let fine = candidate("none", "f16", "on");
+        let remeasured = run_fresh(&bench, &fine, 1).await.unwrap();
+        let Outcome::Complete { summary, verdict } = &remeasured.outcome else { panic!("{:?}", remeasured.outcome) };
+        assert_eq!(summary.requests, 6);
+        assert!(!verdict.is_feasible());
+        bench.prune = true;
+        let searched = run_fresh(&bench, &fine, 1).await.unwrap();
+        let Outcome::Pruned { summary, .. } = &searched.outcome else { panic!("{:?}", searched.outcome) };
+        assert!(summary.requests < 6, "{summary:?}");
+    }
+}
