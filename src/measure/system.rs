@@ -123,8 +123,8 @@ pub fn listening_pid(port: u16) -> Option<u32> {
 mod tests {
     use super::*;
 
-    fn own_rss() -> u64 {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    fn vm_rss(pid: u32) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         let kb: u64 = status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -135,15 +135,21 @@ mod tests {
 
     #[test]
     fn tree_rss_counts_each_process_once() {
-        // Several threads must not multiply the figure (sysinfo lists threads as tasks).
-        let threads: Vec<_> =
-            (0..4).map(|_| std::thread::spawn(|| std::thread::sleep(Duration::from_millis(500)))).collect();
-        let mut s = TreeSampler::new(std::process::id());
+        // Several threads must not multiply the figure (sysinfo lists threads as tasks). A child
+        // of its own, so that servers other tests start under this process do not count.
+        let script = "import threading, time\nfor _ in range(4): threading.Thread(target=time.sleep, args=(3,)).start()\nprint('up', flush=True)\ntime.sleep(3)";
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", script])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().unwrap()), &mut line).unwrap();
+        let mut s = TreeSampler::new(child.id());
         let sampled = s.rss_bytes();
-        let direct = own_rss();
-        for t in threads {
-            t.join().unwrap();
-        }
+        let direct = vm_rss(child.id());
+        child.kill().unwrap();
+        child.wait().unwrap();
         assert!(sampled > 1024 * 1024);
         assert!((sampled as f64) < direct as f64 * 1.5, "tree RSS {sampled} vs /proc VmRSS {direct}");
     }
