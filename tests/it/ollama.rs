@@ -155,6 +155,34 @@ top_k = { values = [40, 1], option = "top_k" }"#,
     };
     assert_eq!(samples, 5 * 10, "every request keeps Ollama's own durations");
 
+    // Issue 13 item 5: each trial sends its own prompts, so a reused server's prompt cache
+    // never sees them again (before, every trial sent the same seeded prompts).
+    let prompts_of = |number: i64| {
+        let db_s = db_s.to_string();
+        async move {
+            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{db_s}")).await.unwrap();
+            let rows: Vec<(i64,)> = sqlx::query_as(
+                "SELECT s.prompt_index FROM samples s JOIN trials t ON t.id = s.trial_id WHERE t.number = ?1",
+            )
+            .bind(number)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            rows.into_iter().map(|(i,)| i).collect::<std::collections::BTreeSet<i64>>()
+        }
+    };
+    for (i, launch) in launches.iter().enumerate().skip(1) {
+        if *launch == "reuse" {
+            let (before, reused) = (prompts_of(i as i64).await, prompts_of(i as i64 + 1).await);
+            assert_eq!(reused.len(), 10, "{reused:?}");
+            assert!(
+                before.is_disjoint(&reused),
+                "trial {} reused the server and resent prompts {before:?} / {reused:?}",
+                i + 1
+            );
+        }
+    }
+
     // The systemd drop-in carries exactly the best trial's server variables.
     let best: serde_json::Value =
         serde_json::from_str(&run_cli(&["--db", db_s, "best", "ollama-e2e", "--json"]).await.unwrap()).unwrap();
