@@ -166,7 +166,12 @@ impl TrialRow {
                 Some(s) => Some(serde_json::from_str(s).map_err(|e| corrupt("summary", e))?),
                 None => None,
             },
-            error_class: self.error_class,
+            error_class: match &self.error_class {
+                Some(text) => {
+                    Some(text.parse().map_err(|e: String| Error::Corrupt(format!("trial {} {e}", self.number)))?)
+                }
+                None => None,
+            },
             error_message: self.error_message,
             stages: StageTimes {
                 ready_ms: self.ready_ms,
@@ -384,7 +389,7 @@ impl Store {
             Outcome::Complete { summary, verdict } | Outcome::Pruned { summary, verdict } => {
                 (Some(summary), Some(verdict), None, None)
             }
-            Outcome::Infeasible { class, message } => (None, None, Some(class.as_str()), Some(message.as_str())),
+            Outcome::Infeasible { class, message } => (None, None, Some(class.to_string()), Some(message.as_str())),
             Outcome::Interrupted => (None, None, None, None),
         };
         let violation = match finished.outcome {
@@ -773,7 +778,7 @@ mod tests {
         let (id2, number2) = store.begin_trial(s.id, &params).await.unwrap();
         assert_eq!(number2, 2);
         assert_eq!(store.mark_interrupted(s.id).await.unwrap(), 1);
-        let infeasible = Outcome::Infeasible { class: "oom".into(), message: "out of memory".into() };
+        let infeasible = Outcome::Infeasible { class: "oom".parse().unwrap(), message: "out of memory".into() };
         store
             .finish_trial(
                 id2,

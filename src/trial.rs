@@ -10,8 +10,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::LaunchPlan;
-use crate::measure::{Summary, Verdict};
+use crate::backend::{FailureClass, LaunchPlan};
+use crate::measure::{ErrorKind, Summary, Verdict};
 use crate::space::{Candidate, Direction};
 
 /// Graded violation given to an infeasible trial, so the search learns from it: worse than any
@@ -73,13 +73,71 @@ impl FromStr for TrialState {
     }
 }
 
+/// Why a trial could not be measured: the reason class stored with an infeasible trial (text
+/// only at the store and CLI boundary: `oom`, `requests-timeout`, `capacity-unmeasured`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum InfeasibleClass {
+    /// The server refused the settings, crashed, ran out of memory or never got ready, in the
+    /// backend's classification.
+    Server(FailureClass),
+    /// The server started but answered no request; the requests' most common error kind.
+    Requests(ErrorKind),
+    /// A capacity trial whose load search could not measure (e.g. the client fell behind).
+    CapacityUnmeasured,
+    /// A replayed point the landscape holds no usable run for.
+    NotRecorded,
+}
+
+impl fmt::Display for InfeasibleClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InfeasibleClass::Server(c) => f.write_str(c.as_str()),
+            InfeasibleClass::Requests(kind) => write!(f, "requests-{}", kind.as_str()),
+            InfeasibleClass::CapacityUnmeasured => f.write_str("capacity-unmeasured"),
+            InfeasibleClass::NotRecorded => f.write_str("not-recorded"),
+        }
+    }
+}
+
+impl FromStr for InfeasibleClass {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(kind) = s.strip_prefix("requests-") {
+            return ErrorKind::from_name(kind)
+                .map(InfeasibleClass::Requests)
+                .ok_or_else(|| format!("unknown request error kind '{kind}' in '{s}'"));
+        }
+        match s {
+            "capacity-unmeasured" => Ok(InfeasibleClass::CapacityUnmeasured),
+            "not-recorded" => Ok(InfeasibleClass::NotRecorded),
+            other => FailureClass::from_name(other)
+                .map(InfeasibleClass::Server)
+                .ok_or_else(|| format!("unknown failure class '{other}'")),
+        }
+    }
+}
+
+impl From<InfeasibleClass> for String {
+    fn from(c: InfeasibleClass) -> String {
+        c.to_string()
+    }
+}
+
+impl TryFrom<String> for InfeasibleClass {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
 /// How a trial ended, as the daemon hands it to the store.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// Measured to the end.
     Complete { summary: Summary, verdict: Verdict },
     /// Could not be served: the server refused, crashed or never got ready.
-    Infeasible { class: String, message: String },
+    Infeasible { class: InfeasibleClass, message: String },
     /// Stopped early because an SLO was certain to fail; the figures are partial.
     Pruned { summary: Summary, verdict: Verdict },
     /// The daemon stopped mid-trial; resume retries it.
@@ -131,7 +189,7 @@ pub struct Trial {
     pub violation: Option<f64>,
     pub violations: BTreeMap<String, f64>,
     pub summary: Option<Summary>,
-    pub error_class: Option<String>,
+    pub error_class: Option<InfeasibleClass>,
     pub error_message: Option<String>,
     pub stages: StageTimes,
     pub started_at_ms: i64,
@@ -213,6 +271,24 @@ mod tests {
             started_at_ms: 0,
             ended_at_ms: None,
         }
+    }
+
+    #[test]
+    fn infeasible_classes_read_back_as_written() {
+        for text in [
+            "oom",
+            "invalid-combination",
+            "kv-too-small",
+            "requests-timeout",
+            "requests-model_not_found",
+            "capacity-unmeasured",
+            "not-recorded",
+        ] {
+            let class: InfeasibleClass = text.parse().unwrap();
+            assert_eq!(class.to_string(), text);
+        }
+        assert_eq!("requests-connect".parse(), Ok(InfeasibleClass::Requests(ErrorKind::Connect)));
+        assert!("crashed-twice".parse::<InfeasibleClass>().unwrap_err().contains("'crashed-twice'"));
     }
 
     #[test]

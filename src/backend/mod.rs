@@ -120,6 +120,14 @@ impl FailureClass {
             FailureClass::CudaError => "cuda-error",
         }
     }
+
+    /// The inverse of [`FailureClass::as_str`].
+    pub fn from_name(name: &str) -> Option<FailureClass> {
+        use FailureClass::*;
+        [Oom, InvalidCombination, InvalidArgument, LoadError, NeverReady, Crashed, PortInUse, KvTooSmall, CudaError]
+            .into_iter()
+            .find(|c| c.as_str() == name)
+    }
 }
 
 /// A classified failure with the server's own words.

@@ -362,7 +362,7 @@ fn finished_line(trial: &Trial, elapsed: Duration, is_new_best: bool) -> String 
         ),
         (_, TrialState::Infeasible) => format!(
             "  infeasible [{}] {} | {:.1} s",
-            trial.error_class.as_deref().unwrap_or("?"),
+            trial.error_class.map_or("?".to_string(), |c| c.to_string()),
             first_line(trial.error_message.as_deref().unwrap_or("")),
             elapsed.as_secs_f64()
         ),

@@ -10,13 +10,13 @@ use tracing::info;
 
 use super::{capacity, quality};
 use crate::backend::session::{Ready, ServerSession, Start};
-use crate::backend::{Backend, Failure, LaunchPlan};
+use crate::backend::{Backend, Failure, FailureClass, LaunchPlan};
 use crate::measure::probe::{Probe, ProbeSpec, ServerSide};
-use crate::measure::{self, CapacityFigure, RequestSlo, TrialParts, gpu};
+use crate::measure::{self, CapacityFigure, ErrorKind, RequestSlo, TrialParts, gpu};
 use crate::shutdown::Shutdown;
 use crate::space::{Candidate, Space};
 use crate::store::Store;
-use crate::trial::{Outcome, StageTimes, TrialId};
+use crate::trial::{InfeasibleClass, Outcome, StageTimes, TrialId};
 use crate::workload::{self, Prompt, Target, prune};
 
 /// The parts every trial of a command shares.
@@ -63,18 +63,18 @@ impl TrialRun {
         TrialRun { outcome: Outcome::Interrupted, plan, stages, samples: Vec::new() }
     }
 
-    pub fn infeasible(class: &str, message: String, plan: Option<LaunchPlan>, stages: StageTimes) -> TrialRun {
-        info!(class, message = %message, "trial infeasible");
-        TrialRun {
-            outcome: Outcome::Infeasible { class: class.to_string(), message },
-            plan,
-            stages,
-            samples: Vec::new(),
-        }
+    pub fn infeasible(
+        class: InfeasibleClass,
+        message: String,
+        plan: Option<LaunchPlan>,
+        stages: StageTimes,
+    ) -> TrialRun {
+        info!(%class, message = %message, "trial infeasible");
+        TrialRun { outcome: Outcome::Infeasible { class, message }, plan, stages, samples: Vec::new() }
     }
 
     fn failed(failure: Failure, plan: LaunchPlan, stages: StageTimes) -> TrialRun {
-        TrialRun::infeasible(failure.class.as_str(), failure.message, Some(plan), stages)
+        TrialRun::infeasible(InfeasibleClass::Server(failure.class), failure.message, Some(plan), stages)
     }
 }
 
@@ -95,7 +95,10 @@ pub(super) async fn run_trial(
 ) -> anyhow::Result<TrialRun> {
     let plan = match bench.backend.plan(candidate) {
         Ok(plan) => plan,
-        Err(r) => return Ok(TrialRun::infeasible("invalid-combination", r.message, None, StageTimes::default())),
+        Err(r) => {
+            let class = InfeasibleClass::Server(FailureClass::InvalidCombination);
+            return Ok(TrialRun::infeasible(class, r.message, None, StageTimes::default()));
+        }
     };
     let gpu_baseline = gpu_before_start(bench, session, &plan).await;
     let ready = match session.start(&plan, bench.shutdown).await? {
@@ -127,7 +130,9 @@ pub(super) async fn run_trial(
             return Ok(TrialRun::interrupted(Some(plan), stages));
         }
         // The capacity search could not measure (e.g. the client fell behind its schedule).
-        Measured::Unmeasured(e) => return Ok(TrialRun::infeasible("capacity-unmeasured", e, Some(plan), stages)),
+        Measured::Unmeasured(e) => {
+            return Ok(TrialRun::infeasible(InfeasibleClass::CapacityUnmeasured, e, Some(plan), stages));
+        }
     };
     // Failed requests may mean the server is dying: give it a moment to show it.
     let settle =
@@ -233,7 +238,7 @@ async fn grade(
         let (kind, message) = all_failed(&summary, &run.samples);
         return TrialRun {
             samples: run.samples,
-            ..TrialRun::infeasible(&format!("requests-{kind}"), message, Some(plan), stages)
+            ..TrialRun::infeasible(InfeasibleClass::Requests(kind), message, Some(plan), stages)
         };
     }
     let verdict = measure::judge(&summary, &space.objective, &space.slos);
@@ -250,10 +255,11 @@ async fn grade(
 }
 
 /// The most common error kind and a one-line message for a run whose every request failed.
-fn all_failed(summary: &measure::Summary, samples: &[measure::Sample]) -> (String, String) {
-    let (kind, n) = summary.errors.iter().max_by_key(|(_, n)| **n).map(|(k, n)| (k.clone(), *n)).unwrap_or_default();
+fn all_failed(summary: &measure::Summary, samples: &[measure::Sample]) -> (ErrorKind, String) {
+    let (name, n) = summary.errors.iter().max_by_key(|(_, n)| **n).map(|(k, n)| (k.clone(), *n)).unwrap_or_default();
+    let kind = ErrorKind::from_name(&name).expect("summary errors are keyed by error kind names");
     let example = samples.iter().filter(|s| !s.is_warmup).find_map(|s| s.error_message.clone()).unwrap_or_default();
-    let message = format!("all {} requests failed ({n} x {kind}): {example}", summary.requests);
+    let message = format!("all {} requests failed ({n} x {name}): {example}", summary.requests);
     (kind, message)
 }
 
@@ -334,25 +340,27 @@ ttft_p95_ms = 60000
         assert_eq!(ok.samples.len(), 6);
         // the plan stage refuses a known-invalid combination: no server is started
         let refused = run(candidate("none", "q8_0", "off")).await;
-        assert!(matches!(&refused.outcome, Outcome::Infeasible { class, .. } if class == "invalid-combination"));
+        assert!(
+            matches!(&refused.outcome, Outcome::Infeasible { class, .. } if class.to_string() == "invalid-combination")
+        );
         assert_eq!((refused.plan.is_none(), refused.stages.launch), (true, None));
         // the start stage classifies a server that exits or never gets ready
         let exited = run(candidate("exit-at-start", "f16", "on")).await;
         assert!(
-            matches!(&exited.outcome, Outcome::Infeasible { class, .. } if class == "crashed"),
+            matches!(&exited.outcome, Outcome::Infeasible { class, .. } if class.to_string() == "crashed"),
             "{:?}",
             exited.outcome
         );
         let never = run(candidate("never-ready", "f16", "on")).await;
         assert!(
-            matches!(&never.outcome, Outcome::Infeasible { class, .. } if class == "never-ready"),
+            matches!(&never.outcome, Outcome::Infeasible { class, .. } if class.to_string() == "never-ready"),
             "{:?}",
             never.outcome
         );
         // the crash check after the workload reads the server's last words
         let crashed = run(candidate("crash-mid", "f16", "on")).await;
         let Outcome::Infeasible { class, message } = &crashed.outcome else { panic!("{:?}", crashed.outcome) };
-        assert_eq!(class, "crashed");
+        assert_eq!(class.to_string(), "crashed");
         assert!(message.contains("server exited during the workload") && message.contains("GGML_ASSERT"), "{message}");
         assert!(!crashed.samples.is_empty(), "the samples of a crashed run are kept");
         session.finish(&shutdown, None, false).await.unwrap();

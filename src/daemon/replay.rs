@@ -19,7 +19,7 @@ use crate::backend::Backend;
 use crate::measure::{self, system};
 use crate::search::landscape::Landscape;
 use crate::space::{Candidate, Space};
-use crate::trial::{Fingerprint, Outcome, StageTimes, TrialState};
+use crate::trial::{Fingerprint, InfeasibleClass, Outcome, StageTimes, TrialState};
 
 /// A loaded recording and the seeded RNG that picks among a point's runs.
 #[derive(Debug)]
@@ -79,18 +79,18 @@ impl Replay {
         };
         let Some(run) = run else {
             let message = format!("landscape '{}' has no run for {}", self.landscape.name, candidate.brief());
-            return TrialRun::infeasible("not-recorded", message, plan, StageTimes::default());
+            return TrialRun::infeasible(InfeasibleClass::NotRecorded, message, plan, StageTimes::default());
         };
         let summary = match (run.state, run.summary) {
             (TrialState::Complete | TrialState::Pruned, Some(summary)) => summary,
             (TrialState::Complete | TrialState::Pruned, None) => {
                 let message = format!("the recorded run of {} kept no figures", candidate.brief());
-                return TrialRun::infeasible("not-recorded", message, plan, StageTimes::default());
+                return TrialRun::infeasible(InfeasibleClass::NotRecorded, message, plan, StageTimes::default());
             }
             _ => {
-                let class = run.error_class.unwrap_or_else(|| "infeasible".into());
+                let class = run.error_class.unwrap_or(InfeasibleClass::NotRecorded);
                 let message = format!("recorded as infeasible ({class}) in landscape '{}'", self.landscape.name);
-                return TrialRun::infeasible(&class, message, plan, StageTimes::default());
+                return TrialRun::infeasible(class, message, plan, StageTimes::default());
             }
         };
         let verdict = measure::judge(&summary, &space.objective, &space.slos);

@@ -47,6 +47,42 @@ pub enum ErrorKind {
     RunnerCrashed,
 }
 
+impl ErrorKind {
+    const ALL: [ErrorKind; 10] = [
+        ErrorKind::Connect,
+        ErrorKind::Status,
+        ErrorKind::Timeout,
+        ErrorKind::Truncated,
+        ErrorKind::Malformed,
+        ErrorKind::ModelNotFound,
+        ErrorKind::Busy,
+        ErrorKind::LoadTimeout,
+        ErrorKind::Oom,
+        ErrorKind::RunnerCrashed,
+    ];
+
+    /// The stored name (`timeout`, `model_not_found`, ...), as serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Connect => "connect",
+            ErrorKind::Status => "status",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Truncated => "truncated",
+            ErrorKind::Malformed => "malformed",
+            ErrorKind::ModelNotFound => "model_not_found",
+            ErrorKind::Busy => "busy",
+            ErrorKind::LoadTimeout => "load_timeout",
+            ErrorKind::Oom => "oom",
+            ErrorKind::RunnerCrashed => "runner_crashed",
+        }
+    }
+
+    /// The inverse of [`ErrorKind::as_str`].
+    pub fn from_name(name: &str) -> Option<ErrorKind> {
+        ErrorKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
 /// The server's own timing figures for one request (llama.cpp `timings`).
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct ServerTimings {

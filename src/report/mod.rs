@@ -574,7 +574,7 @@ fn trial_row(rank: usize, t: &Trial) -> String {
         Mark::Infeasible => "infeasible",
     };
     let reason = match (&t.error_class, t.state) {
-        (Some(c), _) => c.clone(),
+        (Some(c), _) => c.to_string(),
         (None, TrialState::Complete | TrialState::Pruned) if !t.is_feasible() => {
             let missed: Vec<&str> = t.violations.iter().filter(|(_, v)| **v > 0.0).map(|(k, _)| k.as_str()).collect();
             format!("slo: {}", missed.join(", "))
@@ -720,7 +720,7 @@ ttft_p95_ms = 1000
                     }
                 }
                 Kind::Infeasible(class, message) => {
-                    Outcome::Infeasible { class: class.to_string(), message: message.to_string() }
+                    Outcome::Infeasible { class: class.parse().unwrap(), message: message.to_string() }
                 }
             };
             let plan = LaunchPlan {

@@ -5,7 +5,7 @@
 
 use super::Strategy;
 use crate::space::{Candidate, Space};
-use crate::trial::{INFEASIBLE_VIOLATION, StageTimes, Trial, TrialId, TrialState};
+use crate::trial::{INFEASIBLE_VIOLATION, InfeasibleClass, StageTimes, Trial, TrialId, TrialState};
 
 /// Refusals in a row before the space counts as exhausted (every proposal is refused).
 const MAX_REFUSALS: usize = 10_000;
@@ -38,7 +38,7 @@ pub fn refused_trial(candidate: &Candidate, message: String) -> Trial {
         violation: Some(INFEASIBLE_VIOLATION),
         violations: Default::default(),
         summary: None,
-        error_class: Some("invalid-combination".into()),
+        error_class: Some(InfeasibleClass::Server(crate::backend::FailureClass::InvalidCombination)),
         error_message: Some(message),
         stages: StageTimes::default(),
         started_at_ms: 0,

@@ -31,7 +31,7 @@ pub struct Run {
     pub summary: Option<Summary>,
     /// Why an infeasible run failed (`oom`, `invalid-combination`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error_class: Option<String>,
+    pub error_class: Option<crate::trial::InfeasibleClass>,
 }
 
 impl Run {
@@ -228,7 +228,9 @@ impl Landscape {
                             ]));
                             let run = if fa == "off" && kv != "f16" {
                                 Run {
-                                    error_class: Some("invalid-combination".into()),
+                                    error_class: Some(crate::trial::InfeasibleClass::Server(
+                                        crate::backend::FailureClass::InvalidCombination,
+                                    )),
                                     ..Run::new(TrialState::Infeasible, None, INFEASIBLE_VIOLATION)
                                 }
                             } else {

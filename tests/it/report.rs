@@ -158,9 +158,10 @@ async fn synthetic_report_renders_in_chromium() {
                     },
                 }
             }
-            None => {
-                Outcome::Infeasible { class: "crashed".into(), message: "server exited: <status 134> & 'abort'".into() }
-            }
+            None => Outcome::Infeasible {
+                class: "crashed".parse().unwrap(),
+                message: "server exited: <status 134> & 'abort'".into(),
+            },
         };
         let plan = LaunchPlan {
             program: "llama-server".into(),
