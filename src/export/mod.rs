@@ -1,14 +1,23 @@
-//! Deployable files for a trial: an env file, a command line, or JSON. Pure formatting of store
-//! types, plus one atomic writer (temp file in the same folder, fsync, rename).
+//! Deployable files for a trial: pure formatting of store types, one function per [`Format`],
+//! plus one atomic writer (temp file in the same folder, fsync, rename) and the shell quoting
+//! the text forms share.
+//!
+//! This file holds the format list, [`render`] (a plain dispatch) and which format fits which
+//! backend; the formats themselves live in `shell` (env, args), `json`, `ollama` (systemd,
+//! Modelfile) and `vllm` (compose, YAML, and readers for every form). Choosing the trial to
+//! export is the caller's job.
 
 use std::io::Write;
 use std::path::Path;
 
-use serde_json::json;
-
 use crate::trial::{Study, Trial};
 
+mod json;
+mod ollama;
+mod shell;
 pub mod vllm;
+
+pub use ollama::systemd_drop_in;
 
 /// Output formats of `export`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -47,106 +56,47 @@ pub enum Error {
     },
 }
 
+impl Format {
+    /// Whether this format can be written for a study on `backend` (`llamacpp`, `ollama`,
+    /// `vllm`). [`render`] refuses the same formats, and the space file's `[output]` section
+    /// is checked against this when it is loaded.
+    pub fn check_backend(self, backend: &str) -> Result<(), Error> {
+        match self {
+            Format::Compose | Format::Yaml if backend != "vllm" => {
+                Err(Error::Unsupported { format: format!("{self:?}").to_lowercase(), backend: backend.to_string() })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Render `trial` of `study` in `format`.
 pub fn render(study: &Study, trial: &Trial, format: Format) -> Result<String, Error> {
     let plan = trial.plan.as_ref().ok_or(Error::NoPlan(trial.number))?;
+    format.check_backend(&study.backend)?;
     Ok(match format {
-        Format::Env => {
-            let mut out = format!(
-                "# infertune study '{}', trial {} ({})\n# {}\n",
-                study.name,
-                trial.number,
-                if trial.is_feasible() { "meets every SLO" } else { "does NOT meet every SLO" },
-                trial.params.brief()
-            );
-            for flag in &plan.args_without_env {
-                out.push_str(&format!("# '{flag}' has no environment form; pass it on the command line\n"));
-            }
-            for (k, v) in &plan.deploy_env {
-                out.push_str(&format!("{k}={}\n", shell_quote(v)));
-            }
-            out
-        }
-        Format::Args => {
-            let words: Vec<String> = std::iter::once(&plan.program).chain(&plan.args).map(|w| shell_quote(w)).collect();
-            let env: Vec<String> = plan.env.iter().map(|(k, v)| format!("{k}={}", shell_quote(v))).collect();
-            let mut line = env;
-            line.extend(words);
-            line.join(" ") + "\n"
-        }
-        Format::Compose | Format::Yaml if study.backend != "vllm" => {
-            return Err(Error::Unsupported {
-                format: format!("{format:?}").to_lowercase(),
-                backend: study.backend.clone(),
-            });
-        }
-        Format::Compose | Format::Yaml => {
-            let header = format!(
-                "# infertune study '{}', trial {} ({})\n# {}\n",
-                study.name,
-                trial.number,
-                if trial.is_feasible() { "meets every SLO" } else { "does NOT meet every SLO" },
-                trial.params.brief()
-            );
-            if format == Format::Compose {
-                vllm::compose(&header, plan)
-            } else {
-                vllm::yaml(&header, plan).map_err(|e| Error::Yaml { trial: trial.number, message: e.0 })?
-            }
-        }
-        Format::Json => {
-            let doc = json!({
-                "study": study.name,
-                "backend": study.backend,
-                "trial": trial.number,
-                "state": trial.state,
-                "meets_slos": trial.is_feasible(),
-                "params": trial.params,
-                "objective": {"metric": study.objective_metric, "value": trial.objective},
-                "violations": trial.violations,
-                "metrics": crate::store::trial_metrics(trial),
-                "plan": plan,
-            });
-            serde_json::to_string_pretty(&doc).expect("plain data") + "\n"
-        }
-        Format::Systemd => {
-            let header = format!(
-                "# infertune study '{}', trial {} ({})\n# {}\n# install: systemctl edit ollama (paste), or save as \
-                 /etc/systemd/system/ollama.service.d/infertune.conf; then systemctl daemon-reload && \
-                 systemctl restart ollama\n",
-                study.name,
-                trial.number,
-                if trial.is_feasible() { "meets every SLO" } else { "does NOT meet every SLO" },
-                trial.params.brief()
-            );
-            header + &systemd_drop_in(&plan.deploy_env)
-        }
-        Format::Modelfile => {
-            let mut out = format!(
-                "# infertune study '{}', trial {}: per-request options as Modelfile parameters\n\
-                 # build: ollama create <name> -f <this file>\nFROM {}\n",
-                study.name, trial.number, plan.model
-            );
-            for (k, v) in &plan.request_options {
-                let value = match v {
-                    serde_json::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                out.push_str(&format!("PARAMETER {k} {value}\n"));
-            }
-            out
+        Format::Env => shell::env(study, trial, plan),
+        Format::Args => shell::args(plan),
+        Format::Json => json::json(study, trial, plan),
+        Format::Systemd => ollama::systemd(study, trial, plan),
+        Format::Modelfile => ollama::modelfile(study, trial, plan),
+        Format::Compose => vllm::compose(&header(study, trial), plan),
+        Format::Yaml => {
+            vllm::yaml(&header(study, trial), plan).map_err(|e| Error::Yaml { trial: trial.number, message: e.0 })?
         }
     })
 }
 
-/// A systemd drop-in body: `[Service]`, then `Environment="KEY=value"` per variable in name
-/// order. Values must need no escaping (the Ollama adapter only admits `[A-Za-z0-9._:/,+-]`).
-pub fn systemd_drop_in(env: &std::collections::BTreeMap<String, String>) -> String {
-    let mut out = String::from("[Service]\n");
-    for (k, v) in env {
-        out.push_str(&format!("Environment=\"{k}={v}\"\n"));
-    }
-    out
+/// The two comment lines most formats open with: study, trial, whether it meets every SLO, and
+/// its parameters.
+fn header(study: &Study, trial: &Trial) -> String {
+    format!(
+        "# infertune study '{}', trial {} ({})\n# {}\n",
+        study.name,
+        trial.number,
+        if trial.is_feasible() { "meets every SLO" } else { "does NOT meet every SLO" },
+        trial.params.brief()
+    )
 }
 
 /// `KEY=value` lines (an `EnvironmentFile=`), quoted for POSIX shells where needed.
