@@ -1,4 +1,5 @@
-//! The space's `[output]` files: rewritten atomically whenever the best trial changes.
+//! The space's `[output]` files: rewritten atomically whenever the best trial changes, each with
+//! the text `infertune export --format X` prints for that trial.
 
 use super::Event;
 use crate::export;
@@ -12,14 +13,8 @@ pub(super) fn write_outputs(
     best: &Trial,
     on_event: &mut (dyn FnMut(Event<'_>) + Send),
 ) -> anyhow::Result<()> {
-    let files = [
-        (&space.output.env_file, export::Format::Env),
-        (&space.output.args_file, export::Format::Args),
-        (&space.output.json_file, export::Format::Json),
-    ];
-    for (path, format) in files {
-        let Some(path) = path else { continue };
-        let text = export::render(study, best, format)?;
+    for (format, path) in &space.output.files {
+        let text = export::render(study, best, *format)?;
         export::write_atomic(path, &text)?;
         on_event(Event::OutputWritten { path });
     }

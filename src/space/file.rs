@@ -180,10 +180,15 @@ pub(super) struct SloFile {
     pub(super) peak_vram_mb: Option<f64>,
 }
 
+/// `[output]`: one optional path per export format (`<format>_file`; the Modelfile is `modelfile`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct OutputFile {
     pub(super) env_file: Option<String>,
     pub(super) args_file: Option<String>,
     pub(super) json_file: Option<String>,
+    pub(super) systemd_file: Option<String>,
+    pub(super) modelfile: Option<String>,
+    pub(super) compose_file: Option<String>,
+    pub(super) yaml_file: Option<String>,
 }

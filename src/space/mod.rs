@@ -29,7 +29,7 @@ mod workload;
 
 pub use backend::{BackendKind, BackendMode, BackendSpec};
 pub use goal::{CapacitySpec, Direction, Load, Objective, Slo};
-pub use output::OutputSpec;
+pub use output::{Format, OutputSpec};
 pub use param::{Apply, Candidate, Domain, Param, Value};
 pub use study::StrategyKind;
 pub use workload::{QualitySpec, WorkloadSpec};
@@ -135,7 +135,7 @@ impl Space {
         let objective = goal::validate_objective(file.objective)?;
         let slos = goal::validate_slos(&file.slo)?;
         let capacity = goal::validate_capacity(file.capacity, &objective, &slos)?;
-        let output = output::validate_output(file.output);
+        let output = output::validate_output(file.output, backend.kind)?;
         let quality = workload::validate_quality(file.quality, file.slo.quality_agreement_min, base);
         Ok(Space {
             name: study.name,
@@ -309,6 +309,18 @@ kv = { values = ["f16", "q8_0"], flags = ["-ctk", "-ctv"] }
     fn template_without_placeholder_is_rejected() {
         let e = err_of(&MINIMAL.replace("m-{quant}.gguf", "m.gguf"));
         assert!(e.contains("params.quant.template") && e.contains("{quant}"), "{e}");
+    }
+
+    #[test]
+    fn output_takes_a_file_per_format_that_fits_the_backend() {
+        let text = MINIMAL.replace("kind = \"llamacpp\"", "kind = \"vllm\"")
+            + "[output]\nyaml_file = \"v.yaml\"\nenv_file = \"b.env\"\ncompose_file = \"c.yaml\"\n";
+        let files = parse(&text).unwrap().output.files;
+        use super::Format;
+        let expect = [(Format::Env, "b.env"), (Format::Compose, "c.yaml"), (Format::Yaml, "v.yaml")];
+        assert_eq!(files, expect.map(|(f, p)| (f, PathBuf::from(p))));
+        let e = err_of(&(MINIMAL.to_string() + "[output]\nyaml_file = \"v.yaml\"\n"));
+        assert!(e.contains("key 'output.yaml_file'") && e.contains("'v.yaml'") && e.contains("'llamacpp'"), "{e}");
     }
 
     #[test]

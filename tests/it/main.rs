@@ -6,6 +6,7 @@ mod engine;
 mod faults;
 mod measure;
 mod ollama;
+mod output;
 mod pipeline;
 mod report;
 mod search;
