@@ -1,9 +1,10 @@
 //! The `[output]` section: which files the daemon rewrites whenever the best feasible trial
 //! changes (`OutputSpec`), and its validation.
 //!
-//! Owns the keys only. The text of each file is `export::render`'s, and so is the rule of which
-//! format fits which backend: a format `export` would refuse for this backend is refused here,
-//! when the space is loaded, not after the first good trial. Writing is `daemon::output`'s job.
+//! Owns the keys and the [`Format`] they name, with the rule of which format fits which backend
+//! (`export::render` refuses the same ones): a format that does not fit is refused when the
+//! space is loaded, not after the first good trial. The text of each file is `export`'s;
+//! writing is `daemon::output`'s job.
 
 use std::path::PathBuf;
 
