@@ -20,7 +20,11 @@ pub struct TrialsArgs {
     /// Study name
     pub study: String,
     /// Sort by this column (best first for throughput-like metrics, lowest first otherwise)
-    #[arg(long, value_name = "METRIC", value_parser = PossibleValuesParser::new(store::sortable()).map(|name| SortColumn::from_name(&name)))]
+    #[arg(
+        long,
+        value_name = "METRIC",
+        value_parser = PossibleValuesParser::new(store::sortable()).map(|name| SortColumn::from_name(&name))
+    )]
     pub sort: Option<SortColumn>,
     /// Only trials in this state
     #[arg(long, value_name = "STATE", value_parser = parse_state)]

@@ -206,7 +206,10 @@ pub async fn save(store: &Store, name: &str, opts: &BenchOptions, report: &Bench
 pub fn to_json(opts: &BenchOptions, r: &BenchReport) -> serde_json::Value {
     let s = &r.summary;
     // Server-side and cross-check rates are figures of `bench` alone, not `Metric`s: named here.
-    let scalar = |name: &str, value: Option<f64>, n: usize| json!({"value": value, "definition": measure::definition(name), "n": n});
+    let scalar = |name: &str, value: Option<f64>, n: usize| {
+        let definition = measure::definition(name);
+        json!({"value": value, "definition": definition, "n": n})
+    };
     let metric = |m: Metric, n: usize| json!({"value": m.value(s), "definition": m.definition(), "n": n});
     json!({
         "url": opts.url,
