@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{FromRow, SqlitePool};
 
-use crate::measure::Sample;
+use crate::measure::{Metric, Sample};
 use crate::space::{Candidate, Direction};
 use crate::trial::{
     Fingerprint, INFEASIBLE_VIOLATION, Outcome, StageTimes, Study, StudyId, Trial, TrialId, TrialState,
@@ -398,7 +398,7 @@ impl Store {
         };
         let violations_json =
             verdict.map(|v| serde_json::to_string(&v.violations).expect("plain data")).unwrap_or_else(|| "{}".into());
-        let metric = |name: &str| summary.and_then(|s| s.metric(name)).filter(|v| v.is_finite());
+        let metric = |m: Metric| summary.and_then(|s| m.value(s)).filter(|v| v.is_finite());
 
         let mut tx = self.pool.begin().await?;
         sqlx::query(
@@ -438,16 +438,16 @@ impl Store {
         .bind(violation)
         .bind(violations_json)
         .bind(summary.map(|s| serde_json::to_string(s).expect("plain data")))
-        .bind(metric("ttft_p50_ms"))
-        .bind(metric("ttft_p95_ms"))
-        .bind(metric("ttft_p99_ms"))
-        .bind(metric("tpot_p50_ms"))
-        .bind(metric("itl_p50_ms"))
-        .bind(metric("e2e_p95_ms"))
-        .bind(metric("output_tok_per_s"))
-        .bind(metric("req_per_s"))
-        .bind(metric("success_rate"))
-        .bind(metric("goodput_rps"))
+        .bind(metric(Metric::TtftP50Ms))
+        .bind(metric(Metric::TtftP95Ms))
+        .bind(metric(Metric::TtftP99Ms))
+        .bind(metric(Metric::TpotP50Ms))
+        .bind(metric(Metric::ItlP50Ms))
+        .bind(metric(Metric::E2eP95Ms))
+        .bind(metric(Metric::OutputTokPerS))
+        .bind(metric(Metric::ReqPerS))
+        .bind(metric(Metric::SuccessRate))
+        .bind(metric(Metric::GoodputRps))
         .bind(summary.map(|s| s.peak_rss_bytes as i64))
         .bind(summary.and_then(|s| s.server_decode_tok_per_s))
         .bind(finished.stages.ready_ms)
@@ -670,31 +670,31 @@ impl Store {
     }
 }
 
-/// Per-trial metric columns users sort on, by name.
-pub const SORTABLE: &[&str] = &[
-    "number",
-    "objective",
-    "violation",
-    "ttft_p50_ms",
-    "ttft_p95_ms",
-    "ttft_p99_ms",
-    "tpot_p50_ms",
-    "itl_p50_ms",
-    "e2e_p95_ms",
-    "output_tok_per_s",
-    "req_per_s",
-    "success_rate",
-    "goodput_rps",
-    "peak_rss_bytes",
+/// The metrics with a column of their own in `trials` (each named as its column), which users
+/// sort on and a trial's JSON row carries.
+pub const METRIC_COLUMNS: &[Metric] = &[
+    Metric::TtftP50Ms,
+    Metric::TtftP95Ms,
+    Metric::TtftP99Ms,
+    Metric::TpotP50Ms,
+    Metric::ItlP50Ms,
+    Metric::E2eP95Ms,
+    Metric::OutputTokPerS,
+    Metric::ReqPerS,
+    Metric::SuccessRate,
+    Metric::GoodputRps,
+    Metric::PeakRssBytes,
 ];
+
+/// Per-trial columns users sort on, by name: the trial's number, objective and violation, then
+/// [`METRIC_COLUMNS`].
+pub fn sortable() -> impl Iterator<Item = &'static str> {
+    ["number", "objective", "violation"].into_iter().chain(METRIC_COLUMNS.iter().map(|m| m.name()))
+}
 
 /// The metrics a trial's JSON row carries, by name (`None` when not measured).
 pub fn trial_metrics(trial: &Trial) -> BTreeMap<&'static str, Option<f64>> {
-    SORTABLE
-        .iter()
-        .filter(|m| !matches!(**m, "number" | "objective" | "violation"))
-        .map(|m| (*m, trial.summary.as_ref().and_then(|s| s.metric(m))))
-        .collect()
+    METRIC_COLUMNS.iter().map(|m| (m.name(), trial.summary.as_ref().and_then(|s| m.value(s)))).collect()
 }
 
 #[cfg(test)]

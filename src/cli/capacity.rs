@@ -56,7 +56,7 @@ pub async fn run(store: &Store, args: CapacityArgs, out: &mut (dyn Write + Send)
         .find(|t| t.number == args.trial)
         .with_context(|| format!("study '{}' has no trial {}", study.name, args.trial))?;
     let slo = match &args.slo {
-        Some(m) => space.slos.iter().find(|s| &s.metric == m),
+        Some(m) => space.slos.iter().find(|s| s.metric.name() == m),
         None => space.slos.first(),
     }
     .with_context(|| format!("the study has no SLO '{}'", args.slo.as_deref().unwrap_or("(any)")))?

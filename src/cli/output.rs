@@ -6,6 +6,7 @@ use std::io::Write;
 use serde_json::json;
 
 use crate::export;
+use crate::measure::Metric;
 use crate::store;
 use crate::trial::{self, Study, Trial};
 
@@ -41,7 +42,7 @@ pub fn trial_json(t: &Trial, meets_slos: bool) -> serde_json::Value {
         "quality": t.summary.as_ref().and_then(|s| s.quality),
         "server_metrics": t.summary.as_ref().and_then(|s| s.server_metrics.as_ref()),
         "capacity": t.summary.as_ref().and_then(|s| s.capacity.as_ref()),
-        "peak_vram_mb": t.summary.as_ref().and_then(|s| s.metric("peak_vram_mb")),
+        "peak_vram_mb": t.summary.as_ref().and_then(|s| Metric::PeakVramMb.value(s)),
         "samples": t.summary.as_ref().map(|s| json!({"requests": s.requests, "succeeded": s.succeeded, "errors": s.errors, "ttft_n": s.ttft_ms.n, "itl_n": s.itl_ms.n})),
         "started_at_ms": t.started_at_ms,
         "ended_at_ms": t.ended_at_ms,

@@ -5,9 +5,12 @@ use std::cmp::Ordering;
 use std::io::Write;
 
 use clap::Args;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 
 use super::find_study;
 use super::output::{TRIAL_HEADERS, table, trial_json, trial_row};
+use crate::measure::Metric;
+use crate::measure::ratio::Better;
 use crate::space::Direction;
 use crate::store::{self, Store};
 use crate::trial::{Trial, TrialState};
@@ -17,8 +20,12 @@ pub struct TrialsArgs {
     /// Study name
     pub study: String,
     /// Sort by this column (best first for throughput-like metrics, lowest first otherwise)
-    #[arg(long, value_name = "METRIC", value_parser = clap::builder::PossibleValuesParser::new(store::SORTABLE))]
-    pub sort: Option<String>,
+    #[arg(
+        long,
+        value_name = "METRIC",
+        value_parser = PossibleValuesParser::new(store::sortable()).map(|name| SortColumn::from_name(&name))
+    )]
+    pub sort: Option<SortColumn>,
     /// Only trials in this state
     #[arg(long, value_name = "STATE", value_parser = parse_state)]
     pub state: Option<TrialState>,
@@ -31,12 +38,35 @@ fn parse_state(s: &str) -> Result<TrialState, String> {
     s.parse()
 }
 
+/// A column `--sort` orders by: one of [`store::sortable`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SortColumn {
+    Number,
+    Objective,
+    Violation,
+    Metric(Metric),
+}
+
+impl SortColumn {
+    /// The column of a name from [`store::sortable`] (clap checked it, so it is one).
+    fn from_name(name: &str) -> SortColumn {
+        match name {
+            "number" => SortColumn::Number,
+            "objective" => SortColumn::Objective,
+            "violation" => SortColumn::Violation,
+            other => SortColumn::Metric(
+                Metric::from_name(other).expect("store::sortable names only metrics past the trial's own columns"),
+            ),
+        }
+    }
+}
+
 /// `trials`: the study's trials in `--state`, in trial order or by `--sort`.
 pub(super) async fn run(store: &Store, args: TrialsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let study = find_study(store, &args.study).await?;
     let mut trials: Vec<Trial> =
         store.trials(study.id).await?.into_iter().filter(|t| args.state.is_none_or(|s| t.state == s)).collect();
-    if let Some(column) = &args.sort {
+    if let Some(column) = args.sort {
         sort(&mut trials, column, study.direction);
     }
     if args.json {
@@ -49,11 +79,11 @@ pub(super) async fn run(store: &Store, args: TrialsArgs, out: &mut dyn Write) ->
     Ok(())
 }
 
-/// Sort by `column`, best first: higher first for throughput-like columns (and the objective of
-/// a maximized study), lower first for latencies and the rest; unmeasured trials last.
-fn sort(trials: &mut [Trial], column: &str, direction: Direction) {
-    let descending = matches!(column, "output_tok_per_s" | "req_per_s" | "success_rate" | "goodput_rps")
-        || (column == "objective" && direction == Direction::Maximize);
+/// Sort by `column`, best first: higher first for metrics where higher is better (and the
+/// objective of a maximized study), lower first for latencies and the rest; unmeasured trials
+/// last.
+fn sort(trials: &mut [Trial], column: SortColumn, direction: Direction) {
+    let descending = is_descending(column, direction);
     trials.sort_by(|a, b| {
         let (x, y) = (sort_key(a, column), sort_key(b, column));
         match (x, y) {
@@ -66,11 +96,38 @@ fn sort(trials: &mut [Trial], column: &str, direction: Direction) {
     });
 }
 
-fn sort_key(t: &Trial, column: &str) -> Option<f64> {
+/// Whether higher values of `column` come first.
+fn is_descending(column: SortColumn, direction: Direction) -> bool {
     match column {
-        "number" => Some(t.number as f64),
-        "objective" => t.objective,
-        "violation" => t.violation,
-        other => t.summary.as_ref().and_then(|s| s.metric(other)),
+        SortColumn::Metric(m) => m.better() == Some(Better::Higher),
+        SortColumn::Objective => direction == Direction::Maximize,
+        SortColumn::Number | SortColumn::Violation => false,
+    }
+}
+
+fn sort_key(t: &Trial, column: SortColumn) -> Option<f64> {
+    match column {
+        SortColumn::Number => Some(t.number as f64),
+        SortColumn::Objective => t.objective,
+        SortColumn::Violation => t.violation,
+        SortColumn::Metric(m) => t.summary.as_ref().and_then(|s| m.value(s)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 14: the direction now comes from `Metric::better`; it must match the list of
+    /// names the sort used before.
+    #[test]
+    fn every_sortable_column_parses_and_sorts_as_before() {
+        for name in store::sortable() {
+            let column = SortColumn::from_name(name);
+            let before = matches!(name, "output_tok_per_s" | "req_per_s" | "success_rate" | "goodput_rps");
+            assert_eq!(is_descending(column, Direction::Minimize), before, "{name}");
+        }
+        assert!(is_descending(SortColumn::Objective, Direction::Maximize));
+        assert_eq!(SortColumn::from_name("peak_rss_bytes"), SortColumn::Metric(Metric::PeakRssBytes));
     }
 }

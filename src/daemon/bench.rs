@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use serde_json::json;
 
 use crate::measure::{
-    self, Dist, RequestSlo, Sample, Summary,
+    self, Dist, Metric, RequestSlo, Sample, Summary,
     stamp::{self, Stamped},
     system,
 };
@@ -176,13 +176,13 @@ pub async fn save(store: &Store, name: &str, opts: &BenchOptions, report: &Bench
         model_sha256: Default::default(),
         host: system::host(),
     };
-    let objective = Objective { metric: "output_tok_per_s".into(), direction: Direction::Maximize };
+    let objective = Objective { metric: Metric::OutputTokPerS, direction: Direction::Maximize };
     let study = store
         .create_study(&NewStudy {
             name,
             backend: "endpoint",
             strategy: "bench",
-            objective_metric: &objective.metric,
+            objective_metric: objective.metric.name(),
             direction: objective.direction,
             space_toml: &format!("# infertune bench --url {} (no search space)\n", opts.url),
             fingerprint: &fingerprint,
@@ -205,8 +205,12 @@ pub async fn save(store: &Store, name: &str, opts: &BenchOptions, report: &Bench
 /// The report as JSON: every metric with its definition, unit, sample count and raw values.
 pub fn to_json(opts: &BenchOptions, r: &BenchReport) -> serde_json::Value {
     let s = &r.summary;
-    let def = |name: &str| measure::DEFINITIONS.iter().find(|(n, _)| *n == name).map(|(_, d)| *d);
-    let scalar = |name: &str, value: Option<f64>, n: usize| json!({"value": value, "definition": def(name), "n": n});
+    // Server-side and cross-check rates are figures of `bench` alone, not `Metric`s: named here.
+    let scalar = |name: &str, value: Option<f64>, n: usize| {
+        let definition = measure::definition(name);
+        json!({"value": value, "definition": definition, "n": n})
+    };
+    let metric = |m: Metric, n: usize| json!({"value": m.value(s), "definition": m.definition(), "n": n});
     json!({
         "url": opts.url,
         "model": r.model,
@@ -223,14 +227,14 @@ pub fn to_json(opts: &BenchOptions, r: &BenchReport) -> serde_json::Value {
         "lateness_ms": r.lateness_ms.map(|d| json!({"definition": "actual send - scheduled send (open loop); run invalid when p99 > 5 ms", "dist": d})),
         "prompts_repeated": r.prompts_repeated,
         "distributions": r.stamped,
-        "output_tok_per_s": scalar("output_tok_per_s", Some(s.output_tok_per_s), s.succeeded),
-        "req_per_s": scalar("req_per_s", Some(s.req_per_s), s.succeeded),
-        "success_rate": scalar("success_rate", Some(s.success_rate), s.requests),
+        Metric::OutputTokPerS.name(): metric(Metric::OutputTokPerS, s.succeeded),
+        Metric::ReqPerS.name(): metric(Metric::ReqPerS, s.succeeded),
+        Metric::SuccessRate.name(): metric(Metric::SuccessRate, s.requests),
         "cross_check": {
             "client_decode_tok_per_s": scalar("client_decode_tok_per_s", s.client_decode_tok_per_s, s.tpot_ms.n),
             "server_decode_tok_per_s": scalar("server_decode_tok_per_s", s.server_decode_tok_per_s, s.succeeded),
             "server_prompt_tok_per_s": scalar("server_prompt_tok_per_s", s.server_prompt_tok_per_s, s.succeeded),
-            "decode_agreement": scalar("decode_agreement", s.decode_agreement, s.tpot_ms.n),
+            Metric::DecodeAgreement.name(): metric(Metric::DecodeAgreement, s.tpot_ms.n),
             "flagged": s.is_cross_check_flagged,
         },
         "client_cpu_ms": s.client_cpu_ms,
@@ -286,4 +290,50 @@ pub fn write_table(opts: &BenchOptions, r: &BenchReport, out: &mut dyn Write) ->
         writeln!(out, "note          more requests than prompts: prompts repeated (a prompt cache may flatter TTFT)")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 14: the JSON keys and definitions read off `Metric` are the ones scripts read.
+    #[test]
+    fn json_names_each_figure_with_its_definition() {
+        let opts = BenchOptions {
+            url: "http://127.0.0.1:1".into(),
+            protocol: Protocol::OpenAi,
+            model: None,
+            dataset: PathBuf::from("prompts.jsonl"),
+            load: Load::Closed { concurrency: 1 },
+            amount: Amount::Requests(2),
+            warmup: 0,
+            max_tokens: 8,
+            seed: 1,
+            request_timeout: Duration::from_secs(1),
+            prompt_cache: false,
+        };
+        let summary =
+            Summary { requests: 2, succeeded: 2, output_tok_per_s: 40.0, success_rate: 1.0, ..Default::default() };
+        let report = BenchReport {
+            model: "m".into(),
+            summary,
+            stamped: vec![],
+            samples: vec![],
+            lateness_ms: None,
+            is_valid: true,
+            prompts_repeated: false,
+        };
+        let j = to_json(&opts, &report);
+        assert_eq!(j["output_tok_per_s"]["value"], 40.0);
+        assert_eq!(j["output_tok_per_s"]["n"], 2);
+        assert_eq!(
+            j["output_tok_per_s"]["definition"],
+            "sum of output tokens of successful requests / measured wall time"
+        );
+        assert_eq!(j["success_rate"]["value"], 1.0);
+        assert_eq!(j["req_per_s"]["definition"], "successful requests / measured wall time");
+        assert!(j["cross_check"]["decode_agreement"]["value"].is_null());
+        assert!(j["cross_check"]["decode_agreement"]["definition"].as_str().unwrap().starts_with("client_decode"));
+        assert!(j["cross_check"]["server_decode_tok_per_s"]["definition"].is_string());
+    }
 }

@@ -86,7 +86,7 @@ pub(super) async fn on_server(
             }
             let summary = measure::summarize(&run.samples, run.wall, &bench.request_slo);
             let value =
-                summary.metric(&slo.metric).with_context(|| format!("metric '{}' is not measured", slo.metric))?;
+                slo.metric.value(&summary).with_context(|| format!("metric '{}' is not measured", slo.metric))?;
             Ok(Level::Measured { value, run })
         }
     })

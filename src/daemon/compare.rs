@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::remeasure;
 use crate::measure::{
-    Sample,
+    Metric, Sample,
     ratio::{self, Better, Call, RatioCi},
 };
 use crate::shutdown::Shutdown;
@@ -55,7 +55,9 @@ pub struct CompareOptions {
 /// One metric's comparison.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
-    pub metric: &'static str,
+    /// Serialized as its name. The figure is the metric pooled over runs (see `definition`),
+    /// not one trial's.
+    pub metric: Metric,
     pub definition: &'static str,
     pub better: Better,
     /// The statistic over all of A's (B's) runs pooled.
@@ -146,11 +148,12 @@ fn rows(arms: &[ArmRuns; 2], seed: u64) -> Vec<Row> {
         arm.samples.iter().map(|run| run.iter().filter_map(f).collect()).collect()
     };
     type Extract = Box<dyn Fn(&Sample) -> Option<f64>>;
-    let latency: [(&'static str, &'static str, Extract); 3] = [
-        ("ttft_p50_ms", "median ttft over pooled requests", Box::new(move |s: &Sample| s.ttft().map(ms))),
-        ("tpot_p50_ms", "median tpot over pooled requests", Box::new(move |s: &Sample| s.tpot().map(ms))),
-        ("e2e_p50_ms", "median e2e over pooled requests", Box::new(move |s: &Sample| Some(ms(s.e2e())))),
+    let latency: [(Metric, &'static str, Extract); 3] = [
+        (Metric::TtftP50Ms, "median ttft over pooled requests", Box::new(move |s: &Sample| s.ttft().map(ms))),
+        (Metric::TpotP50Ms, "median tpot over pooled requests", Box::new(move |s: &Sample| s.tpot().map(ms))),
+        (Metric::E2eP50Ms, "median e2e over pooled requests", Box::new(move |s: &Sample| Some(ms(s.e2e())))),
     ];
+    let better = |m: Metric| m.better().expect("compared metrics are latencies or rates");
     let mut out = Vec::new();
     for (metric, definition, f) in latency {
         let (a, b) = (per_request(&arms[0], &*f), per_request(&arms[1], &*f));
@@ -159,21 +162,21 @@ fn rows(arms: &[ArmRuns; 2], seed: u64) -> Vec<Row> {
         out.push(Row {
             metric,
             definition,
-            better: Better::Lower,
+            better: better(metric),
             a: pooled(&a),
             b: pooled(&b),
-            call: ci.call(Better::Lower),
+            call: ci.call(better(metric)),
             ci,
         });
     }
     let ci = ratio::paired_ratio_ci(&arms[0].tok_per_s, &arms[1].tok_per_s);
     out.push(Row {
-        metric: "output_tok_per_s",
+        metric: Metric::OutputTokPerS,
         definition: "per-run output tokens / measured wall time; ratio = geometric mean of pair ratios, Student-t CI",
-        better: Better::Higher,
+        better: better(Metric::OutputTokPerS),
         a: ratio::mean(&arms[0].tok_per_s),
         b: ratio::mean(&arms[1].tok_per_s),
-        call: ci.call(Better::Higher),
+        call: ci.call(better(Metric::OutputTokPerS)),
         ci,
     });
     out

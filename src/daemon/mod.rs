@@ -507,7 +507,7 @@ async fn create_study(store: &Store, space: &Space, name: &str, fingerprint: &Fi
             name,
             backend: &space.backend.kind.to_string(),
             strategy: &format!("{:?}", space.strategy).to_lowercase(),
-            objective_metric: &space.objective.metric,
+            objective_metric: space.objective.metric.name(),
             direction: space.objective.direction,
             space_toml: &space.source,
             fingerprint,

@@ -77,7 +77,7 @@ pub async fn revalidate(
     let ci = ratio::ratio_ci(&one_per_run(&default_values), &one_per_run(&winner_values), ratio::mean, space.seed);
     Ok(Validation {
         winner_number: top[best].number,
-        metric: space.objective.metric.clone(),
+        metric: space.objective.metric.name().to_string(),
         baseline: baseline.clone(),
         default_values,
         winner_values,

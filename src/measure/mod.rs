@@ -2,17 +2,20 @@
 //! [`judge`] against the study's objective and SLOs → `Verdict`.
 //!
 //! Pure functions over plain values: no HTTP, no processes, no SQL. Definitions follow
-//! `vllm bench serve` (DESIGN.md §5); every metric name maps to its definition in [`DEFINITIONS`],
+//! `vllm bench serve` (DESIGN.md §5); every [`Metric`] maps to its definition in [`DEFINITIONS`],
 //! which is stored with each trial's figures. Percentiles use linear interpolation between closest
 //! ranks (numpy's default), over successful, non-warm-up requests only.
 
 pub mod gpu;
+pub mod metric;
 pub mod probe;
 pub mod prom;
 pub mod quality;
 pub mod ratio;
 pub mod stamp;
 pub mod system;
+
+pub use metric::Metric;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -162,8 +165,12 @@ impl RequestSlo {
     /// Per-request thresholds taken from the study's percentile SLOs (`ttft_p95_ms` → each
     /// request's TTFT must be within that limit to count toward goodput).
     pub fn from_slos(slos: &[Slo]) -> RequestSlo {
-        let find = |m: &str| slos.iter().find(|s| s.metric == m).map(|s| s.limit);
-        RequestSlo { ttft_ms: find("ttft_p95_ms"), tpot_ms: find("tpot_p95_ms"), e2e_ms: find("e2e_p95_ms") }
+        let find = |m: Metric| slos.iter().find(|s| s.metric == m).map(|s| s.limit);
+        RequestSlo {
+            ttft_ms: find(Metric::TtftP95Ms),
+            tpot_ms: find(Metric::TpotP95Ms),
+            e2e_ms: find(Metric::E2eP95Ms),
+        }
     }
 
     /// Whether a successful request met every per-request limit (goodput). A one-token answer
@@ -187,6 +194,7 @@ pub const DEFINITIONS: &[(&str, &str)] = &[
     ("success_rate", "successful requests / measured requests"),
     ("goodput_rps", "successful requests meeting every per-request SLO (ttft, tpot, e2e limits) / measured wall time"),
     ("peak_rss_bytes", "highest summed RSS of the server's process tree, sampled during the workload"),
+    ("peak_vram_bytes", "highest GPU memory in use during the workload, visible GPUs summed (nvidia-smi)"),
     ("server_decode_tok_per_s", "server-reported predicted tokens / predicted ms, summed over requests"),
     ("server_prompt_tok_per_s", "server-reported prompt tokens / prompt ms, summed over requests"),
     (
@@ -205,8 +213,17 @@ pub const DEFINITIONS: &[(&str, &str)] = &[
     ("server_total_ms", "ollama total_duration (ns, shown in ms) per request, load included; compare with e2e"),
     ("server_load_ms", "ollama load_duration (ns, shown in ms) per request"),
     ("model_size_bytes", "ollama /api/ps size (and size_vram) of the loaded model after the workload"),
+    (
+        "capacity",
+        "highest load (clients, or Poisson requests/s) meeting the capacity SLO, below the first level that misses it",
+    ),
     ("percentiles", "linear interpolation between closest ranks (numpy default); n = sample count"),
 ];
+
+/// The wording [`DEFINITIONS`] gives `name`, if any.
+pub fn definition(name: &str) -> Option<&'static str> {
+    DEFINITIONS.iter().find(|(n, _)| *n == name).map(|(_, d)| *d)
+}
 
 /// A percentile summary of one latency, in milliseconds, with its sample count.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
@@ -357,7 +374,7 @@ pub struct CapacityFigure {
     pub value: f64,
     pub load: crate::space::Load,
     /// The SLO held (its metric).
-    pub slo_metric: String,
+    pub slo_metric: Metric,
     /// The top of the range still met the SLO: the capacity is at least `value`.
     pub is_at_max: bool,
     /// Every level measured, ascending: (level, the SLO metric's value).
@@ -375,35 +392,6 @@ pub fn cross_check(client_tok_per_s: Option<f64>, server_tok_per_s: Option<f64>)
             (Some(ratio), (ratio - 1.0).abs() > CROSS_CHECK_TOLERANCE)
         }
         _ => (None, false),
-    }
-}
-
-impl Summary {
-    /// The value of a named metric, as used by objectives, SLOs and `--sort`.
-    pub fn metric(&self, name: &str) -> Option<f64> {
-        Some(match name {
-            "ttft_p50_ms" => self.ttft_ms.p50,
-            "ttft_p95_ms" => self.ttft_ms.p95,
-            "ttft_p99_ms" => self.ttft_ms.p99,
-            "tpot_p50_ms" => self.tpot_ms.p50,
-            "tpot_p95_ms" => self.tpot_ms.p95,
-            "itl_p50_ms" => self.itl_ms.p50,
-            "itl_p95_ms" => self.itl_ms.p95,
-            "e2e_p50_ms" => self.e2e_ms.p50,
-            "e2e_p95_ms" => self.e2e_ms.p95,
-            "output_tok_per_s" => self.output_tok_per_s,
-            "req_per_s" => self.req_per_s,
-            "success_rate" => self.success_rate,
-            "goodput_rps" => self.goodput_rps,
-            "peak_rss_mb" => self.peak_rss_bytes as f64 / (1024.0 * 1024.0),
-            "peak_rss_bytes" => self.peak_rss_bytes as f64,
-            "decode_agreement" => return self.decode_agreement,
-            "quality_agreement" => return self.quality.map(|q| q.agreement),
-            "quality_exact_match" => return self.quality.and_then(|q| q.exact_match),
-            "peak_vram_mb" => self.peak_vram_bytes? as f64 / (1024.0 * 1024.0),
-            "capacity" => return self.capacity.as_ref().map(|c| c.value),
-            _ => return None,
-        })
     }
 }
 
@@ -536,10 +524,10 @@ impl Verdict {
 
 /// Grade a summary against the objective and the SLOs.
 pub fn judge(summary: &Summary, objective: &Objective, slos: &[Slo]) -> Verdict {
-    let objective_value = summary.metric(&objective.metric).unwrap_or(f64::NAN);
+    let objective_value = objective.metric.value(summary).unwrap_or(f64::NAN);
     let mut violations = BTreeMap::new();
     for slo in slos {
-        let value = summary.metric(&slo.metric).unwrap_or(f64::NAN);
+        let value = slo.metric.value(summary).unwrap_or(f64::NAN);
         let shortfall = if slo.is_upper_bound { value - slo.limit } else { slo.limit - value };
         let graded = if value.is_nan() {
             1.0
@@ -548,11 +536,11 @@ pub fn judge(summary: &Summary, objective: &Objective, slos: &[Slo]) -> Verdict 
         } else {
             0.0
         };
-        violations.insert(slo.metric.clone(), graded);
+        violations.insert(slo.metric.name().to_string(), graded);
     }
     // No successful request: the latency figures are empty, which must not read as "met".
     if summary.succeeded == 0 {
-        violations.insert("success_rate".into(), 1.0);
+        violations.insert(Metric::SuccessRate.name().to_string(), 1.0);
     }
     let violation = violations.values().sum();
     Verdict { objective: objective_value, violations, violation }
@@ -656,16 +644,16 @@ mod tests {
             ..Default::default()
         };
         let slos = vec![
-            Slo { metric: "ttft_p95_ms".into(), is_upper_bound: true, limit: 1000.0 },
-            Slo { metric: "success_rate".into(), is_upper_bound: false, limit: 1.0 },
+            Slo { metric: Metric::TtftP95Ms, is_upper_bound: true, limit: 1000.0 },
+            Slo { metric: Metric::SuccessRate, is_upper_bound: false, limit: 1.0 },
         ];
-        let objective = Objective { metric: "goodput_rps".into(), direction: Direction::Maximize };
+        let objective = Objective { metric: Metric::GoodputRps, direction: Direction::Maximize };
         let v = judge(&s, &objective, &slos);
         assert_eq!(v.objective, 2.0);
         assert_eq!(v.violations["ttft_p95_ms"], 0.5);
         assert!((v.violations["success_rate"] - 0.1).abs() < 1e-12);
         assert!(!v.is_feasible());
-        let relaxed = vec![Slo { metric: "ttft_p95_ms".into(), is_upper_bound: true, limit: 2000.0 }];
+        let relaxed = vec![Slo { metric: Metric::TtftP95Ms, is_upper_bound: true, limit: 2000.0 }];
         assert!(judge(&s, &objective, &relaxed).is_feasible());
     }
 }

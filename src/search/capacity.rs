@@ -192,9 +192,10 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::measure::Metric;
 
     fn ttft(limit: f64) -> Slo {
-        Slo { metric: "ttft_p95_ms".into(), is_upper_bound: true, limit }
+        Slo { metric: Metric::TtftP95Ms, is_upper_bound: true, limit }
     }
 
     #[test]
@@ -204,7 +205,7 @@ mod tests {
         // 9 passes again (noise), but lies above the first failing level 6
         assert_eq!(capacity_of(&slo, &levels), Some(5.0));
         assert_eq!(capacity_of(&slo, &[(1.0, 1500.0)]), None);
-        let rate = Slo { metric: "success_rate".into(), is_upper_bound: false, limit: 1.0 };
+        let rate = Slo { metric: Metric::SuccessRate, is_upper_bound: false, limit: 1.0 };
         assert_eq!(slack(&rate, 0.9), 1.0 - 0.9);
         assert_eq!(capacity_of(&rate, &[(1.0, 1.0), (8.0, 1.0)]), Some(8.0));
     }

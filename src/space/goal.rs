@@ -1,13 +1,15 @@
 //! What a study aims for: the `[objective]`, the `[slo]` limits and the `[capacity]` load search
 //! (`Objective`, `Direction`, `Slo`, `CapacitySpec`, `Load`), and the validation of those sections.
 //!
-//! Owns names and bounds only. Measuring a metric is `measure`'s job, grading a trial against
-//! these goals is `trial`'s, and running a capacity search is `search::capacity`'s.
+//! Owns which metrics a study may name and their bounds. The metrics themselves (names,
+//! aliases, how each is measured) are `measure::Metric`; grading a trial against these goals is
+//! `trial`'s, and running a capacity search is `search::capacity`'s.
 
 use serde::{Deserialize, Serialize};
 
 use super::Invalid;
 use super::file::{CapacityFile, ObjectiveFile, SloFile};
+use crate::measure::Metric;
 
 /// What the search optimises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,15 +22,15 @@ pub enum Direction {
 /// The study's objective: one metric and a direction.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Objective {
-    pub metric: String,
+    pub metric: Metric,
     pub direction: Direction,
 }
 
 /// A service-level objective: a metric and a bound.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Slo {
-    /// Metric name as in `measure::METRICS` (e.g. `ttft_p95_ms`).
-    pub metric: String,
+    /// The bounded metric (serialized as its name, e.g. `ttft_p95_ms`).
+    pub metric: Metric,
     /// `true`: the metric must be at most `limit`; `false`: at least `limit`.
     pub is_upper_bound: bool,
     pub limit: f64,
@@ -80,19 +82,20 @@ pub struct CapacitySpec {
     pub max: f64,
 }
 
-/// Objective metrics a study may name, with their aliases.
-const OBJECTIVE_METRICS: &[&str] = &[
-    "goodput_rps",
-    "output_tok_per_s",
-    "req_per_s",
-    "ttft_p50_ms",
-    "ttft_p95_ms",
-    "ttft_p99_ms",
-    "tpot_p50_ms",
-    "tpot_p95_ms",
-    "e2e_p50_ms",
-    "e2e_p95_ms",
-    "capacity",
+/// Objective metrics a study may name (also by `Metric::from_name`'s aliases), in the order the
+/// error message lists them.
+const OBJECTIVE_METRICS: &[Metric] = &[
+    Metric::GoodputRps,
+    Metric::OutputTokPerS,
+    Metric::ReqPerS,
+    Metric::TtftP50Ms,
+    Metric::TtftP95Ms,
+    Metric::TtftP99Ms,
+    Metric::TpotP50Ms,
+    Metric::TpotP95Ms,
+    Metric::E2eP50Ms,
+    Metric::E2eP95Ms,
+    Metric::Capacity,
 ];
 
 /// `[objective]`: one of `maximize` or `minimize`; maximize goodput when neither is given.
@@ -100,16 +103,16 @@ pub(super) fn validate_objective(raw: ObjectiveFile) -> Result<Objective, Invali
     match (raw.maximize, raw.minimize) {
         (Some(_), Some(_)) => Err(Invalid::new("objective", "give either 'maximize' or 'minimize', not both")),
         (Some(m), None) => Ok(Objective {
-            metric: canonical_metric(&m)
+            metric: objective_metric(&m)
                 .ok_or_else(|| Invalid::new("objective.maximize", unknown_metric_message(&m)))?,
             direction: Direction::Maximize,
         }),
         (None, Some(m)) => Ok(Objective {
-            metric: canonical_metric(&m)
+            metric: objective_metric(&m)
                 .ok_or_else(|| Invalid::new("objective.minimize", unknown_metric_message(&m)))?,
             direction: Direction::Minimize,
         }),
-        (None, None) => Ok(Objective { metric: "goodput_rps".into(), direction: Direction::Maximize }),
+        (None, None) => Ok(Objective { metric: Metric::GoodputRps, direction: Direction::Maximize }),
     }
 }
 
@@ -117,14 +120,14 @@ pub(super) fn validate_objective(raw: ObjectiveFile) -> Result<Objective, Invali
 pub(super) fn validate_slos(raw: &SloFile) -> Result<Vec<Slo>, Invalid> {
     let mut slos = Vec::new();
     for (metric, limit, is_upper_bound) in [
-        ("ttft_p95_ms", raw.ttft_p95_ms, true),
-        ("tpot_p95_ms", raw.tpot_p95_ms, true),
-        ("e2e_p95_ms", raw.e2e_p95_ms, true),
-        ("output_tok_per_s", raw.output_tok_per_s, false),
-        ("success_rate", raw.success_rate, false),
-        ("peak_rss_mb", raw.peak_rss_mb, true),
-        ("quality_agreement", raw.quality_agreement_min, false),
-        ("peak_vram_mb", raw.peak_vram_mb, true),
+        (Metric::TtftP95Ms, raw.ttft_p95_ms, true),
+        (Metric::TpotP95Ms, raw.tpot_p95_ms, true),
+        (Metric::E2eP95Ms, raw.e2e_p95_ms, true),
+        (Metric::OutputTokPerS, raw.output_tok_per_s, false),
+        (Metric::SuccessRate, raw.success_rate, false),
+        (Metric::PeakRssMb, raw.peak_rss_mb, true),
+        (Metric::QualityAgreement, raw.quality_agreement_min, false),
+        (Metric::PeakVramMb, raw.peak_vram_mb, true),
     ] {
         let Some(limit) = limit else { continue };
         if !limit.is_finite() || limit < 0.0 {
@@ -133,16 +136,16 @@ pub(super) fn validate_slos(raw: &SloFile) -> Result<Vec<Slo>, Invalid> {
                 format!("must be a non-negative number (got '{limit}')"),
             ));
         }
-        if metric == "quality_agreement" && limit > 1.0 {
+        if metric == Metric::QualityAgreement && limit > 1.0 {
             return Err(Invalid::new(
                 "slo.quality_agreement_min",
                 format!("is a fraction between 0 and 1 (got '{limit}')"),
             ));
         }
-        if metric == "success_rate" && limit > 1.0 {
+        if metric == Metric::SuccessRate && limit > 1.0 {
             return Err(Invalid::new("slo.success_rate", format!("is a fraction between 0 and 1 (got '{limit}')")));
         }
-        slos.push(Slo { metric: metric.to_string(), is_upper_bound, limit });
+        slos.push(Slo { metric, is_upper_bound, limit });
     }
     Ok(slos)
 }
@@ -153,7 +156,7 @@ pub(super) fn validate_capacity(
     objective: &Objective,
     slos: &[Slo],
 ) -> Result<Option<CapacitySpec>, Invalid> {
-    match (objective.metric == "capacity", raw) {
+    match (objective.metric == Metric::Capacity, raw) {
         (false, None) => Ok(None),
         (false, Some(_)) => Err(Invalid::new("capacity", "is only read with '[objective] maximize = \"capacity\"'")),
         (true, _) if objective.direction == Direction::Minimize => {
@@ -182,27 +185,25 @@ pub(super) fn validate_capacity(
 
 /// The SLO a capacity search holds: the one named, else TTFT p95, else the first given.
 fn capacity_slo(name: Option<&str>, slos: &[Slo]) -> Result<Slo, Invalid> {
-    let names = || slos.iter().map(|s| s.metric.as_str()).collect::<Vec<_>>().join(", ");
+    let names = || slos.iter().map(|s| s.metric.name()).collect::<Vec<_>>().join(", ");
     let slo = match name {
-        Some(m) => slos.iter().find(|s| s.metric == m).ok_or_else(|| {
+        // The exact name, not an alias: `slo = "throughput"` names no [slo] key.
+        Some(m) => slos.iter().find(|s| s.metric.name() == m).ok_or_else(|| {
             Invalid::new("capacity.slo", format!("'{m}' is not one of this file's [slo] limits ({})", names()))
         })?,
-        None => slos.iter().find(|s| s.metric == "ttft_p95_ms").or(slos.first()).ok_or_else(|| {
+        None => slos.iter().find(|s| s.metric == Metric::TtftP95Ms).or(slos.first()).ok_or_else(|| {
             Invalid::new("capacity.slo", "maximize = \"capacity\" needs an [slo] limit to hold (e.g. ttft_p95_ms)")
         })?,
     };
     Ok(slo.clone())
 }
 
-fn canonical_metric(name: &str) -> Option<String> {
-    let name = match name {
-        "goodput" => "goodput_rps",
-        "throughput" | "tok_per_s" => "output_tok_per_s",
-        other => other,
-    };
-    OBJECTIVE_METRICS.contains(&name).then(|| name.to_string())
+/// The objective metric `name` (or an alias) stands for, if a study may optimise it.
+fn objective_metric(name: &str) -> Option<Metric> {
+    Metric::from_name(name).filter(|m| OBJECTIVE_METRICS.contains(m))
 }
 
 fn unknown_metric_message(name: &str) -> String {
-    format!("unknown metric '{name}' (expected one of: {})", OBJECTIVE_METRICS.join(", "))
+    let names: Vec<&str> = OBJECTIVE_METRICS.iter().map(|m| m.name()).collect();
+    format!("unknown metric '{name}' (expected one of: {})", names.join(", "))
 }

@@ -260,7 +260,7 @@ kv = { values = ["f16", "q8_0"], flags = ["-ctk", "-ctv"] }
         assert_eq!(space.backend.model, "/repo/models/m-{quant}.gguf");
         assert_eq!(space.params.len(), 4);
         assert_eq!(space.workload.dataset, PathBuf::from("/repo/prompts/chat-mix.jsonl"));
-        assert_eq!(space.objective.metric, "goodput_rps");
+        assert_eq!(space.objective.metric.name(), "goodput_rps");
         // grid: 3 parallel × ctx {1024,2048,4096,8192} × 2 quant × 2 kv
         assert_eq!(space.grid_size(), 3 * 4 * 2 * 2);
     }

@@ -10,12 +10,13 @@
 
 use std::time::Duration;
 
+use crate::measure::Metric;
 use crate::space::{Slo, WorkloadSpec};
 use crate::workload::{self, Prompt, Target};
 
 /// The limit of an upper-bound `ttft_p95_ms` SLO, the one SLO a workload can prune on.
 pub fn ttft_p95_limit_ms(slos: &[Slo]) -> Option<f64> {
-    slos.iter().find(|s| s.metric == "ttft_p95_ms" && s.is_upper_bound).map(|s| s.limit)
+    slos.iter().find(|s| s.metric == Metric::TtftP95Ms && s.is_upper_bound).map(|s| s.limit)
 }
 
 /// Requests over the limit that make p95 over the limit for `planned` requests.
