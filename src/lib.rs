@@ -15,6 +15,7 @@
 pub mod backend;
 pub mod cli;
 pub mod daemon;
+pub mod envfile;
 pub mod export;
 pub mod measure;
 pub mod report;

@@ -22,7 +22,6 @@ use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use crate::space::{BackendKind, BackendSpec, Candidate};
-use crate::trial::Fingerprint;
 use crate::workload::Target;
 
 /// How long a server gets between SIGTERM and SIGKILL.
@@ -38,6 +37,15 @@ pub struct Pull<'a> {
 }
 
 pub use crate::measure::ModelMemory;
+
+/// What identifies a backend's engine and models, from the backend itself (Ollama: the
+/// server's version and each tag's digest).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identity {
+    pub engine_version: String,
+    /// Digest of each model, keyed by the name the space uses for it.
+    pub model_digests: BTreeMap<String, String>,
+}
 
 /// The model name a server started from a model file answers to: the file's stem.
 pub fn model_file_stem(model: &str) -> String {
@@ -81,54 +89,7 @@ pub struct Rejection {
     pub message: String,
 }
 
-/// Why a configuration could not be served. Stored as the trial's error class.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FailureClass {
-    /// The server ran out of memory (host or device).
-    Oom,
-    /// The settings contradict each other (e.g. a quantized V cache without flash attention).
-    InvalidCombination,
-    /// The server rejected a flag or value.
-    InvalidArgument,
-    /// The model could not be loaded (missing or unreadable file).
-    LoadError,
-    /// The server did not become ready before the deadline.
-    NeverReady,
-    /// The server exited or was killed while starting or serving.
-    Crashed,
-    /// The server could not bind its port.
-    PortInUse,
-    /// The KV cache that fits in memory cannot hold one request of the maximum length
-    /// (vLLM: "estimated maximum model length is ...").
-    KvTooSmall,
-    /// A CUDA/NCCL runtime error that is not an out-of-memory.
-    CudaError,
-}
-
-impl FailureClass {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            FailureClass::Oom => "oom",
-            FailureClass::InvalidCombination => "invalid-combination",
-            FailureClass::InvalidArgument => "invalid-argument",
-            FailureClass::LoadError => "load-error",
-            FailureClass::NeverReady => "never-ready",
-            FailureClass::Crashed => "crashed",
-            FailureClass::PortInUse => "port-in-use",
-            FailureClass::KvTooSmall => "kv-too-small",
-            FailureClass::CudaError => "cuda-error",
-        }
-    }
-
-    /// The inverse of [`FailureClass::as_str`].
-    pub fn from_name(name: &str) -> Option<FailureClass> {
-        use FailureClass::*;
-        [Oom, InvalidCombination, InvalidArgument, LoadError, NeverReady, Crashed, PortInUse, KvTooSmall, CudaError]
-            .into_iter()
-            .find(|c| c.as_str() == name)
-    }
-}
+pub use crate::measure::FailureClass;
 
 /// A classified failure with the server's own words.
 #[derive(Debug, Clone, PartialEq)]
@@ -174,12 +135,12 @@ pub trait Backend: Send + Sync {
         None
     }
     /// Before the first trial: check (and fetch) what the space needs, and identify the engine
-    /// and its models. `None` = the generic fingerprint (program `--version`, model file hashes).
+    /// and its models. `None` = the generic identity (program `--version`, model file hashes).
     fn prepare<'a>(
         &'a self,
         _client: &'a reqwest::Client,
         _on_pull: &'a mut (dyn FnMut(Pull<'_>) + Send),
-    ) -> BoxFuture<'a, anyhow::Result<Option<Fingerprint>>> {
+    ) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
         Box::pin(async { Ok(None) })
     }
     /// After the server is ready and before measuring: load the model with the trial's options,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::export;
+use crate::envfile;
 
 /// How the service's environment file is written.
 pub use super::ollama::EnvFileFormat;
@@ -53,11 +53,12 @@ impl ServiceFile {
     /// Write `env` in the file's format and restart the service.
     pub async fn apply(&mut self, env: &BTreeMap<String, String>, note: &str) -> anyhow::Result<()> {
         let body = match self.format {
-            EnvFileFormat::Systemd => export::systemd_drop_in(env),
-            EnvFileFormat::Env => export::env_lines(env),
+            EnvFileFormat::Systemd => envfile::systemd_drop_in(env),
+            EnvFileFormat::Env => envfile::env_lines(env),
         };
         let text = format!("# written by infertune ({note}); the original is put back when the study ends\n{body}");
-        export::write_atomic(&self.path, &text)?;
+        envfile::write_atomic(&self.path, &text)
+            .with_context(|| format!("writing the service env file '{}'", self.path.display()))?;
         self.is_restored = false;
         restart(&self.restart_command).await
     }
@@ -88,7 +89,7 @@ impl ServiceFile {
         match &self.original {
             // Byte for byte: atomically when it is text (the usual case), else a plain write.
             Some(bytes) => match std::str::from_utf8(bytes) {
-                Ok(text) => export::write_atomic(&self.path, text).with_context(what)?,
+                Ok(text) => envfile::write_atomic(&self.path, text).with_context(what)?,
                 Err(_) => std::fs::write(&self.path, bytes).with_context(what)?,
             },
             None => match std::fs::remove_file(&self.path) {

@@ -19,8 +19,9 @@ use tracing::warn;
 use super::process::{self, NotReady, Server};
 use super::service::{ServiceFile, wait_url};
 use super::{Backend, Failure, FailureClass, Launch, LaunchPlan, STOP_GRACE};
+use crate::measure::probe::fetch_text;
 use crate::shutdown::Shutdown;
-use crate::workload::{Target, fetch_text};
+use crate::workload::Target;
 
 /// A server ready for a trial's workload.
 #[derive(Debug, Clone)]

@@ -10,14 +10,13 @@
 
 use anyhow::{Context, bail};
 
-use super::pipeline::Bench;
 use crate::backend::session::{ServerSession, Start};
-use crate::measure;
+use crate::measure::{self, RequestSlo};
 use crate::search::capacity::{self as brent, Level, MAX_LEVELS};
 pub use crate::search::capacity::{Capacity, Found, Load};
 use crate::shutdown::Shutdown;
 use crate::space::{Candidate, CapacitySpec, Slo, Space, WorkloadSpec};
-use crate::workload::{self, Target, open_loop};
+use crate::workload::{self, Prompt, Target, open_loop};
 
 /// Open-loop levels last at least this many seconds of arrivals.
 const MIN_ARRIVAL_SECONDS: f64 = 8.0;
@@ -35,13 +34,15 @@ pub async fn search(
 ) -> anyhow::Result<Capacity> {
     load.check_range(min, max).map_err(anyhow::Error::msg)?;
     let backend = crate::backend::from_spec(&space.backend, &space.params);
-    let bench = Bench::new(space, backend.as_ref(), shutdown)?;
+    let (client, prompts) = (workload::http_client()?, workload::load_dataset(&space.workload.dataset)?);
+    let request_slo = RequestSlo::from_slos(&space.slos);
+    let shared = Shared { client: &client, prompts: &prompts, request_slo: &request_slo };
     let plan = backend.plan(candidate).map_err(|r| anyhow::anyhow!("configuration rejected: {}", r.message))?;
-    let mut session = ServerSession::open(backend.as_ref(), bench.client.clone())?;
+    let mut session = ServerSession::open(backend.as_ref(), client.clone())?;
     let found = match session.start(&plan, shutdown).await {
         Ok(Start::Ready(ready)) => {
             let spec = CapacitySpec { slo: slo.clone(), load, min, max };
-            on_server(&bench, &ready.target, &space.workload, &spec, &mut session).await
+            on_server(shared, &ready.target, &space.workload, &spec, &mut session).await
         }
         Ok(Start::Failed { failure, .. }) => Err(anyhow::anyhow!(
             "the configuration could not be served [{}]: {}",
@@ -59,11 +60,19 @@ pub async fn search(
     Ok(found.capacity)
 }
 
+/// What every level of a load search shares.
+#[derive(Clone, Copy)]
+pub(super) struct Shared<'a> {
+    pub client: &'a reqwest::Client,
+    pub prompts: &'a [Prompt],
+    pub request_slo: &'a RequestSlo,
+}
+
 /// Search `spec`'s load range for the capacity of the server behind `target` (a trial's own
 /// server, for `maximize = "capacity"`); the session's server is checked for an exit after each
 /// level.
 pub(super) async fn on_server(
-    bench: &Bench<'_>,
+    shared: Shared<'_>,
     target: &Target,
     workload_spec: &WorkloadSpec,
     spec: &CapacitySpec,
@@ -77,14 +86,14 @@ pub(super) async fn on_server(
             let mut level_spec = workload_spec.clone();
             // Each level its own prompts, after the trial's own (one window per level).
             level_spec.draw = workload_spec.draw.wrapping_mul(MAX_LEVELS + 2).wrapping_add(k);
-            let run = measure_level(bench, target, level_spec, *load, level).await?;
+            let run = measure_level(shared, target, level_spec, *load, level).await?;
             if let Some(status) = session.borrow_mut().has_exited() {
                 return Ok(Level::Stopped {
                     run,
                     reason: format!("the server exited during the capacity search ({status})"),
                 });
             }
-            let summary = measure::summarize(&run.samples, run.wall, &bench.request_slo);
+            let summary = measure::summarize(&run.samples, run.wall, shared.request_slo);
             let value =
                 slo.metric.value(&summary).with_context(|| format!("metric '{}' is not measured", slo.metric))?;
             Ok(Level::Measured { value, run })
@@ -96,13 +105,13 @@ pub(super) async fn on_server(
 /// One level's workload: `level` closed-loop clients, or Poisson arrivals at `level` req/s
 /// (at least [`MIN_ARRIVAL_SECONDS`] of them).
 async fn measure_level(
-    bench: &Bench<'_>,
+    shared: Shared<'_>,
     target: &Target,
     mut spec: WorkloadSpec,
     load: Load,
     level: f64,
 ) -> anyhow::Result<workload::Run> {
-    let (client, prompts) = (&bench.client, &bench.prompts);
+    let (client, prompts) = (shared.client, shared.prompts);
     match load {
         Load::Concurrency => {
             spec.concurrency = level as u32;

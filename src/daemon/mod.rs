@@ -197,7 +197,11 @@ async fn take_fingerprint(
         on_event(Event::Pulling { model: p.model, status: p.status, completed: p.completed, total: p.total })
     };
     match backend.prepare(client, &mut on_pull).await? {
-        Some(fingerprint) => Ok(fingerprint),
+        Some(id) => Ok(Fingerprint {
+            engine_version: id.engine_version,
+            model_sha256: id.model_digests,
+            host: crate::measure::system::host(),
+        }),
         None => fingerprint(space, backend).await,
     }
 }

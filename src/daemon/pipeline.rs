@@ -50,6 +50,13 @@ impl<'a> Bench<'a> {
     }
 }
 
+impl Bench<'_> {
+    /// What a capacity search's levels share with the trial.
+    fn shared(&self) -> capacity::Shared<'_> {
+        capacity::Shared { client: &self.client, prompts: &self.prompts, request_slo: &self.request_slo }
+    }
+}
+
 /// One trial's result, before it is stored.
 pub(super) struct TrialRun {
     pub outcome: Outcome,
@@ -196,7 +203,7 @@ async fn measure(
                         prune::run(&bench.client, &ready.target, &bench.prompts, &workload_spec, ttft_limit_ms).await;
                     Ok((run, is_pruned, None))
                 }
-                Some(capacity) => capacity::on_server(bench, &ready.target, &workload_spec, capacity, session)
+                Some(capacity) => capacity::on_server(bench.shared(), &ready.target, &workload_spec, capacity, session)
                     .await
                     .map(|found| (found.run, false, Some(found.capacity.figure()))),
             }

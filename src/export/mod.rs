@@ -7,9 +7,9 @@
 //! Modelfile) and `vllm` (compose, YAML, and readers for every form). Choosing the trial to
 //! export is the caller's job.
 
-use std::io::Write;
 use std::path::Path;
 
+use crate::envfile;
 use crate::trial::{Study, Trial};
 
 mod json;
@@ -17,7 +17,7 @@ mod ollama;
 mod shell;
 pub mod vllm;
 
-pub use ollama::systemd_drop_in;
+pub use crate::envfile::{env_lines, shell_quote, systemd_drop_in};
 
 /// Output formats of `export`: defined with the `[output]` section that names them.
 pub use crate::space::Format;
@@ -71,34 +71,9 @@ fn header(study: &Study, trial: &Trial) -> String {
     )
 }
 
-/// `KEY=value` lines (an `EnvironmentFile=`), quoted for POSIX shells where needed.
-pub fn env_lines(env: &std::collections::BTreeMap<String, String>) -> String {
-    env.iter().map(|(k, v)| format!("{k}={}\n", shell_quote(v))).collect()
-}
-
-/// Quote for POSIX shells and env files: bare when safe, else single quotes.
-pub fn shell_quote(s: &str) -> String {
-    let safe = !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "_-./:@%+,=".contains(c));
-    if safe { s.to_string() } else { format!("'{}'", s.replace('\'', r"'\''")) }
-}
-
-/// Write `contents` to `path` atomically: readers see the old file or the new one, never a mix.
+/// Write `contents` to `path` atomically (readers see the old file or the new one).
 pub fn write_atomic(path: &Path, contents: &str) -> Result<(), Error> {
-    let err = |source| Error::Write { path: path.display().to_string(), source };
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(err)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(contents.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(err)
+    envfile::write_atomic(path, contents).map_err(|source| Error::Write { path: path.display().to_string(), source })
 }
 
 #[cfg(test)]

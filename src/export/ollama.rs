@@ -2,9 +2,7 @@
 //! for the per-request options. `render` does not refuse them for other backends (the drop-in
 //! is plain systemd; the Modelfile names the model the plan launched).
 
-use std::collections::BTreeMap;
-
-use super::header;
+use super::{header, systemd_drop_in};
 use crate::backend::LaunchPlan;
 use crate::trial::{Study, Trial};
 
@@ -30,16 +28,6 @@ pub(super) fn modelfile(study: &Study, trial: &Trial, plan: &LaunchPlan) -> Stri
             other => other.to_string(),
         };
         out.push_str(&format!("PARAMETER {k} {value}\n"));
-    }
-    out
-}
-
-/// A systemd drop-in body: `[Service]`, then `Environment="KEY=value"` per variable in name
-/// order. Values must need no escaping (the Ollama adapter only admits `[A-Za-z0-9._:/,+-]`).
-pub fn systemd_drop_in(env: &BTreeMap<String, String>) -> String {
-    let mut out = String::from("[Service]\n");
-    for (k, v) in env {
-        out.push_str(&format!("Environment=\"{k}={v}\"\n"));
     }
     out
 }

@@ -6,6 +6,7 @@
 //! which is stored with each trial's figures. Percentiles use linear interpolation between closest
 //! ranks (numpy's default), over successful, non-warm-up requests only.
 
+pub mod goal;
 pub mod gpu;
 pub mod metric;
 pub mod probe;
@@ -22,7 +23,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::space::{Direction, Objective, Slo};
+use goal::{Direction, Objective, Slo};
 
 /// Why a request failed. A failed request is data, never an abort.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +84,55 @@ impl ErrorKind {
     /// The inverse of [`ErrorKind::as_str`].
     pub fn from_name(name: &str) -> Option<ErrorKind> {
         ErrorKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+/// Why a configuration could not be served. Stored as the trial's error class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureClass {
+    /// The server ran out of memory (host or device).
+    Oom,
+    /// The settings contradict each other (e.g. a quantized V cache without flash attention).
+    InvalidCombination,
+    /// The server rejected a flag or value.
+    InvalidArgument,
+    /// The model could not be loaded (missing or unreadable file).
+    LoadError,
+    /// The server did not become ready before the deadline.
+    NeverReady,
+    /// The server exited or was killed while starting or serving.
+    Crashed,
+    /// The server could not bind its port.
+    PortInUse,
+    /// The KV cache that fits in memory cannot hold one request of the maximum length
+    /// (vLLM: "estimated maximum model length is ...").
+    KvTooSmall,
+    /// A CUDA/NCCL runtime error that is not an out-of-memory.
+    CudaError,
+}
+
+impl FailureClass {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FailureClass::Oom => "oom",
+            FailureClass::InvalidCombination => "invalid-combination",
+            FailureClass::InvalidArgument => "invalid-argument",
+            FailureClass::LoadError => "load-error",
+            FailureClass::NeverReady => "never-ready",
+            FailureClass::Crashed => "crashed",
+            FailureClass::PortInUse => "port-in-use",
+            FailureClass::KvTooSmall => "kv-too-small",
+            FailureClass::CudaError => "cuda-error",
+        }
+    }
+
+    /// The inverse of [`FailureClass::as_str`].
+    pub fn from_name(name: &str) -> Option<FailureClass> {
+        use FailureClass::*;
+        [Oom, InvalidCombination, InvalidArgument, LoadError, NeverReady, Crashed, PortInUse, KvTooSmall, CudaError]
+            .into_iter()
+            .find(|c| c.as_str() == name)
     }
 }
 
@@ -372,7 +422,7 @@ pub struct CapacityFigure {
     /// Highest level meeting the SLO below the first that misses it; 0 when even the lowest
     /// level misses.
     pub value: f64,
-    pub load: crate::space::Load,
+    pub load: goal::Load,
     /// The SLO held (its metric).
     pub slo_metric: Metric,
     /// The top of the range still met the SLO: the capacity is at least `value`.

@@ -13,7 +13,6 @@ use tokio_util::sync::CancellationToken;
 use super::gpu::{self, GpuMemory};
 use super::prom::{ServerMetrics, VllmSnapshot};
 use super::system;
-use crate::workload::fetch_text;
 
 /// How often the server tree's RSS is sampled.
 const RSS_INTERVAL: Duration = Duration::from_millis(250);
@@ -120,6 +119,16 @@ impl Probe {
             server_metrics,
         }
     }
+}
+
+/// GET `url` and return the body of a 2xx answer (`None` for anything else). For small
+/// server-side documents: `/metrics`, `/version`, `/v1/models`.
+pub async fn fetch_text(client: &reqwest::Client, url: &str) -> Option<String> {
+    let resp = client.get(url).timeout(Duration::from_secs(5)).send().await.ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    resp.text().await.ok()
 }
 
 async fn snapshot(client: &reqwest::Client, spec: &ProbeSpec) -> Option<VllmSnapshot> {

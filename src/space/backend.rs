@@ -13,8 +13,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::file::BackendFile;
+use super::ollama::{OllamaFile, OllamaSpec};
 use super::{Invalid, parse_duration, resolve_path};
-use crate::backend::ollama::{OllamaFile, OllamaSpec};
 
 /// Backend adapter named in `[backend] kind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

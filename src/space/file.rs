@@ -27,7 +27,7 @@ pub(super) struct SpaceFile {
     pub(super) capacity: Option<CapacityFile>,
     /// `[ollama]`: Ollama-only settings (service mode, pulling, the default `num_ctx`).
     #[serde(default)]
-    pub(super) ollama: Option<crate::backend::ollama::OllamaFile>,
+    pub(super) ollama: Option<super::ollama::OllamaFile>,
 }
 
 /// `[quality]`: the quantization quality guard's prompt sets (issue 6).

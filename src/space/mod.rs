@@ -22,6 +22,7 @@ use std::time::Duration;
 mod backend;
 mod file;
 mod goal;
+pub mod ollama;
 mod output;
 mod param;
 mod study;
@@ -129,7 +130,7 @@ impl Space {
         let backend = backend::validate_backend(file.backend, file.ollama, base)?;
         let params = param::validate_params(&file.params, &backend)?;
         if backend.kind == BackendKind::Ollama {
-            crate::backend::ollama::validate_space(&backend, &params)?;
+            ollama::validate_space(&backend, &params)?;
         }
         let workload = workload::validate_workload(file.workload, base)?;
         let objective = goal::validate_objective(file.objective)?;

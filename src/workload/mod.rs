@@ -262,16 +262,6 @@ pub(crate) fn settle(
     sample
 }
 
-/// GET `url` and return the body of a 2xx answer (`None` for anything else). For small
-/// server-side documents: `/metrics`, `/version`, `/v1/models`.
-pub async fn fetch_text(client: &reqwest::Client, url: &str) -> Option<String> {
-    let resp = client.get(url).timeout(Duration::from_secs(5)).send().await.ok()?;
-    if !resp.status().is_success() {
-        return None;
-    }
-    resp.text().await.ok()
-}
-
 /// An error and its causes, `a: b: c` (reqwest's top-level message alone hides the cause).
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 use super::{Prompt, Target, error_chain, truncate};
-use crate::measure::{ErrorKind, OllamaDurations, Sample, ServerTimings};
+use crate::measure::{ErrorKind, FailureClass, OllamaDurations, Sample, ServerTimings};
 use crate::space::WorkloadSpec;
 
 /// The `/api/chat` body for one prompt: greedy, seeded, streamed, with the trial's options.
@@ -67,10 +67,38 @@ struct Message {
     thinking: Option<String>,
 }
 
+/// Classify an Ollama error message (API `{"error": ...}` or log line) into a failure class.
+pub fn classify_message(message: &str) -> Option<FailureClass> {
+    let m = message.to_ascii_lowercase();
+    let any = |pats: &[&str]| pats.iter().any(|p| m.contains(p));
+    if any(&[
+        "out-of-memory",
+        "out of memory",
+        "cudamalloc failed",
+        "failed to allocate",
+        "not enough memory",
+        "insufficient memory",
+    ]) {
+        Some(FailureClass::Oom)
+    } else if any(&["quantized v cache", "requires flash attention", "requires flash_attn"]) {
+        Some(FailureClass::InvalidCombination)
+    } else if any(&["timed out waiting for llama-server", "timed out waiting for llama runner"]) {
+        Some(FailureClass::NeverReady)
+    } else if any(&["not found, try pulling", "file does not exist", "pull model manifest"]) {
+        Some(FailureClass::LoadError)
+    } else if any(&["process has terminated", "unexpectedly stopped", "runner process"]) {
+        Some(FailureClass::Crashed)
+    } else if any(&["address already in use"]) {
+        Some(FailureClass::PortInUse)
+    } else {
+        None
+    }
+}
+
 /// Map an Ollama error (status and `error` text) to a request error kind.
 pub fn error_kind(status: u16, message: &str) -> ErrorKind {
-    use crate::backend::FailureClass as F;
-    match crate::backend::ollama::classify_message(message) {
+    use crate::measure::FailureClass as F;
+    match classify_message(message) {
         Some(F::LoadError) => ErrorKind::ModelNotFound,
         Some(F::Oom) => ErrorKind::Oom,
         Some(F::NeverReady) => ErrorKind::LoadTimeout,

@@ -8,18 +8,16 @@ use anyhow::{Context, bail};
 use super::{Ollama, OllamaSpec};
 use crate::backend::process::{self, Server};
 use crate::backend::service::wait_url;
-use crate::backend::{Backend, LaunchPlan, Pull, STOP_GRACE};
-use crate::measure::system;
+use crate::backend::{Backend, Identity, LaunchPlan, Pull, STOP_GRACE};
 use crate::space::BackendMode;
-use crate::trial::Fingerprint;
 use crate::workload::ollama as api;
 
-/// Server version, model digests (by tag) and host facts; pulls missing tags first.
+/// Server version and model digests (by tag); pulls missing tags first.
 pub(super) async fn prepare(
     adapter: &Ollama,
     client: &reqwest::Client,
     on_pull: &mut (dyn FnMut(Pull<'_>) + Send),
-) -> anyhow::Result<Fingerprint> {
+) -> anyhow::Result<Identity> {
     let settings = adapter.settings().clone();
     let backend = &adapter.spec;
     // Spawn mode: a short-lived server with the fixed environment, just to talk to the store.
@@ -64,7 +62,7 @@ pub(super) async fn prepare(
         server.stop(STOP_GRACE).await;
     }
     let (version, digests) = result?;
-    Ok(Fingerprint { engine_version: format!("ollama {version}"), model_sha256: digests, host: system::host() })
+    Ok(Identity { engine_version: format!("ollama {version}"), model_digests: digests })
 }
 
 async fn check_models(
