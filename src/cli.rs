@@ -395,6 +395,8 @@ async fn tune(db: &Path, args: TuneArgs, out: &mut (dyn Write + Send)) -> anyhow
         force: args.force,
         retune_on_drift: args.retune_on_drift,
         on_exit: args.on_exit,
+        // TODO(lead): `tune --skip-missing` (crates branch report); false keeps today's refusal.
+        skip_missing: false,
         replay: match &args.replay {
             Some(path) => Some(std::sync::Arc::new(daemon::replay::Replay::load(path, &space)?)),
             None => None,
@@ -596,6 +598,12 @@ fn print_event(event: &Event<'_>, out: &mut dyn Write) -> std::io::Result<()> {
             if *is_best { "wrote the best trial to" } else { "restored" },
             path.display()
         ),
+        Event::ModelsSkipped { skipped } => {
+            for s in skipped.iter() {
+                writeln!(out, "skipping {} = '{}': model file '{}' not found", s.param, s.value, s.path)?;
+            }
+            Ok(())
+        }
     }
 }
 

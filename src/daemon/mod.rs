@@ -40,9 +40,10 @@ use crate::space::{BackendKind, BackendMode, Candidate, Space};
 use crate::store::{Finished, NewStudy, Store};
 use crate::trial::{self, Fingerprint, Outcome, StageTimes, Study, Trial, TrialState};
 use crate::workload::{self, Prompt, Protocol, Target};
-use fingerprint::{ModelFiles, drift_before_trial, fingerprint, fingerprint_drift, model_paths};
+use fingerprint::{Watch, check_model_files, drift_before_trial, fingerprint, fingerprint_drift};
 use output::write_outputs;
 
+pub use fingerprint::SkippedModel;
 pub use signal::Shutdown;
 
 /// How long a server gets between SIGTERM and SIGKILL.
@@ -75,6 +76,9 @@ pub struct Options {
     pub on_exit: Option<OnExit>,
     /// Answer trials from this recorded landscape instead of launching the backend.
     pub replay: Option<std::sync::Arc<replay::Replay>>,
+    /// Drop template values whose model file is missing (said once by `Event::ModelsSkipped`)
+    /// instead of refusing to start.
+    pub skip_missing: bool,
 }
 
 /// What a service-mode backend runs once the study stops (spawned servers are always stopped).
@@ -138,6 +142,8 @@ pub enum Event<'a> {
     Pulling { model: &'a str, status: &'a str, completed: Option<u64>, total: Option<u64> },
     /// Service mode: the env file was put back (or set to the best trial) and the service restarted.
     ServiceRestored { path: &'a std::path::Path, is_best: bool },
+    /// `--skip-missing`: these template values were dropped because their model files do not exist.
+    ModelsSkipped { skipped: &'a [SkippedModel] },
 }
 
 /// The result of one run of the loop.
@@ -192,14 +198,23 @@ pub async fn tune(
     shutdown: &Shutdown,
     on_event: &mut (dyn FnMut(Event<'_>) + Send),
 ) -> anyhow::Result<Report> {
+    let replay = options.replay.as_deref();
+    // Before anything starts: a typo in a model path must not cost the night (issue 13 item 8).
+    let (checked, skipped) = match replay {
+        Some(_) => (std::borrow::Cow::Borrowed(space), Vec::new()),
+        None => check_model_files(space, options.skip_missing)?,
+    };
+    let space: &Space = &checked;
+    if !skipped.is_empty() {
+        on_event(Event::ModelsSkipped { skipped: &skipped });
+    }
     let backend = backend::from_spec(&space.backend, &space.params);
     let name = options.study_name.clone().unwrap_or_else(|| space.name.clone());
     let mut bench = Bench::new(space, backend.as_ref(), shutdown)?;
-    let replay = options.replay.as_deref();
     let fingerprint = match (replay, space.backend.kind) {
         (Some(replay), _) => replay.fingerprint(),
         (None, BackendKind::Ollama) => ollama::prepare(space, &bench.client, on_event).await?,
-        (None, BackendKind::Llamacpp | BackendKind::Vllm) => fingerprint(space, backend.as_ref()).await?,
+        (None, BackendKind::Llamacpp | BackendKind::Vllm) => fingerprint(space, backend.as_ref(), store).await?,
     };
     let mut seeds: Vec<Candidate> = Vec::new();
 
@@ -270,7 +285,7 @@ pub async fn tune(
         },
     };
     let mut best_number = best_feasible(&trials, space);
-    let mut files = ModelFiles::snapshot(&model_paths(space));
+    let mut watch = Watch::snapshot(space);
 
     let stop = loop {
         if max_trials.is_some_and(|m| trials.iter().filter(|t| is_finished(t)).count() >= m as usize) {
@@ -295,7 +310,7 @@ pub async fn tune(
             }
         }
         if replay.is_none()
-            && let Some(what) = drift_before_trial(space, backend.as_ref(), &fingerprint, &mut files).await
+            && let Some(what) = drift_before_trial(space, backend.as_ref(), &fingerprint, &mut watch, store).await?
         {
             on_event(Event::Drift { what: &what });
             break Stop::Drift;
