@@ -480,18 +480,17 @@ fn system_ms(t: SystemTime) -> i64 {
 fn line_diff(old: &str, new: &str) -> String {
     let old_lines: Vec<&str> = old.lines().collect();
     let new_lines: Vec<&str> = new.lines().collect();
-    let mut out = Vec::new();
-    for l in &old_lines {
-        if !new_lines.contains(l) {
-            out.push(format!("- {l}"));
-        }
-    }
-    for l in &new_lines {
-        if !old_lines.contains(l) {
-            out.push(format!("+ {l}"));
-        }
-    }
-    if out.is_empty() { "(only the order of lines changed)".into() } else { out.join("\n") }
+    let out: Vec<String> = similar::capture_diff_slices(similar::Algorithm::Myers, &old_lines, &new_lines)
+        .iter()
+        .flat_map(|op| op.iter_changes(&old_lines, &new_lines))
+        .filter_map(|change| match change.tag() {
+            similar::ChangeTag::Delete => Some(format!("- {}", change.value())),
+            similar::ChangeTag::Insert => Some(format!("+ {}", change.value())),
+            similar::ChangeTag::Equal => None,
+        })
+        .collect();
+    // `lines()` hides line endings and a final newline.
+    if out.is_empty() { "(only line endings changed)".into() } else { out.join("\n") }
 }
 
 /// Stop server processes recorded by trials a killed daemon left running. Only a process whose
