@@ -668,6 +668,50 @@ impl Store {
         .await?;
         Ok(rows.into_iter().filter_map(|(p,)| u32::try_from(p).ok()).collect())
     }
+
+    /// The SHA-256 remembered for the model file at `path`, if it was hashed when it had this
+    /// size and modification time (unix ns); `None` means hash it.
+    pub async fn cached_model_hash(&self, path: &str, size_bytes: u64, mtime_ns: i64) -> Result<Option<String>, Error> {
+        let row: Option<(String,)> = sqlx::query_as(
+            r#"SELECT sha256
+               FROM model_hashes
+               WHERE path = ?1
+                 AND size_bytes = ?2
+                 AND mtime_ns = ?3"#,
+        )
+        .bind(path)
+        .bind(i64::try_from(size_bytes).unwrap_or(i64::MAX))
+        .bind(mtime_ns)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(h,)| h))
+    }
+
+    /// Remember the SHA-256 of the model file at `path` as it is now; it replaces what was
+    /// remembered for an older version of that file.
+    pub async fn put_model_hash(&self, path: &str, size_bytes: u64, mtime_ns: i64, sha256: &str) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            r#"DELETE FROM model_hashes
+               WHERE path = ?1"#,
+        )
+        .bind(path)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            r#"INSERT INTO model_hashes (path, size_bytes, mtime_ns, sha256, hashed_at_ms)
+               VALUES (?1, ?2, ?3, ?4, ?5)"#,
+        )
+        .bind(path)
+        .bind(i64::try_from(size_bytes).unwrap_or(i64::MAX))
+        .bind(mtime_ns)
+        .bind(sha256)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
 }
 
 /// The metrics with a column of their own in `trials` (each named as its column), which users
@@ -821,5 +865,19 @@ mod tests {
         assert_eq!(mode, "wal");
         store.close().await;
         assert!(path.exists());
+    }
+
+    #[tokio::test]
+    async fn model_hashes_are_remembered_by_path_size_and_mtime() {
+        let store = Store::open_in_memory().await.unwrap();
+        assert_eq!(store.cached_model_hash("/m/a.gguf", 10, 5).await.unwrap(), None);
+        store.put_model_hash("/m/a.gguf", 10, 5, "aa").await.unwrap();
+        assert_eq!(store.cached_model_hash("/m/a.gguf", 10, 5).await.unwrap().as_deref(), Some("aa"));
+        assert_eq!(store.cached_model_hash("/m/a.gguf", 10, 6).await.unwrap(), None, "touched: hash again");
+        assert_eq!(store.cached_model_hash("/m/a.gguf", 11, 5).await.unwrap(), None, "resized: hash again");
+        // A new version of the file replaces the old row.
+        store.put_model_hash("/m/a.gguf", 11, 7, "bb").await.unwrap();
+        assert_eq!(store.cached_model_hash("/m/a.gguf", 10, 5).await.unwrap(), None);
+        assert_eq!(store.cached_model_hash("/m/a.gguf", 11, 7).await.unwrap().as_deref(), Some("bb"));
     }
 }

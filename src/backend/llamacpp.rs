@@ -155,6 +155,10 @@ impl Backend for LlamaCpp {
         })
     }
 
+    fn is_model_a_file(&self, model: &str) -> bool {
+        !model.is_empty()
+    }
+
     fn is_server_process(&self, cmdline: &str) -> bool {
         // The bundled launcher (scripts/llama-server) execs Python on llama_server.py, so the
         // recorded PID's command line names that script, not the launcher.

@@ -129,6 +129,12 @@ pub trait Backend: Send + Sync {
     fn request_model(&self, plan: &LaunchPlan) -> String {
         model_file_stem(&plan.model)
     }
+    /// Whether `model` (the space's template, or a launched model) names a local file or folder,
+    /// which must exist before a study starts; `false` for names the server resolves itself
+    /// (Ollama tags, hub ids).
+    fn is_model_a_file(&self, _model: &str) -> bool {
+        false
+    }
     /// Service mode: where the service answers and how it is restarted; `None` when the tuner
     /// spawns the server itself.
     fn service(&self) -> Option<service::ServiceSpec> {

@@ -331,6 +331,11 @@ impl Backend for Vllm {
         vec!["--version".into()]
     }
 
+    fn is_model_a_file(&self, model: &str) -> bool {
+        // A model without a leading `/`, `./` or `../` is a hub id, which vLLM resolves itself.
+        std::path::Path::new(model).is_absolute() || model.starts_with('.')
+    }
+
     fn request_model(&self, plan: &LaunchPlan) -> String {
         let skip = self.spec.command.len() - 1;
         ServeArgs::parse(&plan.args[skip.min(plan.args.len())..])

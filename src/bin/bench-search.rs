@@ -27,36 +27,31 @@ use infertune::space::{Candidate, Direction, Space, StrategyKind};
 const CHECKPOINTS: [usize; 4] = [20, 40, 60, 100];
 const BUDGET: usize = 100;
 
+/// Search benchmark over recorded landscapes: grid, random, anneal, tpe (and Optuna's TPE when
+/// a Python with optuna is given); prints the share of seeds within 5 % of the grid optimum.
+#[derive(clap::Parser)]
+#[command(name = "bench-search")]
 struct Args {
+    /// Seeds per strategy (grid runs once: it is deterministic).
+    #[arg(long, default_value_t = 20)]
     seeds: u64,
+    /// A Python with optuna installed; Optuna's TPE is compared only when given.
+    #[arg(long = "optuna-python", value_name = "PY")]
     python: Option<PathBuf>,
+    /// The script that runs Optuna's TPE over a landscape.
+    #[arg(long, value_name = "FILE", default_value = "scripts/optuna_adapter.py")]
     adapter: PathBuf,
+    /// Recorded landscapes (JSON); the synthetic landscape always runs.
+    #[arg(value_name = "LANDSCAPE.json")]
     landscapes: Vec<PathBuf>,
-}
-
-fn parse_args() -> Result<Args> {
-    let mut args =
-        Args { seeds: 20, python: None, adapter: PathBuf::from("scripts/optuna_adapter.py"), landscapes: Vec::new() };
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--seeds" => args.seeds = it.next().context("--seeds needs a value")?.parse()?,
-            "--optuna-python" => args.python = Some(it.next().context("--optuna-python needs a path")?.into()),
-            "--adapter" => args.adapter = it.next().context("--adapter needs a path")?.into(),
-            "-h" | "--help" => {
-                println!("usage: bench-search [--seeds N] [--optuna-python PY] [--adapter FILE] [LANDSCAPE.json ...]");
-                std::process::exit(0);
-            }
-            other if other.starts_with('-') => bail!("unknown option '{other}'"),
-            path => args.landscapes.push(path.into()),
-        }
-    }
-    Ok(args)
 }
 
 /// One seed's run: the true value of the incumbent after each trial (`None` while no trial has
 /// been observed feasible).
 type Trace = Vec<Option<f64>>;
+
+/// One seed's run as it happened: each trial's candidate and the recorded run it observed.
+type Steps = Vec<(Candidate, usize)>;
 
 fn is_better(direction: Direction, a: f64, b: f64) -> bool {
     match direction {
@@ -127,13 +122,7 @@ fn trace_validated(landscape: &Landscape, direction: Direction, steps: &[(Candid
         .collect()
 }
 
-fn run_strategy(
-    landscape: &Landscape,
-    space: &Space,
-    kind: StrategyKind,
-    seed: u64,
-    budget: usize,
-) -> Vec<(Candidate, usize)> {
+fn run_strategy(landscape: &Landscape, space: &Space, kind: StrategyKind, seed: u64, budget: usize) -> Steps {
     let mut space = space.clone();
     space.seed = seed;
     space.strategy = kind;
@@ -212,12 +201,7 @@ fn print_row(label: &str, name: &str, traces: &[Trace], direction: Direction, op
     (cells, median)
 }
 
-fn optuna_steps(
-    python: &Path,
-    adapter: &Path,
-    landscape_file: &Path,
-    seeds: u64,
-) -> Result<Vec<Vec<(Candidate, usize)>>> {
+fn optuna_steps(python: &Path, adapter: &Path, landscape_file: &Path, seeds: u64) -> Result<Vec<Steps>> {
     let out = Command::new(python)
         .arg(adapter)
         .arg(landscape_file)
@@ -227,13 +211,12 @@ fn optuna_steps(
     if !out.status.success() {
         bail!("optuna adapter failed: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let parsed: Vec<Vec<(Candidate, usize)>> =
-        serde_json::from_slice(&out.stdout).context("parsing the optuna adapter's output")?;
+    let parsed: Vec<Steps> = serde_json::from_slice(&out.stdout).context("parsing the optuna adapter's output")?;
     Ok(parsed)
 }
 
 fn main() -> Result<()> {
-    let args = parse_args()?;
+    let args = <Args as clap::Parser>::parse();
     let mut landscapes = vec![Landscape::synthetic()];
     for p in &args.landscapes {
         let l = Landscape::load(p)?;
@@ -262,7 +245,7 @@ fn main() -> Result<()> {
         let direction = space.objective.direction;
         let optimum = landscape.optimum(direction).context("landscape has no feasible point")?;
         // Per strategy, each seed's (candidate, run) steps.
-        let mut rows: Vec<(String, Vec<Vec<(Candidate, usize)>>)> = Vec::new();
+        let mut rows: Vec<(String, Vec<Steps>)> = Vec::new();
         // After tpe's startup: trials that could not run (crash, refused, or over the synthetic
         // memory limit) and trials that ran but missed an SLO, counted apart; also over trials
         // 11-40 alone, since on a small grid the last unseen points are the bad ones.
@@ -345,7 +328,7 @@ fn main() -> Result<()> {
         let direction = space.objective.direction;
         let optimum = landscape.optimum(direction).context("landscape has no feasible point")?;
         let kinds = [("random", StrategyKind::Random), ("anneal", StrategyKind::Anneal), ("tpe", StrategyKind::Tpe)];
-        let runs: Vec<Vec<Vec<(Candidate, usize)>>> = kinds
+        let runs: Vec<Vec<Steps>> = kinds
             .iter()
             .map(|(_, kind)| {
                 (0..args.seeds)

@@ -29,23 +29,41 @@ fn cpu_time() -> Duration {
     tv(u.ru_utime) + tv(u.ru_stime)
 }
 
-fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
-    args.windows(2).find(|w| w[0] == name).and_then(|w| w[1].parse().ok()).unwrap_or(default)
+/// Load-generator overhead benchmark, the Rust half (driven by `scripts/bench-client`).
+#[derive(clap::Parser)]
+#[command(name = "loadgen-bench")]
+enum Cli {
+    /// Serve a mock OpenAI SSE endpoint on 127.0.0.1 (prints `port N` on stdout): every POST gets
+    /// `chunks` chat-completion chunks, one every `interval-ms`, each carrying its send time.
+    Mock {
+        /// Milliseconds between chunks of one stream.
+        #[arg(long, default_value_t = 10)]
+        interval_ms: u64,
+        /// Chunks per response.
+        #[arg(long, default_value_t = 100)]
+        chunks: u32,
+    },
+    /// Run infertune's client stack against URL: closed-loop streams for a fixed time; prints one
+    /// JSON line (events, lag p50/p99, CPU µs per event, events per second).
+    Client {
+        /// Base URL of the server (`http://127.0.0.1:PORT`).
+        #[arg(long)]
+        url: String,
+        /// Concurrent streams.
+        #[arg(long, default_value_t = 16)]
+        streams: u32,
+        /// How long to run, in seconds.
+        #[arg(long, default_value_t = 8.0)]
+        seconds: f64,
+    },
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
+    let cli = <Cli as clap::Parser>::parse();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
-    match args.get(1).map(String::as_str) {
-        Some("mock") => rt.block_on(mock(arg(&args, "--interval-ms", 10), arg(&args, "--chunks", 100))),
-        Some("client") => rt.block_on(client(
-            arg(&args, "--url", String::new()),
-            arg(&args, "--streams", 16),
-            arg(&args, "--seconds", 8.0),
-        )),
-        _ => eprintln!(
-            "usage: loadgen-bench mock [--interval-ms N] [--chunks N] | client --url URL --streams N --seconds S"
-        ),
+    match cli {
+        Cli::Mock { interval_ms, chunks } => rt.block_on(mock(interval_ms, chunks)),
+        Cli::Client { url, streams, seconds } => rt.block_on(client(url, streams, seconds)),
     }
 }
 

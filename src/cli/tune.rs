@@ -43,6 +43,10 @@ pub struct TuneArgs {
     /// study seeded with its best configurations instead of stopping
     #[arg(long)]
     pub retune_on_drift: bool,
+    /// Drop the values of a model-template parameter whose model file does not exist (said once
+    /// at start) instead of refusing to start
+    #[arg(long)]
+    pub skip_missing: bool,
     /// Service mode: what the service runs after the study (default: the space's
     /// `[ollama] restore`)
     #[arg(long, value_enum, value_name = "WHAT")]
@@ -111,6 +115,7 @@ fn options(args: &TuneArgs, space: &Space) -> anyhow::Result<daemon::Options> {
             .transpose()
             .context("resolving the space file's directory")?,
         retune_on_drift: args.retune_on_drift,
+        skip_missing: args.skip_missing,
         on_exit: args.on_exit,
         replay: match &args.replay {
             Some(path) => Some(Arc::new(daemon::replay::Replay::load(path, space)?)),
@@ -293,6 +298,12 @@ fn print_event(event: &Event<'_>, out: &mut dyn Write) -> std::io::Result<()> {
             wait.as_secs().min(30)
         ),
         Event::Drift { what } => writeln!(out, "environment changed: {what}"),
+        Event::ModelsSkipped { skipped } => {
+            for s in skipped.iter() {
+                writeln!(out, "skipping {} = '{}': model file '{}' not found", s.param, s.value, s.path)?;
+            }
+            Ok(())
+        }
         Event::TrialStarted { number, candidate, planned, is_retry } => {
             let of = planned.map(|p| format!("/{p}")).unwrap_or_default();
             let retry = if *is_retry { " (retry of an interrupted trial)" } else { "" };

@@ -1,10 +1,14 @@
 //! Wall-clock budgets: `--until 06:30` (a deadline at the next such local time) and
 //! `--window 22:00-06:30` (trials start only inside it; outside, the daemon pauses between
-//! trials). Local time comes from the C library (`localtime_r`), so TZ is honoured.
+//! trials). Local time comes from `jiff`'s system time zone: `TZ` when set (a zone name, a
+//! TZif path or a POSIX rule), else `/etc/localtime`.
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
+
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
 
 /// A local time of day, minute precision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,14 +75,15 @@ impl Window {
 
 /// Local minutes after midnight and seconds into the minute, for `at`.
 pub fn local_minutes(at: SystemTime) -> (u32, u32) {
-    let secs = at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as libc::time_t;
-    // SAFETY: localtime_r writes only into the struct we pass.
-    let tm = unsafe {
-        let mut tm: libc::tm = std::mem::zeroed();
-        libc::localtime_r(&secs, &mut tm);
-        tm
-    };
-    ((tm.tm_hour * 60 + tm.tm_min) as u32, tm.tm_sec as u32)
+    minutes_in(at, &TimeZone::system())
+}
+
+/// Minutes after midnight and seconds into the minute of `at` in `tz`; a time outside jiff's
+/// range (years -9999..=9999) reads as the epoch.
+fn minutes_in(at: SystemTime, tz: &TimeZone) -> (u32, u32) {
+    let t = Timestamp::try_from(at).unwrap_or(Timestamp::UNIX_EPOCH).to_zoned_datetime(tz.clone());
+    let (h, m, s) = (u32::from(t.hour().unsigned_abs()), u32::from(t.minute().unsigned_abs()), t.second());
+    (h * 60 + m, u32::from(s.unsigned_abs()))
 }
 
 /// The next moment (after `now`) the local clock shows `until`.
@@ -127,5 +132,17 @@ mod tests {
         let d = t.duration_since(now).unwrap();
         assert!(d <= Duration::from_secs(86400) && d > Duration::ZERO);
         assert_eq!(local_minutes(t).0, 390);
+    }
+
+    #[test]
+    fn minutes_follow_the_time_zone() {
+        // 2026-01-15 12:34:56 UTC
+        let at = std::time::UNIX_EPOCH + Duration::from_secs(1_768_480_496);
+        assert_eq!(minutes_in(at, &TimeZone::UTC), (12 * 60 + 34, 56));
+        // A POSIX TZ rule, as `TZ=IST-5:30` would give: 18:04 in India.
+        assert_eq!(minutes_in(at, &TimeZone::posix("IST-5:30").unwrap()), (18 * 60 + 4, 56));
+        // A zone name from the system tz database, with summer time (July: UTC-4).
+        let july = at + Duration::from_secs(181 * 86400);
+        assert_eq!(minutes_in(july, &TimeZone::get("America/New_York").unwrap()).0, 8 * 60 + 34);
     }
 }

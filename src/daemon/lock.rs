@@ -1,8 +1,11 @@
-//! One daemon per study: an OS advisory lock (flock) on a file beside the database, holding
-//! the owner's PID. The kernel releases it when the process dies, even by kill -9.
+//! One daemon per study: an OS advisory lock (std's `File::try_lock`, flock on Linux) on a file
+//! beside the database, holding the owner's PID. The kernel releases it when the process dies,
+//! even by kill -9.
 
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
+
+use std::fs::TryLockError;
 
 use anyhow::{Context, bail};
 
@@ -26,16 +29,20 @@ impl StudyLock {
             .write(true)
             .open(&path)
             .with_context(|| format!("opening lock file '{}'", path.display()))?;
-        // SAFETY: flock on a descriptor we own; non-blocking.
-        let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            bail!(
-                "study '{study}' is already being tuned by process {} (lock '{}')",
-                holder.trim().parse::<u32>().map(|p| p.to_string()).unwrap_or_else(|_| "unknown".into()),
-                path.display()
-            );
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("locking '{}'", path.display()));
+            }
+            Err(TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                bail!(
+                    "study '{study}' is already being tuned by process {} (lock '{}')",
+                    holder.trim().parse::<u32>().map(|p| p.to_string()).unwrap_or_else(|_| "unknown".into()),
+                    path.display()
+                );
+            }
         }
         file.set_len(0)?;
         file.rewind()?;
@@ -54,7 +61,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("t.db");
         let first = StudyLock::acquire(&db, "s").unwrap();
-        // flock locks belong to the open file description, so a second open conflicts even
+        // These locks (flock on Linux) belong to the open file description, so a second open conflicts even
         // within one process.
         let err = StudyLock::acquire(&db, "s").unwrap_err().to_string();
         assert!(err.contains(&format!("process {}", std::process::id())), "{err}");

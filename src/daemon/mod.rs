@@ -35,10 +35,11 @@ use crate::search::{self, Strategy};
 use crate::space::{Candidate, Space};
 use crate::store::{Finished, NewStudy, RunId, Store};
 use crate::trial::{self, Fingerprint, Outcome, Study, Trial, TrialState};
-use fingerprint::{ModelFiles, drift_before_trial, fingerprint, fingerprint_drift, model_paths};
+use fingerprint::{Watch, check_model_files, drift_before_trial, fingerprint, fingerprint_drift};
 use output::write_outputs;
 use pipeline::{Bench, TrialRun};
 
+pub use fingerprint::SkippedModel;
 pub use signal::Shutdown;
 
 /// How often a paused daemon (outside its window) wakes to check signals and the clock.
@@ -70,6 +71,9 @@ pub struct Options {
     pub on_exit: Option<OnExit>,
     /// Answer trials from this recorded landscape instead of launching the backend.
     pub replay: Option<std::sync::Arc<replay::Replay>>,
+    /// Drop template values whose model file is missing (said once by `Event::ModelsSkipped`)
+    /// instead of refusing to start.
+    pub skip_missing: bool,
 }
 
 /// What a service-mode backend runs once the study stops (spawned servers are always stopped).
@@ -133,6 +137,8 @@ pub enum Event<'a> {
     Pulling { model: &'a str, status: &'a str, completed: Option<u64>, total: Option<u64> },
     /// Service mode: the env file was put back (or set to the best trial) and the service restarted.
     ServiceRestored { path: &'a std::path::Path, is_best: bool },
+    /// `--skip-missing`: these template values were dropped because their model files do not exist.
+    ModelsSkipped { skipped: &'a [SkippedModel] },
 }
 
 /// The result of one run of the loop.
@@ -152,13 +158,22 @@ pub async fn tune(
     shutdown: &Shutdown,
     on_event: &mut (dyn FnMut(Event<'_>) + Send),
 ) -> anyhow::Result<Report> {
+    let replay = options.replay.as_deref();
+    // Before anything starts: a typo in a model path must not cost the night (issue 13 item 8).
+    let (checked, skipped) = match replay {
+        Some(_) => (std::borrow::Cow::Borrowed(space), Vec::new()),
+        None => check_model_files(space, options.skip_missing)?,
+    };
+    let space: &Space = &checked;
+    if !skipped.is_empty() {
+        on_event(Event::ModelsSkipped { skipped: &skipped });
+    }
     let backend = backend::from_spec(&space.backend, &space.params);
     let mut bench = Bench::new(space, backend.as_ref(), shutdown)?;
     bench.prune = true;
-    let replay = options.replay.as_deref();
     let fingerprint = match replay {
         Some(replay) => replay.fingerprint(),
-        None => take_fingerprint(space, backend.as_ref(), &bench.client, on_event).await?,
+        None => take_fingerprint(space, backend.as_ref(), &bench.client, store, on_event).await?,
     };
     let (study, seeds) = open_study(store, space, options, &fingerprint, on_event).await?;
     let resumed = resume(store, &study, backend.as_ref(), space, seeds, on_event).await?;
@@ -171,7 +186,7 @@ pub async fn tune(
         Some(replay) => Source::Replay(replay),
         None => {
             bench.guard = quality::prepare(space, backend.as_ref(), &bench.client, shutdown).await?;
-            Source::Live(ServerSession::open(backend.as_ref(), bench.client.clone())?)
+            Source::Live(Box::new(ServerSession::open(backend.as_ref(), bench.client.clone())?))
         }
     };
     let study_loop = StudyLoop { bench: &bench, store, study: &study, options, run, max_trials, deadline, fingerprint };
@@ -191,6 +206,7 @@ async fn take_fingerprint(
     space: &Space,
     backend: &dyn Backend,
     client: &reqwest::Client,
+    store: &Store,
     on_event: &mut (dyn FnMut(Event<'_>) + Send),
 ) -> anyhow::Result<Fingerprint> {
     let mut on_pull = |p: Pull<'_>| {
@@ -202,7 +218,7 @@ async fn take_fingerprint(
             model_sha256: id.model_digests,
             host: crate::measure::system::host(),
         }),
-        None => fingerprint(space, backend).await,
+        None => fingerprint(space, backend, store).await,
     }
 }
 
@@ -302,7 +318,7 @@ async fn resume(
 /// Where trials get their answers: the live backend through a server session, or a recorded
 /// landscape (`tune --replay`).
 enum Source<'a> {
-    Live(ServerSession<'a>),
+    Live(Box<ServerSession<'a>>),
     Replay(&'a replay::Replay),
 }
 
@@ -329,7 +345,7 @@ impl StudyLoop<'_> {
         let Resumed { mut trials, mut strategy, mut queue, .. } = resumed;
         let space = self.bench.space;
         let mut best_number = best_feasible(&trials, space);
-        let mut files = ModelFiles::snapshot(&model_paths(space));
+        let mut watch = Watch::snapshot(space);
         let stop = loop {
             if let Some(stop) = self.stop_before_trial(&trials) {
                 break stop;
@@ -338,7 +354,8 @@ impl StudyLoop<'_> {
                 continue;
             }
             if let Source::Live(_) = source
-                && let Some(what) = drift_before_trial(space, self.bench.backend, &self.fingerprint, &mut files).await
+                && let Some(what) =
+                    drift_before_trial(space, self.bench.backend, &self.fingerprint, &mut watch, self.store).await?
             {
                 on_event(Event::Drift { what: &what });
                 break Stop::Drift;
@@ -560,18 +577,17 @@ fn system_ms(t: SystemTime) -> i64 {
 fn line_diff(old: &str, new: &str) -> String {
     let old_lines: Vec<&str> = old.lines().collect();
     let new_lines: Vec<&str> = new.lines().collect();
-    let mut out = Vec::new();
-    for l in &old_lines {
-        if !new_lines.contains(l) {
-            out.push(format!("- {l}"));
-        }
-    }
-    for l in &new_lines {
-        if !old_lines.contains(l) {
-            out.push(format!("+ {l}"));
-        }
-    }
-    if out.is_empty() { "(only the order of lines changed)".into() } else { out.join("\n") }
+    let out: Vec<String> = similar::capture_diff_slices(similar::Algorithm::Myers, &old_lines, &new_lines)
+        .iter()
+        .flat_map(|op| op.iter_changes(&old_lines, &new_lines))
+        .filter_map(|change| match change.tag() {
+            similar::ChangeTag::Delete => Some(format!("- {}", change.value())),
+            similar::ChangeTag::Insert => Some(format!("+ {}", change.value())),
+            similar::ChangeTag::Equal => None,
+        })
+        .collect();
+    // `lines()` hides line endings and a final newline.
+    if out.is_empty() { "(only line endings changed)".into() } else { out.join("\n") }
 }
 
 /// Stop server processes recorded by trials a killed daemon left running. Only a process the

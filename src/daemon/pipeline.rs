@@ -131,7 +131,7 @@ pub(super) async fn run_trial(
     let measured = measure(bench, session, &ready, &plan, draw, gpu_baseline).await;
     stages.workload_ms = Some(ms(started.elapsed()));
     let measured = match measured {
-        Measured::Done(m) => m,
+        Measured::Done(m) => *m,
         Measured::Interrupted => {
             session.close(bench.shutdown).await;
             return Ok(TrialRun::interrupted(Some(plan), stages));
@@ -158,7 +158,7 @@ async fn gpu_before_start(bench: &Bench<'_>, session: &ServerSession<'_>, plan: 
 
 /// What the measure stage produced.
 enum Measured {
-    Done(Workload),
+    Done(Box<Workload>),
     Interrupted,
     Unmeasured(String),
 }
@@ -215,7 +215,7 @@ async fn measure(
         None => Measured::Interrupted,
         Some(Err(_)) if bench.shutdown.is_requested() => Measured::Interrupted,
         Some(Err(e)) => Measured::Unmeasured(format!("{e:#}")),
-        Some(Ok((run, is_pruned, capacity))) => Measured::Done(Workload { run, is_pruned, capacity, server }),
+        Some(Ok((run, is_pruned, capacity))) => Measured::Done(Box::new(Workload { run, is_pruned, capacity, server })),
     }
 }
 

@@ -109,11 +109,11 @@ pub fn ratio_ci(a: &[Vec<f64>], b: &[Vec<f64>], stat: fn(&[f64]) -> f64, seed: u
     RatioCi { ratio, lo: super::percentile(&ratios, 2.5), hi: super::percentile(&ratios, 97.5) }
 }
 
-/// Two-sided 95 % Student t quantiles (0.975) for 1..=30 degrees of freedom.
-const T975: [f64; 30] = [
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131, 2.120,
-    2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
-];
+/// The 0.975 quantile of Student's t with `freedom` degrees of freedom (two-sided 95 %).
+fn t975(freedom: usize) -> f64 {
+    use statrs::distribution::{ContinuousCDF, StudentsT};
+    StudentsT::new(0.0, 1.0, freedom as f64).expect("freedom is at least 1").inverse_cdf(0.975)
+}
 
 /// Ratio of per-run values from interleaved pairs (`a[i]` ran just before `b[i]`): the
 /// geometric mean of the pair ratios b/a, with a Student-t 95 % CI on their logs. Used for
@@ -130,7 +130,7 @@ pub fn paired_ratio_ci(a: &[f64], b: &[f64]) -> RatioCi {
         return RatioCi { ratio: m.exp(), lo: 0.0, hi: f64::INFINITY };
     }
     let sd = (logs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (k - 1) as f64).sqrt();
-    let t = T975.get(k - 2).copied().unwrap_or(1.96);
+    let t = t975(k - 1);
     let half = t * sd / (k as f64).sqrt();
     RatioCi { ratio: m.exp(), lo: (m - half).exp(), hi: (m + half).exp() }
 }
@@ -171,6 +171,14 @@ mod tests {
         let one = paired_ratio_ci(&[10.0], &[30.0]);
         assert_eq!((one.lo, one.hi), (0.0, f64::INFINITY));
         assert_eq!(one.call(Better::Higher), Call::NoDifference);
+    }
+
+    #[test]
+    fn t_quantiles_match_the_printed_table() {
+        // Two-sided 95 % values as printed in t tables (3 decimals).
+        for (freedom, t) in [(1, 12.706), (2, 4.303), (5, 2.571), (10, 2.228), (30, 2.042), (60, 2.000), (120, 1.980)] {
+            assert!((t975(freedom) - t).abs() < 5e-4, "t975({freedom}) = {}", t975(freedom));
+        }
     }
 
     #[test]

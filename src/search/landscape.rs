@@ -189,7 +189,7 @@ impl Landscape {
                     Run { summary: t.summary.clone(), ..Run::new(t.state, t.objective, t.violation.unwrap_or(0.0)) }
                 }
                 TrialState::Infeasible => Run {
-                    error_class: t.error_class.clone(),
+                    error_class: t.error_class,
                     ..Run::new(t.state, None, t.violation.unwrap_or(INFEASIBLE_VIOLATION))
                 },
                 TrialState::Running | TrialState::Interrupted => continue,

@@ -31,6 +31,7 @@ use std::collections::{BTreeMap, HashSet};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
+use statrs::function::erf::erfc;
 
 use super::encode::{Dim, Encoding};
 use super::{Strategy, sample_value};
@@ -69,21 +70,6 @@ pub fn default_weights(n: usize) -> Vec<f64> {
         .collect();
     w.extend(std::iter::repeat_n(1.0, 25));
     w
-}
-
-/// Complementary error function (Numerical Recipes `erfcc`, relative error < 1.2e-7).
-pub fn erfc(x: f64) -> f64 {
-    let z = x.abs();
-    let t = 1.0 / (1.0 + 0.5 * z);
-    let poly = -z * z - 1.26551223
-        + t * (1.00002368
-            + t * (0.37409196
-                + t * (0.09678418
-                    + t * (-0.18628806
-                        + t * (0.27886807
-                            + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))));
-    let ans = t * poly.exp();
-    if x >= 0.0 { ans } else { 2.0 - ans }
 }
 
 /// Standard normal mass in `[a, b]`, computed on the side of the tail that keeps precision.

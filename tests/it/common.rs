@@ -137,6 +137,12 @@ request_timeout = "2s"
     );
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, text).unwrap();
+    // The model file the template names must exist (tune checks before the first trial); a
+    // test that wrote its own keeps it.
+    let model = dir.join("fake-a.gguf");
+    if !model.exists() {
+        std::fs::write(&model, "fake weights").unwrap();
+    }
     path
 }
 

@@ -92,6 +92,20 @@ flash_attn = { values = ["off", "on"], flag = "-fa" }
 kv_cache = { values = ["q8_0"], flags = ["-ctk", "-ctv"] }"#,
         "",
     );
+    // NOPE is a file that is not a model: tune refuses missing files before the first trial,
+    // so the engine's own load error needs a file that exists. See issue 13 item 8.
+    let models = dir.path().join("models");
+    std::fs::create_dir(&models).unwrap();
+    std::os::unix::fs::symlink(
+        crate::common::repo().join("models/SmolLM2-135M-Instruct-Q4_0.gguf"),
+        models.join("SmolLM2-135M-Instruct-Q4_0.gguf"),
+    )
+    .unwrap();
+    std::fs::write(models.join("SmolLM2-135M-Instruct-NOPE.gguf"), "not a gguf file").unwrap();
+    let text = std::fs::read_to_string(&space).unwrap();
+    let repo_models = format!("{}/SmolLM2", crate::common::repo().join("models").display());
+    assert!(text.contains(&repo_models));
+    std::fs::write(&space, text.replace(&repo_models, &format!("{}/SmolLM2", models.display()))).unwrap();
     // A quantized V cache without flash attention is refused before launch, in llama.cpp's
     // words: `space check` says so, and the study never spends a trial on it.
     let check = run_cli(&["space", "check", space.to_str().unwrap()]).await.unwrap();
@@ -106,7 +120,7 @@ kv_cache = { values = ["q8_0"], flags = ["-ctk", "-ctv"] }"#,
     for t in &trials {
         assert_eq!(t["params"]["flash_attn"], "on", "only launchable points are tried: {t:#}");
     }
-    // A missing model file is the server's own load error.
+    // A file that is not a model is the server's own load error.
     assert_eq!(trials[0]["error_class"], "load-error", "{:#}", trials[0]);
     assert_eq!(trials[0]["violation"], 100.0);
     assert!(trials[0]["error_message"].as_str().unwrap().contains("NOPE"), "{:#}", trials[0]);

@@ -5,6 +5,7 @@ mod common;
 mod engine;
 mod faults;
 mod measure;
+mod models;
 mod ollama;
 mod output;
 mod pipeline;
