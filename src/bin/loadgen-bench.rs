@@ -151,7 +151,8 @@ struct Delta {
 async fn client(url: String, streams: u32, seconds: f64) {
     let http = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(0).build().expect("client");
     let body = serde_json::json!({"model": "mock", "messages": [{"role": "user", "content": "hi"}], "stream": true});
-    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let deadline =
+        Instant::now() + Duration::try_from_secs_f64(seconds).expect("--seconds is a finite, non-negative number");
     let cpu0 = cpu_time();
     let t0 = Instant::now();
     let workers = (0..streams).map(|_| {
