@@ -2,15 +2,24 @@
 //! runs it.
 //!
 //! One trial, end to end (only [`daemon`] wires the stages together; lower modules never import
-//! upper ones):
+//! upper ones). Read the signatures from `daemon::tune` down:
 //!
 //! ```text
-//! search-spaces/*.toml ─► space::Space ─► search::Strategy::propose ─► space::Candidate
-//!   ─► backend::Backend::plan ─► backend::LaunchPlan ─► backend::process::Server (spawn, ready)
-//!   ─► workload::run ─► Vec<measure::Sample> ─► measure::summarize ─► measure::Summary
-//!   ─► measure::judge ─► measure::Verdict ─► trial::Outcome ─► store::Store::finish_trial
-//!   ─► search::Strategy::observe ─► … ─► trial::best ─► export::render
+//! search-spaces/*.toml ─► space::Space::load ─► search::Strategy::propose ─► space::Candidate
+//!   ─► daemon::pipeline::run_trial:
+//!        backend::Backend::plan ─► backend::LaunchPlan
+//!        ─► backend::session::ServerSession::start (spawn | service restart | reuse | reload,
+//!           ready, preload) ─► workload::Target
+//!        ─► measure::probe::Probe::start ─► workload::prune::run (or search::capacity::find
+//!           over load levels) ─► Vec<measure::Sample> ─► Probe::finish ─► measure::probe::ServerSide
+//!        ─► ServerSession::crash_after_workload ─► measure::summarize_trial ─► measure::Summary
+//!        ─► measure::judge ─► measure::Verdict ─► trial::Outcome
+//!   ─► store::Store::finish_trial ─► search::Strategy::observe ─► … ─► trial::best
+//!   ─► export::render (env, args, json, systemd, modelfile, compose, yaml)
 //! ```
+//!
+//! Layers, lowest first: `shutdown`, `measure`, `space`, `workload`, `envfile`, `backend`,
+//! `trial`, `search`, `store`, `export`, `report`, `daemon`, `cli`.
 
 pub mod backend;
 pub mod cli;
