@@ -18,7 +18,7 @@
 //!   ─► export::render (env, args, json, systemd, modelfile, compose, yaml)
 //! ```
 //!
-//! Layers, lowest first: `shutdown`, `measure`, `space`, `workload`, `envfile`, `backend`,
+//! Layers, lowest first: `shutdown`, `envfile`, `measure`, `space`, `workload`, `backend`,
 //! `trial`, `search`, `store`, `export`, `report`, `daemon`, `cli`.
 
 pub mod backend;

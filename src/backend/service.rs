@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use crate::envfile;
 
 /// How the service's environment file is written.
-pub use super::ollama::EnvFileFormat;
+pub use crate::space::ollama::EnvFileFormat;
 
 /// Where a service-mode server lives and how it is restarted.
 #[derive(Debug, Clone, PartialEq)]
