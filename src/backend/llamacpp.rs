@@ -168,22 +168,6 @@ impl Backend for LlamaCpp {
         is_launcher || super::is_program_process(&self.spec.command[0], cmdline)
     }
 
-    fn bind_args(&self, port: u16) -> Vec<String> {
-        vec!["--host".into(), "127.0.0.1".into(), "--port".into(), port.to_string()]
-    }
-
-    fn protocol(&self) -> crate::workload::Protocol {
-        crate::workload::Protocol::OpenAi
-    }
-
-    fn health_path(&self) -> &'static str {
-        "/health"
-    }
-
-    fn version_args(&self) -> Vec<String> {
-        vec!["--version".into()]
-    }
-
     fn classify(&self, log_tail: &str, exited: bool) -> Failure {
         // Most specific first (reference/backends.md §C.5, Ollama's OOM matcher).
         const CLASSES: &[(FailureClass, &[&str])] = &[

@@ -106,8 +106,10 @@ pub trait Backend: Send + Sync {
     fn spec(&self) -> &BackendSpec;
     /// Turn a candidate into a launch plan. Pure; `Err` for known-invalid combinations.
     fn plan(&self, candidate: &Candidate) -> Result<LaunchPlan, Rejection>;
-    /// Arguments that bind the server to `127.0.0.1:port`.
-    fn bind_args(&self, port: u16) -> Vec<String>;
+    /// Arguments that bind the server to `127.0.0.1:port` (llama-server's and vLLM's flags).
+    fn bind_args(&self, port: u16) -> Vec<String> {
+        vec!["--host".into(), "127.0.0.1".into(), "--port".into(), port.to_string()]
+    }
     /// Environment that binds the server to `127.0.0.1:port` (Ollama's `OLLAMA_HOST`).
     fn bind_env(&self, _port: u16) -> Vec<(String, String)> {
         Vec::new()
@@ -116,12 +118,18 @@ pub trait Backend: Send + Sync {
     fn reload_options(&self) -> &'static [&'static str] {
         &[]
     }
-    /// The protocol the workload speaks to this server.
-    fn protocol(&self) -> crate::workload::Protocol;
+    /// The protocol the workload speaks to this server (OpenAI chat completions over SSE).
+    fn protocol(&self) -> crate::workload::Protocol {
+        crate::workload::Protocol::OpenAi
+    }
     /// Path polled for readiness (200 = ready).
-    fn health_path(&self) -> &'static str;
+    fn health_path(&self) -> &'static str {
+        "/health"
+    }
     /// Arguments that make the program print its version and exit.
-    fn version_args(&self) -> Vec<String>;
+    fn version_args(&self) -> Vec<String> {
+        vec!["--version".into()]
+    }
     /// Read a failed start or a crash from the server's log tail.
     /// `exited` is false when the server was still running but never got ready.
     fn classify(&self, log_tail: &str, exited: bool) -> Failure;

@@ -315,22 +315,6 @@ impl Backend for Vllm {
         })
     }
 
-    fn bind_args(&self, port: u16) -> Vec<String> {
-        vec!["--host".into(), "127.0.0.1".into(), "--port".into(), port.to_string()]
-    }
-
-    fn protocol(&self) -> crate::workload::Protocol {
-        crate::workload::Protocol::OpenAi
-    }
-
-    fn health_path(&self) -> &'static str {
-        "/health"
-    }
-
-    fn version_args(&self) -> Vec<String> {
-        vec!["--version".into()]
-    }
-
     fn is_model_a_file(&self, model: &str) -> bool {
         // A model without a leading `/`, `./` or `../` is a hub id, which vLLM resolves itself.
         std::path::Path::new(model).is_absolute() || model.starts_with('.')

@@ -213,20 +213,24 @@ pub async fn send(
     spec: &WorkloadSpec,
     origin: Instant,
 ) -> Sample {
-    match target.protocol {
-        Protocol::OpenAi => {
-            let body = openai::request_body(prompt, target, spec);
-            openai::stream_chat(client, &target.base_url, &body, spec.request_timeout, origin).await
+    let (path, body) = match target.protocol {
+        Protocol::OpenAi => ("/v1/chat/completions", openai::request_body(prompt, target, spec)),
+        Protocol::Ollama => ("/api/chat", ollama::request_body(prompt, target, spec)),
+    };
+    let url = format!("{}{path}", target.base_url);
+    let mut sample = blank_sample(origin.elapsed());
+    let read = async {
+        match target.protocol {
+            Protocol::OpenAi => openai::read_stream(client, &url, &body, origin, &mut sample).await,
+            Protocol::Ollama => ollama::read_stream(client, &url, &body, origin, &mut sample).await,
         }
-        Protocol::Ollama => {
-            let body = ollama::request_body(prompt, target, spec);
-            ollama::stream_chat(client, &target.base_url, &body, spec.request_timeout, origin).await
-        }
-    }
+    };
+    let outcome = tokio::time::timeout(spec.request_timeout, read).await;
+    settle(sample, outcome, spec.request_timeout, origin)
 }
 
 /// A request's sample before anything has arrived: sent at `sent`, no tokens, no status.
-pub(crate) fn blank_sample(sent: Duration) -> Sample {
+fn blank_sample(sent: Duration) -> Sample {
     Sample {
         prompt_index: 0,
         is_warmup: false,
@@ -245,7 +249,7 @@ pub(crate) fn blank_sample(sent: Duration) -> Sample {
 
 /// Record how a protocol client's read ended: a failure or a timeout becomes the sample's
 /// error kind and message, stamped with the time it was seen. Shared by every protocol.
-pub(crate) fn settle(
+fn settle(
     mut sample: Sample,
     outcome: Result<Result<(), (crate::measure::ErrorKind, String)>, tokio::time::error::Elapsed>,
     timeout: Duration,

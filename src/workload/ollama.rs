@@ -117,22 +117,9 @@ fn error_text(body: &str) -> String {
         .unwrap_or_else(|| truncate(body, 300))
 }
 
-/// Send one streaming chat request and time it. Never fails: errors become the sample's kind.
-pub async fn stream_chat(
-    client: &reqwest::Client,
-    base_url: &str,
-    body: &Json,
-    timeout: Duration,
-    origin: Instant,
-) -> Sample {
-    let sent = origin.elapsed();
-    let mut sample = super::blank_sample(sent);
-    let url = format!("{base_url}/api/chat");
-    let outcome = tokio::time::timeout(timeout, read_stream(client, &url, body, origin, &mut sample)).await;
-    super::settle(sample, outcome, timeout, origin)
-}
-
-async fn read_stream(
+/// Read one streaming chat answer at `url` into `sample`, timestamping content chunks
+/// against `origin`. `Err` carries the error kind and message.
+pub(super) async fn read_stream(
     client: &reqwest::Client,
     url: &str,
     body: &Json,

@@ -186,10 +186,6 @@ impl Backend for Ollama {
         "/"
     }
 
-    fn version_args(&self) -> Vec<String> {
-        vec!["--version".into()]
-    }
-
     fn classify(&self, log_tail: &str, exited: bool) -> Failure {
         const PATTERNS: &[(FailureClass, &[&str])] = &[
             (FailureClass::Oom, &["out-of-memory", "out of memory", "failed to allocate", "not enough memory"]),
