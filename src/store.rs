@@ -72,8 +72,10 @@ pub struct Store {
 #[derive(Debug, Clone)]
 pub struct NewStudy<'a> {
     pub name: &'a str,
-    pub backend: &'a str,
-    pub strategy: &'a str,
+    /// `None`: an endpoint measured by `bench --save`.
+    pub backend: Option<crate::space::BackendKind>,
+    /// `None`: a saved bench run.
+    pub strategy: Option<crate::space::StrategyKind>,
     pub objective_metric: &'a str,
     pub direction: Direction,
     pub space_toml: &'a str,
@@ -109,8 +111,20 @@ impl StudyRow {
         Ok(Study {
             id: StudyId(self.id),
             name: self.name,
-            backend: self.backend,
-            strategy: self.strategy,
+            backend: match self.backend.as_str() {
+                crate::trial::ENDPOINT_BACKEND => None,
+                text => Some(
+                    crate::space::BackendKind::from_name(text)
+                        .ok_or_else(|| Error::Corrupt(format!("study backend '{text}'")))?,
+                ),
+            },
+            strategy: match self.strategy.as_str() {
+                crate::trial::BENCH_STRATEGY => None,
+                text => Some(
+                    crate::space::StrategyKind::from_name(text)
+                        .ok_or_else(|| Error::Corrupt(format!("study strategy '{text}'")))?,
+                ),
+            },
             objective_metric: self.objective_metric,
             direction: match self.objective_direction.as_str() {
                 "maximize" => Direction::Maximize,
@@ -255,8 +269,8 @@ impl Store {
                VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"#,
         )
         .bind(new.name)
-        .bind(new.backend)
-        .bind(new.strategy)
+        .bind(new.backend.map_or(crate::trial::ENDPOINT_BACKEND, |k| k.name()))
+        .bind(new.strategy.map_or(crate::trial::BENCH_STRATEGY, |k| k.name()))
         .bind(new.objective_metric)
         .bind(direction)
         .bind(new.space_toml)
@@ -759,8 +773,8 @@ mod tests {
         store
             .create_study(&NewStudy {
                 name: "s",
-                backend: "llamacpp",
-                strategy: "grid",
+                backend: Some(crate::space::BackendKind::Llamacpp),
+                strategy: Some(crate::space::StrategyKind::Grid),
                 objective_metric: "goodput_rps",
                 direction: Direction::Maximize,
                 space_toml: "[study]",

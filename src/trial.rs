@@ -12,7 +12,24 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::{FailureClass, LaunchPlan};
 use crate::measure::{ErrorKind, Summary, Verdict};
-use crate::space::{Candidate, Direction};
+use crate::space::{BackendKind, Candidate, Direction, StrategyKind};
+
+/// How the store and the CLI write a study's backend when there is none: `bench --save` runs.
+pub const ENDPOINT_BACKEND: &str = "endpoint";
+/// How the store and the CLI write a study's strategy when there is none: `bench --save` runs.
+pub const BENCH_STRATEGY: &str = "bench";
+
+impl Study {
+    /// The backend as text (`llamacpp`, ..., or `endpoint`).
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.map_or(ENDPOINT_BACKEND, BackendKind::name)
+    }
+
+    /// The strategy as text (`tpe`, ..., or `bench`).
+    pub fn strategy_name(&self) -> &'static str {
+        self.strategy.map_or(BENCH_STRATEGY, StrategyKind::name)
+    }
+}
 
 /// Graded violation given to an infeasible trial, so the search learns from it: worse than any
 /// measured SLO miss short of total failure.
@@ -236,8 +253,10 @@ pub struct Fingerprint {
 pub struct Study {
     pub id: StudyId,
     pub name: String,
-    pub backend: String,
-    pub strategy: String,
+    /// The backend the tuner drove; `None` for an endpoint measured by `bench --save`.
+    pub backend: Option<BackendKind>,
+    /// How trials were chosen; `None` for a saved bench run (one trial, no search).
+    pub strategy: Option<StrategyKind>,
     pub objective_metric: String,
     pub direction: Direction,
     pub space_toml: String,

@@ -19,8 +19,8 @@ fn write_json(studies: &[StudyOverview], out: &mut dyn Write) -> anyhow::Result<
         .map(|o| {
             json!({
                 "name": o.study.name,
-                "backend": o.study.backend,
-                "strategy": o.study.strategy,
+                "backend": o.study.backend_name(),
+                "strategy": o.study.strategy_name(),
                 "objective": {"metric": o.study.objective_metric, "direction": o.study.direction},
                 "trials": o.trials,
                 "complete": o.complete,
@@ -41,8 +41,8 @@ fn write_table(studies: &[StudyOverview], out: &mut dyn Write) -> anyhow::Result
         .map(|o| {
             vec![
                 o.study.name.clone(),
-                o.study.backend.clone(),
-                o.study.strategy.clone(),
+                o.study.backend_name().to_string(),
+                o.study.strategy_name().to_string(),
                 format!("{:?} {}", o.study.direction, o.study.objective_metric).to_lowercase(),
                 o.trials.to_string(),
                 o.complete.to_string(),

@@ -180,8 +180,8 @@ pub async fn save(store: &Store, name: &str, opts: &BenchOptions, report: &Bench
     let study = store
         .create_study(&NewStudy {
             name,
-            backend: "endpoint",
-            strategy: "bench",
+            backend: None,
+            strategy: None,
             objective_metric: objective.metric.name(),
             direction: objective.direction,
             space_toml: &format!("# infertune bench --url {} (no search space)\n", opts.url),

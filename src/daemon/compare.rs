@@ -108,7 +108,7 @@ pub async fn compare(
     on_progress: &mut (dyn FnMut(Progress) + Send),
 ) -> anyhow::Result<CompareReport> {
     let study = store.study(&opts.study).await?.with_context(|| format!("no study named '{}'", opts.study))?;
-    if study.strategy == "bench" {
+    if study.strategy.is_none() {
         bail!(
             "study '{}' is a saved bench run of an endpoint; compare needs a tuning study whose servers it can start",
             study.name

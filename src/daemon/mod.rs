@@ -526,8 +526,8 @@ async fn create_study(store: &Store, space: &Space, name: &str, fingerprint: &Fi
     Ok(store
         .create_study(&NewStudy {
             name,
-            backend: &space.backend.kind.to_string(),
-            strategy: &format!("{:?}", space.strategy).to_lowercase(),
+            backend: Some(space.backend.kind),
+            strategy: Some(space.strategy),
             objective_metric: space.objective.metric.name(),
             direction: space.objective.direction,
             space_toml: &space.source,

@@ -9,7 +9,7 @@ use crate::trial::{Study, Trial};
 pub(super) fn json(study: &Study, trial: &Trial, plan: &LaunchPlan) -> String {
     let doc = json!({
         "study": study.name,
-        "backend": study.backend,
+        "backend": study.backend_name(),
         "trial": trial.number,
         "state": trial.state,
         "meets_slos": trial.is_feasible(),

@@ -42,9 +42,9 @@ pub enum Error {
 /// Render `trial` of `study` in `format`.
 pub fn render(study: &Study, trial: &Trial, format: Format) -> Result<String, Error> {
     let plan = trial.plan.as_ref().ok_or(Error::NoPlan(trial.number))?;
-    format.check_backend(&study.backend).map_err(|_| Error::Unsupported {
+    format.check_backend(study.backend_name()).map_err(|_| Error::Unsupported {
         format: format!("{format:?}").to_lowercase(),
-        backend: study.backend.clone(),
+        backend: study.backend_name().to_string(),
     })?;
     Ok(match format {
         Format::Env => shell::env(study, trial, plan),

@@ -207,8 +207,8 @@ fn facts(input: &Input<'_>, now_ms: i64) -> Vec<(&'static str, String)> {
     let (study, trials) = (input.study, input.trials);
     let fp = &study.fingerprint;
     let mut facts: Vec<(&str, String)> = vec![
-        ("backend", study.backend.clone()),
-        ("strategy", study.strategy.clone()),
+        ("backend", study.backend_name().to_string()),
+        ("strategy", study.strategy_name().to_string()),
         ("objective", format!("{} {}", input.direction, input.metric)),
     ];
     match &input.space {
@@ -692,8 +692,8 @@ ttft_p95_ms = 1000
         let study = store
             .create_study(&NewStudy {
                 name: "syn",
-                backend: "llamacpp",
-                strategy: "grid",
+                backend: Some(crate::space::BackendKind::Llamacpp),
+                strategy: Some(crate::space::StrategyKind::Grid),
                 objective_metric: "goodput_rps",
                 direction: Direction::Maximize,
                 space_toml: SPACE,

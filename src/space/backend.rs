@@ -25,13 +25,25 @@ pub enum BackendKind {
     Vllm,
 }
 
-impl fmt::Display for BackendKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl BackendKind {
+    /// The name in space files and the store (`llamacpp`, `ollama`, `vllm`).
+    pub fn name(self) -> &'static str {
+        match self {
             BackendKind::Llamacpp => "llamacpp",
             BackendKind::Ollama => "ollama",
             BackendKind::Vllm => "vllm",
-        })
+        }
+    }
+
+    /// The inverse of [`BackendKind::name`].
+    pub fn from_name(name: &str) -> Option<BackendKind> {
+        [BackendKind::Llamacpp, BackendKind::Ollama, BackendKind::Vllm].into_iter().find(|k| k.name() == name)
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 

@@ -23,6 +23,25 @@ pub enum StrategyKind {
     Anneal,
 }
 
+impl StrategyKind {
+    /// The name in space files and the store (`grid`, `random`, `tpe`, `anneal`).
+    pub fn name(self) -> &'static str {
+        match self {
+            StrategyKind::Grid => "grid",
+            StrategyKind::Random => "random",
+            StrategyKind::Tpe => "tpe",
+            StrategyKind::Anneal => "anneal",
+        }
+    }
+
+    /// The inverse of [`StrategyKind::name`].
+    pub fn from_name(name: &str) -> Option<StrategyKind> {
+        [StrategyKind::Grid, StrategyKind::Random, StrategyKind::Tpe, StrategyKind::Anneal]
+            .into_iter()
+            .find(|k| k.name() == name)
+    }
+}
+
 /// The validated `[study]` section; `Space` holds these fields flat.
 pub(super) struct StudySettings {
     pub name: String,

@@ -109,8 +109,8 @@ mod tests {
         let study = store
             .create_study(&NewStudy {
                 name: "s",
-                backend: "llamacpp",
-                strategy: "tpe",
+                backend: Some(crate::space::BackendKind::Llamacpp),
+                strategy: Some(crate::space::StrategyKind::Tpe),
                 objective_metric: "goodput_rps",
                 direction: crate::space::Direction::Maximize,
                 space_toml: "",

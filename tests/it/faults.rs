@@ -226,8 +226,8 @@ async fn store_faults_give_clear_errors_and_keep_what_was_written() {
     };
     let new = |name: &'static str| NewStudy {
         name,
-        backend: "llamacpp",
-        strategy: "grid",
+        backend: Some(infertune::space::BackendKind::Llamacpp),
+        strategy: Some(infertune::space::StrategyKind::Grid),
         objective_metric: "goodput_rps",
         direction: infertune::space::Direction::Maximize,
         space_toml: "x",

@@ -114,8 +114,8 @@ async fn synthetic_report_renders_in_chromium() {
     let study = store
         .create_study(&NewStudy {
             name: "quickstart",
-            backend: "llamacpp",
-            strategy: "random",
+            backend: Some(infertune::space::BackendKind::Llamacpp),
+            strategy: Some(infertune::space::StrategyKind::Random),
             objective_metric: "goodput_rps",
             direction: Direction::Maximize,
             space_toml: &space_text,
