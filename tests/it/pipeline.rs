@@ -12,8 +12,17 @@ fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
-/// `[workload]`, `[quality]` (small: 4 extra prompts) and `[slo]` sections shared by both tests.
-fn tail() -> String {
+/// `[workload]`, `[quality]` (small: 4 known answers, 4 extra prompts) and `[slo]` sections
+/// shared by both tests; the known-answer file is written into `dir`.
+fn tail(dir: &Path) -> String {
+    let known_path = dir.join("known.jsonl");
+    let known: Vec<String> = std::fs::read_to_string(repo().join("prompts/known-answers.jsonl"))
+        .unwrap()
+        .lines()
+        .take(4)
+        .map(str::to_string)
+        .collect();
+    std::fs::write(&known_path, known.join("\n")).unwrap();
     format!(
         r#"[workload]
 dataset = {prompts}
@@ -34,7 +43,7 @@ success_rate = 1.0
 quality_agreement_min = 0.0
 "#,
         prompts = toml_str(repo().join("prompts/chat-mix.jsonl").to_str().unwrap()),
-        known = toml_str(repo().join("prompts/known-answers.jsonl").to_str().unwrap()),
+        known = toml_str(known_path.to_str().unwrap()),
         qa = toml_str(repo().join("prompts/short-qa.jsonl").to_str().unwrap()),
     )
 }
@@ -93,7 +102,7 @@ max_num_seqs = {{ values = [2], flag = "--max-num-seqs" }}
         hub = toml_str(hub.to_str().unwrap()),
         state = toml_str(dir.path().join("gpu-state").to_str().unwrap()),
         path = toml_str(&path_env),
-        tail = tail(),
+        tail = tail(dir.path()),
     );
     let space: PathBuf = dir.path().join("vllm-hub.toml");
     std::fs::write(&space, text).unwrap();
@@ -107,6 +116,10 @@ async fn capacity_and_quality_guard_on_ollama_with_a_library_tag() {
     let _engine = EngineLock::acquire().await;
     let dir = tempfile::tempdir().unwrap();
     let fixture = repo().join("tests/fixtures/ollama/ollama");
+    // The fixture's test-only alias: `qwen2.5:7b` is served from SmolLM2's Q4_0 file.
+    let models = dir.path().join("ollama-models");
+    std::fs::create_dir_all(&models).unwrap();
+    std::fs::write(models.join("infertune-fixture-aliases"), "qwen2.5:7b=smollm2:135m-instruct-q4_0\n").unwrap();
     let text = format!(
         r#"[study]
 name = "ollama-tag"
@@ -116,7 +129,7 @@ strategy = "grid"
 kind = "ollama"
 command = [{command}, "serve"]
 model = "qwen2.5:7b"
-env = {{ OLLAMA_MODELS = {models}, INFERTUNE_FIXTURE_ALIASES = "qwen2.5:7b=smollm2:135m-instruct-q4_0" }}
+env = {{ OLLAMA_MODELS = {models} }}
 ready_timeout = "60s"
 
 [params]
@@ -124,8 +137,8 @@ num_ctx = {{ values = [2048], option = "num_ctx" }}
 
 {tail}"#,
         command = toml_str(fixture.to_str().unwrap()),
-        models = toml_str(dir.path().join("ollama-models").to_str().unwrap()),
-        tail = tail(),
+        models = toml_str(models.to_str().unwrap()),
+        tail = tail(dir.path()),
     );
     let space = dir.path().join("ollama-tag.toml");
     std::fs::write(&space, text).unwrap();
