@@ -94,6 +94,13 @@ pub(super) async fn on_server(
                 });
             }
             let summary = measure::summarize(&run.samples, run.wall, shared.request_slo);
+            if summary.succeeded == 0 {
+                // An empty latency distribution reads 0 ms, which would "meet" any limit: a level
+                // where nothing was served ends the search instead.
+                let errors: Vec<String> = summary.errors.iter().map(|(k, n)| format!("{n} x {k}")).collect();
+                let reason = format!("no request succeeded at level {level} ({})", errors.join(", "));
+                return Ok(Level::Stopped { run, reason });
+            }
             let value =
                 slo.metric.value(&summary).with_context(|| format!("metric '{}' is not measured", slo.metric))?;
             Ok(Level::Measured { value, run })
