@@ -424,3 +424,21 @@ async fn outside_its_window_the_daemon_pauses_and_still_stops_on_a_signal() {
     assert!(stdout.contains(&format!("outside the window {window}: paused")), "{stdout}");
     assert!(stdout.contains("stopped: interrupted (0 trials in the study)"), "{stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_ignores_sigterm_is_killed_after_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let space =
+        fake_space(dir.path(), "deaf", "grid", r#"fault = { values = ["ignore-sigterm"], flag = "--fault" }"#, "");
+    let t0 = Instant::now();
+    let out = run_cli(&["--db", db.to_str().unwrap(), "tune", space.to_str().unwrap()]).await.unwrap();
+    let elapsed = t0.elapsed();
+    assert!(out.contains("stopped: exhausted"), "{out}");
+    assert_eq!(trials_json(&db, "deaf").await[0]["state"], "complete", "{out}");
+    // The trial itself takes well under a second; the stop waited out the grace, then SIGKILLed.
+    let grace = infertune::backend::STOP_GRACE;
+    assert!(elapsed >= grace, "stopped in {elapsed:?}, before the {grace:?} grace: SIGTERM was not ignored?");
+    assert!(elapsed < grace + Duration::from_secs(10), "stop took {elapsed:?}");
+    assert!(processes_matching(&dir.path().display().to_string()).is_empty(), "server left behind");
+}
