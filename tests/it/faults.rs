@@ -197,8 +197,8 @@ async fn sigint_records_the_trial_as_interrupted_and_resume_retries_it() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The first trial (400 ms per token) is still streaming after 1.5 s.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The first trial (400 ms per token) streams for seconds once it shows as running.
+    assert_eq!(wait_for_running_trial(&db, 1, Duration::from_secs(20)).await, Some(1), "trial 1 never ran");
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
     let output = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -231,7 +231,8 @@ async fn a_second_daemon_on_the_same_study_is_refused_and_status_answers_meanwhi
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // A running trial means the daemon holds the study's lock (taken before the study opens).
+    assert!(wait_for_running_trial(&db, 1, Duration::from_secs(20)).await.is_some(), "no trial ran");
     let err = run_cli(&["--db", db.to_str().unwrap(), "tune", space.to_str().unwrap()]).await.unwrap_err();
     assert!(format!("{err:#}").contains(&format!("already being tuned by process {}", child.id())), "{err:#}");
     // status reads while tune writes (WAL): it names the trial in flight.
@@ -406,22 +407,38 @@ async fn outside_its_window_the_daemon_pauses_and_still_stops_on_a_signal() {
     let (now_min, _) = infertune::daemon::clock::local_minutes(std::time::SystemTime::now());
     let start = (now_min + 720) % 1440;
     let window = format!("{:02}:{:02}-{:02}:{:02}", start / 60, start % 60, (start + 1) % 1440 / 60, (start + 1) % 60);
-    let child = Command::new(bin())
+    let mut child = Command::new(bin())
         .args(["--db", db.to_str().unwrap(), "tune", space.to_str().unwrap(), "--window", &window])
         .env("INFERTUNE_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Wait for the daemon to say it paused (its stdout is line-buffered), at most 20 s.
+    let paused = format!("outside the window {window}: paused");
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.contains(&paused)) {
+        match lines.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) => seen.push(line),
+            Err(e) => panic!("no '{paused}' line ({e}): {seen:?}"),
+        }
+    }
     let status = run_cli(&["--db", db.to_str().unwrap(), "status", "win", "--json"]).await.unwrap();
     let doc: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(doc["is_running"], true, "{doc:#}");
     assert_eq!(doc["finished"], 0, "{doc:#}");
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    let output = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains(&format!("outside the window {window}: paused")), "{stdout}");
+    child.wait().unwrap();
+    reader.join().unwrap();
+    seen.extend(lines.try_iter());
+    let stdout = seen.join("\n");
     assert!(stdout.contains("stopped: interrupted (0 trials in the study)"), "{stdout}");
 }
 
