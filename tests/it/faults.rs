@@ -11,7 +11,7 @@ use infertune::space::Space;
 use infertune::store::Store;
 use rand::{RngExt, SeedableRng};
 
-use crate::common::{fake_space, processes_matching, run_cli, trials_json};
+use crate::common::{fake_space, processes_matching, run_cli, trials_json, wait_for_running_trial};
 
 /// The binary under test. `INFERTUNE_TEST_BIN` overrides it where several checkouts share one
 /// target folder (and so one `target/debug/infertune`).
@@ -74,35 +74,6 @@ fn reported_finished(stdout: &str) -> BTreeSet<i64> {
         }
     }
     done
-}
-
-/// Poll the database at `db` read-only until a trial numbered `at_least` or later is `running`;
-/// its number, or `None` after `timeout`. The file and its tables may not exist yet.
-async fn wait_for_running_trial(db: &Path, at_least: i64, timeout: Duration) -> Option<i64> {
-    let deadline = Instant::now() + timeout;
-    let mut conn: Option<sqlx::SqlitePool> = None;
-    while Instant::now() < deadline {
-        if conn.is_none() && db.exists() {
-            let options = sqlx::sqlite::SqliteConnectOptions::new().filename(db).read_only(true);
-            conn = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect_with(options).await.ok();
-        }
-        if let Some(pool) = &conn {
-            let found: Result<Option<(i64,)>, _> =
-                sqlx::query_as("SELECT number FROM trials WHERE state = 'running' AND number >= ?1 LIMIT 1")
-                    .bind(at_least)
-                    .fetch_optional(pool)
-                    .await;
-            if let Ok(Some((number,))) = found {
-                pool.close().await;
-                return Some(number);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    if let Some(pool) = conn {
-        pool.close().await;
-    }
-    None
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
