@@ -66,6 +66,19 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// The database file as given (`:memory:` for the in-memory store), for error messages.
+    path: String,
+}
+
+/// How `Store::open_with` opens the database; `Store::open` takes the defaults. The knobs exist
+/// so that fault tests can make the daemon itself meet a full or read-only database.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreOptions {
+    /// Cap the file at this many pages (`PRAGMA max_page_count` on every connection): a write
+    /// beyond fails with "database or disk is full", as on a full disk.
+    pub max_page_count: Option<u64>,
+    /// Open read-only, as SQLite opens a file it may not write.
+    pub read_only: bool,
 }
 
 /// A study to create.
@@ -219,6 +232,11 @@ pub struct Finished<'a> {
 impl Store {
     /// Open (creating if missing) the database at `path` and bring its schema up to date.
     pub async fn open(path: &Path) -> Result<Store, Error> {
+        Store::open_with(path, StoreOptions::default()).await
+    }
+
+    /// `open` with `options` (see `StoreOptions`).
+    pub async fn open_with(path: &Path, store_options: StoreOptions) -> Result<Store, Error> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::Open { path: path.display().to_string(), source: sqlx::Error::Io(e) })?;
@@ -229,13 +247,18 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            .read_only(store_options.read_only);
+        let options = match store_options.max_page_count {
+            Some(pages) => options.pragma("max_page_count", pages.to_string()),
+            None => options,
+        };
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
             .await
             .map_err(|source| Error::Open { path: path.display().to_string(), source })?;
-        Store::migrated(pool).await
+        Store::migrated(pool, path.display().to_string()).await
     }
 
     /// A private in-memory database, for tests.
@@ -247,12 +270,17 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(|source| Error::Open { path: ":memory:".into(), source })?;
-        Store::migrated(pool).await
+        Store::migrated(pool, ":memory:".into()).await
     }
 
-    async fn migrated(pool: SqlitePool) -> Result<Store, Error> {
+    async fn migrated(pool: SqlitePool, path: String) -> Result<Store, Error> {
         sqlx::migrate!("./migrations").run(&pool).await.map_err(Error::Migrate)?;
-        Ok(Store { pool })
+        Ok(Store { pool, path })
+    }
+
+    /// The database file as opened (`:memory:` for the in-memory store).
+    pub fn path(&self) -> &str {
+        &self.path
     }
 
     /// Create a study.

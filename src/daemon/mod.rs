@@ -150,8 +150,25 @@ pub struct Report {
 }
 
 /// Run (or resume) the study described by `space` until a budget ends, the space is exhausted,
-/// the fingerprint drifts, or `shutdown` is requested.
+/// the fingerprint drifts, or `shutdown` is requested. A store failure (a full disk, a read-only
+/// file) ends the study with an error naming the database file.
 pub async fn tune(
+    space: &Space,
+    store: &Store,
+    options: &Options,
+    shutdown: &Shutdown,
+    on_event: &mut (dyn FnMut(Event<'_>) + Send),
+) -> anyhow::Result<Report> {
+    tune_study(space, store, options, shutdown, on_event).await.map_err(|e| {
+        if e.chain().any(|cause| cause.downcast_ref::<crate::store::Error>().is_some()) {
+            e.context(format!("using the database '{}'", store.path()))
+        } else {
+            e
+        }
+    })
+}
+
+async fn tune_study(
     space: &Space,
     store: &Store,
     options: &Options,
@@ -423,7 +440,11 @@ impl StudyLoop<'_> {
         is_retry: bool,
         on_event: &mut (dyn FnMut(Event<'_>) + Send),
     ) -> anyhow::Result<(Trial, (Outcome, Duration))> {
-        let (trial_id, number) = self.store.begin_trial(self.study.id, candidate).await?;
+        let (trial_id, number) = self
+            .store
+            .begin_trial(self.study.id, candidate)
+            .await
+            .with_context(|| format!("recording the start of a trial of study '{}'", self.study.name))?;
         self.store.heartbeat(self.run).await?;
         on_event(Event::TrialStarted { number, candidate, planned: self.max_trials, is_retry });
         let t0 = Instant::now();

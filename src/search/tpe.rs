@@ -329,8 +329,10 @@ impl Tpe {
         c.0.iter().all(|(k, v)| self.reusable.contains(k) || last.get(k) == Some(v))
     }
 
-    /// The model's pick: `None` when every drawn candidate was already tried.
-    fn model_pick(&mut self) -> Option<Candidate> {
+    /// The good and the bad group, each in trial-number order. The good group is the best
+    /// `n_below(n)` observations, `n` counting running trials: feasible before infeasible, then
+    /// by violation, by loss, and the older trial first.
+    fn split(&self) -> (Vec<&Observation>, Vec<&Observation>) {
         let n = self.observations.len() + self.pending.len();
         let below_n = n_below(n).min(self.observations.len());
         let mut ranked: Vec<&Observation> = self.observations.iter().collect();
@@ -345,6 +347,12 @@ impl Tpe {
         let mut above: Vec<&Observation> = ranked[below_n..].to_vec();
         below.sort_by_key(|o| o.number);
         above.sort_by_key(|o| o.number);
+        (below, above)
+    }
+
+    /// The model's pick: `None` when every drawn candidate was already tried.
+    fn model_pick(&mut self) -> Option<Candidate> {
+        let (below, above) = self.split();
         let mut above_pts: Vec<Vec<f64>> = above.iter().map(|o| o.point.clone()).collect();
         // Running trials are the newest: they take the full weight at the end.
         above_pts.extend(self.pending.values().cloned());
@@ -539,15 +547,81 @@ mod tests {
         let c = tpe.propose(&space).unwrap();
         assert_eq!(tpe.pending.len(), 1, "the proposal is pending (constant liar)");
         assert!(tpe.pending.contains_key(&c.to_json()));
-        let mut ranked: Vec<&Observation> = tpe.observations.iter().collect();
-        ranked.sort_by(|a, b| {
-            (a.violation > 0.0)
-                .cmp(&(b.violation > 0.0))
-                .then(a.violation.total_cmp(&b.violation))
-                .then(a.loss.total_cmp(&b.loss))
-        });
-        let order: Vec<i64> = ranked.iter().map(|o| o.number).collect();
-        assert_eq!(order, vec![12, 10, 8, 6, 4, 2, 1, 3, 5, 7, 9, 11]);
+        // 12 observed + 1 running: n_below(13) = 2, the two best feasible (objective 12, 10).
+        let (below, above) = tpe.split();
+        let numbers = |group: &[&Observation]| group.iter().map(|o| o.number).collect::<Vec<i64>>();
+        assert_eq!(numbers(&below), [10, 12]);
+        assert_eq!(numbers(&above), [1, 2, 3, 4, 5, 6, 7, 8, 9, 11]);
+    }
+
+    /// Each case breaks one rule of the split's order: (violation, loss) per trial number from 1,
+    /// running trials, and the good group expected.
+    #[test]
+    fn split_keeps_the_best_by_feasibility_violation_loss_then_age() {
+        /// Why, (violation, loss) per trial from 1, running trials, the good group expected.
+        type Case = (&'static str, Vec<(f64, f64)>, usize, Vec<i64>);
+        let cases: [Case; 6] = [
+            (
+                "feasible beats an infeasible trial with a far better loss",
+                [(0.3, -100.0), (0.0, -1.0)].into_iter().chain([(0.0, 0.0); 8]).collect(),
+                0,
+                vec![2],
+            ),
+            (
+                "among infeasible trials the smaller violation wins, whatever the loss",
+                [(0.9, -100.0), (0.2, 50.0)].into_iter().chain([(0.5, 0.0); 8]).collect(),
+                0,
+                vec![2],
+            ),
+            (
+                "among feasible trials the lower loss wins",
+                (1..=10).map(|i| (0.0, -f64::from(i % 7))).collect(),
+                0,
+                vec![6],
+            ),
+            ("ties go to the older trial", vec![(0.0, -1.0); 10], 0, vec![1]),
+            (
+                "a running trial counts in n: n_below(11) = 2",
+                (1..=10).map(|i| (0.0, -f64::from(i))).collect(),
+                1,
+                vec![9, 10],
+            ),
+            (
+                "the good group comes back in trial order, not rank order",
+                (1..=20)
+                    .map(|i| {
+                        (
+                            0.0,
+                            if i == 7 {
+                                -50.0
+                            } else if i == 3 {
+                                -40.0
+                            } else {
+                                0.0
+                            },
+                        )
+                    })
+                    .collect(),
+                0,
+                vec![3, 7],
+            ),
+        ];
+        let space = Landscape::synthetic().space().unwrap();
+        for (why, trials, running, expect) in cases {
+            let mut tpe = Tpe::new(&space);
+            for (i, &(violation, loss)) in trials.iter().enumerate() {
+                tpe.observations.push(Observation { number: i as i64 + 1, point: Vec::new(), violation, loss });
+            }
+            for r in 0..running {
+                tpe.pending.insert(format!("running {r}"), Vec::new());
+            }
+            let (below, above) = tpe.split();
+            let below: Vec<i64> = below.iter().map(|o| o.number).collect();
+            let above: Vec<i64> = above.iter().map(|o| o.number).collect();
+            assert_eq!(below, expect, "{why}");
+            let rest: Vec<i64> = (1..=trials.len() as i64).filter(|n| !expect.contains(n)).collect();
+            assert_eq!(above, rest, "{why}");
+        }
     }
 
     #[test]

@@ -160,3 +160,32 @@ pub fn processes_matching(needle: &str) -> Vec<u32> {
     }
     out
 }
+
+/// Poll the database at `db` read-only until a trial numbered `at_least` or later is `running`;
+/// its number, or `None` after `timeout`. The file and its tables may not exist yet.
+pub async fn wait_for_running_trial(db: &Path, at_least: i64, timeout: std::time::Duration) -> Option<i64> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut conn: Option<sqlx::SqlitePool> = None;
+    while std::time::Instant::now() < deadline {
+        if conn.is_none() && db.exists() {
+            let options = sqlx::sqlite::SqliteConnectOptions::new().filename(db).read_only(true);
+            conn = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect_with(options).await.ok();
+        }
+        if let Some(pool) = &conn {
+            let found: Result<Option<(i64,)>, _> =
+                sqlx::query_as("SELECT number FROM trials WHERE state = 'running' AND number >= ?1 LIMIT 1")
+                    .bind(at_least)
+                    .fetch_optional(pool)
+                    .await;
+            if let Ok(Some((number,))) = found {
+                pool.close().await;
+                return Some(number);
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    if let Some(pool) = conn {
+        pool.close().await;
+    }
+    None
+}

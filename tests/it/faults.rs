@@ -2,13 +2,16 @@
 //! random points, signals, store faults, concurrent daemons, atomic exports.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use infertune::daemon;
+use infertune::space::Space;
 use infertune::store::Store;
 use rand::{RngExt, SeedableRng};
 
-use crate::common::{fake_space, processes_matching, run_cli, trials_json};
+use crate::common::{fake_space, processes_matching, run_cli, trials_json, wait_for_running_trial};
 
 /// The binary under test. `INFERTUNE_TEST_BIN` overrides it where several checkouts share one
 /// target folder (and so one `target/debug/infertune`).
@@ -100,7 +103,12 @@ token_ms = { values = [20], flag = "--token-ms" }"#,
             .spawn()
             .unwrap();
         let pid = child.id();
-        tokio::time::sleep(Duration::from_millis(rng.random_range(300..2500))).await;
+        // Kill while a trial is running (observed in the store), at a random point of it: the
+        // kill may still land just after the trial ended, which the count below allows for.
+        let target = rng.random_range(1..=6);
+        let running = wait_for_running_trial(&db, target, Duration::from_secs(30)).await;
+        assert!(running.is_some(), "iteration {i}: trial {target} never showed as running");
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..100))).await;
         // SAFETY: SIGKILL to the daemon we spawned.
         unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
         let output = child.wait_with_output().unwrap();
@@ -144,8 +152,10 @@ token_ms = { values = [20], flag = "--token-ms" }"#,
         assert_eq!(finished.len(), 6, "iteration {i}: {out}");
         assert!(trials.iter().all(|t| t["state"] != "running"));
     }
-    assert_eq!(lost, 0, "completed trials lost");
     eprintln!("kill -9 loop: {iterations} iterations, {killed_mid_trial} kills landed mid-trial, {lost} trials lost");
+    assert_eq!(lost, 0, "completed trials lost");
+    // Most kills must hit a trial in flight, or the loop proves nothing about mid-trial crashes.
+    assert!(killed_mid_trial >= iterations / 2, "only {killed_mid_trial} of {iterations} kills landed mid-trial");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,8 +170,8 @@ async fn sigint_records_the_trial_as_interrupted_and_resume_retries_it() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The first trial (400 ms per token) is still streaming after 1.5 s.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The first trial (400 ms per token) streams for seconds once it shows as running.
+    assert_eq!(wait_for_running_trial(&db, 1, Duration::from_secs(20)).await, Some(1), "trial 1 never ran");
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
     let output = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -194,7 +204,8 @@ async fn a_second_daemon_on_the_same_study_is_refused_and_status_answers_meanwhi
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // A running trial means the daemon holds the study's lock (taken before the study opens).
+    assert!(wait_for_running_trial(&db, 1, Duration::from_secs(20)).await.is_some(), "no trial ran");
     let err = run_cli(&["--db", db.to_str().unwrap(), "tune", space.to_str().unwrap()]).await.unwrap_err();
     assert!(format!("{err:#}").contains(&format!("already being tuned by process {}", child.id())), "{err:#}");
     // status reads while tune writes (WAL): it names the trial in flight.
@@ -214,68 +225,103 @@ async fn a_second_daemon_on_the_same_study_is_refused_and_status_answers_meanwhi
     child.wait().unwrap();
 }
 
-#[tokio::test]
-async fn store_faults_give_clear_errors_and_keep_what_was_written() {
-    use infertune::store::NewStudy;
+/// Run the daemon loop in-process on `store` until it stops; the trial numbers it stored (per
+/// its events) and its result.
+async fn tune_in_process(
+    space: &Space,
+    store: &Store,
+    max_trials: Option<u32>,
+) -> (Vec<i64>, anyhow::Result<daemon::Report>) {
+    let mut stored = Vec::new();
+    let mut on_event = |event: daemon::Event<'_>| {
+        if let daemon::Event::TrialFinished { trial, .. } = event {
+            stored.push(trial.number);
+        }
+    };
+    let options = daemon::Options { max_trials, ..Default::default() };
+    let result = daemon::tune(space, store, &options, &daemon::Shutdown::manual(), &mut on_event).await;
+    (stored, result)
+}
+
+/// Everything readable through the store, and the file's integrity.
+async fn stored_trials(db: &Path, study: &str) -> Vec<infertune::trial::Trial> {
+    let store = Store::open(db).await.unwrap();
+    assert_eq!(store.integrity_check().await.unwrap(), "ok");
+    let study = store.study(study).await.unwrap().expect("the study survives");
+    let trials = store.trials(study.id).await.unwrap();
+    store.close().await;
+    trials
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_meets_a_full_or_read_only_database_with_a_clear_error_and_keeps_what_was_written() {
+    use infertune::store::StoreOptions;
+    use infertune::trial::TrialState;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("t.db");
-    let fingerprint = infertune::trial::Fingerprint {
-        engine_version: "x".into(),
-        model_sha256: BTreeMap::new(),
-        host: infertune::measure::system::host(),
-    };
-    let new = |name: &'static str| NewStudy {
-        name,
-        backend: Some(infertune::space::BackendKind::Llamacpp),
-        strategy: Some(infertune::space::StrategyKind::Grid),
-        objective_metric: "goodput_rps",
-        direction: infertune::space::Direction::Maximize,
-        space_toml: "x",
-        fingerprint: &fingerprint,
-    };
-    let store = Store::open(&db).await.unwrap();
-    store.create_study(&new("kept")).await.unwrap();
-    store.close().await;
+    let space_path = fake_space(
+        dir.path(),
+        "store",
+        "grid",
+        r#"np = { values = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20], flag = "-np" }"#,
+        "",
+    );
+    let space = Space::load(&space_path).unwrap();
+    let (first, result) = tune_in_process(&space, &Store::open(&db).await.unwrap(), Some(2)).await;
+    assert_eq!(result.unwrap().stop, daemon::Stop::Budget);
+    assert_eq!(first, [1, 2]);
+    let before = stored_trials(&db, "store").await;
+    let db_named = format!("using the database '{}'", db.display());
 
-    // A read-only database file: a clear error on the first write.
-    let mut perms = std::fs::metadata(&db).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o444);
-    std::fs::set_permissions(&db, perms.clone()).unwrap();
-    // (root ignores file modes, so also open the store read-only at the SQLite level.)
-    let ro = sqlx::sqlite::SqlitePoolOptions::new()
+    // (a) A read-only database (root ignores file modes, so SQLite is told): a clear error, and
+    // nothing changes.
+    let ro = Store::open_with(&db, StoreOptions { read_only: true, ..Default::default() }).await.unwrap();
+    let (stored, result) = tune_in_process(&space, &ro, None).await;
+    ro.close().await;
+    let err = format!("{:#}", result.map(|r| r.stop).unwrap_err());
+    assert!(stored.is_empty(), "{stored:?}");
+    assert!(err.contains(&db_named) && err.contains("readonly database"), "{err}");
+    assert_eq!(format!("{:?}", stored_trials(&db, "store").await), format!("{before:?}"));
+
+    // (b) A full disk, as SQLite sees it: the file capped two pages above its size. The study
+    // records trials until a write is refused, then stops naming the database and the trial.
+    let observer = sqlx::sqlite::SqlitePoolOptions::new()
         .connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(&db).read_only(true))
         .await
         .unwrap();
-    let err = sqlx::query("INSERT INTO studies (name, backend, strategy, objective_metric, objective_direction, space_toml, space_hash, fingerprint_json, created_at_ms) VALUES ('n','b','s','m','maximize','t','h','{}',0)")
-        .execute(&ro)
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("readonly"), "{err}");
-    ro.close().await;
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
-    std::fs::set_permissions(&db, perms).unwrap();
-
-    // A full disk, as SQLite sees it: cap the file's pages, then write until it refuses.
-    let store = Store::open(&db).await.unwrap();
-    let run = run_cli(&["--db", db.to_str().unwrap(), "studies", "--json"]).await.unwrap();
-    assert!(run.contains("\"kept\""));
-    let pool = sqlx::sqlite::SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(&db))
+    let (pages,): (i64,) = sqlx::query_as("PRAGMA page_count").fetch_one(&observer).await.unwrap();
+    observer.close().await;
+    let capped = Store::open_with(&db, StoreOptions { max_page_count: Some(pages as u64 + 2), ..Default::default() })
         .await
         .unwrap();
-    let (pages,): (i64,) = sqlx::query_as("PRAGMA page_count").fetch_one(&pool).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA max_page_count = {}", pages + 1))).execute(&pool).await.unwrap();
-    let big = "x".repeat(64 * 1024);
-    let err = sqlx::query("INSERT INTO studies (name, backend, strategy, objective_metric, objective_direction, space_toml, space_hash, fingerprint_json, created_at_ms) VALUES ('full','b','s','m','maximize',?1,'h','{}',0)")
-        .bind(&big)
-        .execute(&pool)
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("full"), "{err}");
-    pool.close().await;
-    assert!(store.study("kept").await.unwrap().is_some(), "what was written survives");
-    assert_eq!(store.integrity_check().await.unwrap(), "ok");
+    let (stored, result) = tune_in_process(&space, &capped, None).await;
+    capped.close().await;
+    let err = format!("{:#}", result.map(|r| r.stop).unwrap_err());
+    eprintln!("full database: trials {stored:?} recorded, then: {err}");
+    assert!(stored.len() < 18, "the cap never bit: {stored:?}");
+    let next = stored.last().map_or(3, |n| n + 1);
+    assert!(err.contains(&db_named) && err.contains("database or disk is full"), "{err}");
+    assert!(
+        err.contains(&format!("recording trial {next} of study 'store'"))
+            || err.contains("recording the start of a trial of study 'store'"),
+        "{err}"
+    );
+    assert!(processes_matching(&dir.path().display().to_string()).is_empty(), "server left behind");
+    // Everything recorded before is intact and readable; the trial being recorded is at most a
+    // `running` row (resume marks it interrupted).
+    let after = stored_trials(&db, "store").await;
+    assert_eq!(format!("{:?}", &after[..2]), format!("{before:?}"));
+    for number in first.iter().chain(&stored) {
+        let t = after.iter().find(|t| t.number == *number).unwrap_or_else(|| panic!("trial {number} lost"));
+        assert_eq!(t.state, TrialState::Complete, "{t:?}");
+        assert!(t.summary.is_some() && t.objective.is_some(), "{t:?}");
+    }
+    assert!(
+        after
+            .iter()
+            .filter(|t| !first.contains(&t.number) && !stored.contains(&t.number))
+            .all(|t| t.state == TrialState::Running)
+    );
 
     // The CLI names the database file when it cannot open it.
     let err = run_cli(&["--db", "/proc/nope/t.db", "studies"]).await.unwrap_err();
@@ -369,21 +415,55 @@ async fn outside_its_window_the_daemon_pauses_and_still_stops_on_a_signal() {
     let (now_min, _) = infertune::daemon::clock::local_minutes(std::time::SystemTime::now());
     let start = (now_min + 720) % 1440;
     let window = format!("{:02}:{:02}-{:02}:{:02}", start / 60, start % 60, (start + 1) % 1440 / 60, (start + 1) % 60);
-    let child = Command::new(bin())
+    let mut child = Command::new(bin())
         .args(["--db", db.to_str().unwrap(), "tune", space.to_str().unwrap(), "--window", &window])
         .env("INFERTUNE_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Wait for the daemon to say it paused (its stdout is line-buffered), at most 20 s.
+    let paused = format!("outside the window {window}: paused");
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.contains(&paused)) {
+        match lines.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) => seen.push(line),
+            Err(e) => panic!("no '{paused}' line ({e}): {seen:?}"),
+        }
+    }
     let status = run_cli(&["--db", db.to_str().unwrap(), "status", "win", "--json"]).await.unwrap();
     let doc: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(doc["is_running"], true, "{doc:#}");
     assert_eq!(doc["finished"], 0, "{doc:#}");
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    let output = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains(&format!("outside the window {window}: paused")), "{stdout}");
+    child.wait().unwrap();
+    reader.join().unwrap();
+    seen.extend(lines.try_iter());
+    let stdout = seen.join("\n");
     assert!(stdout.contains("stopped: interrupted (0 trials in the study)"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_ignores_sigterm_is_killed_after_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let space =
+        fake_space(dir.path(), "deaf", "grid", r#"fault = { values = ["ignore-sigterm"], flag = "--fault" }"#, "");
+    let t0 = Instant::now();
+    let out = run_cli(&["--db", db.to_str().unwrap(), "tune", space.to_str().unwrap()]).await.unwrap();
+    let elapsed = t0.elapsed();
+    assert!(out.contains("stopped: exhausted"), "{out}");
+    assert_eq!(trials_json(&db, "deaf").await[0]["state"], "complete", "{out}");
+    // The trial itself takes well under a second; the stop waited out the grace, then SIGKILLed.
+    let grace = infertune::backend::STOP_GRACE;
+    assert!(elapsed >= grace, "stopped in {elapsed:?}, before the {grace:?} grace: SIGTERM was not ignored?");
+    assert!(elapsed < grace + Duration::from_secs(10), "stop took {elapsed:?}");
+    assert!(processes_matching(&dir.path().display().to_string()).is_empty(), "server left behind");
 }

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, a module per area. Tests in `engine` drive the real llama.cpp
 //! engine (installed by `scripts/setup-llamacpp`); they fail, not skip, when it is missing.
 
+mod budget;
 mod common;
 mod engine;
 mod faults;

@@ -136,7 +136,7 @@ async fn quality_guard_and_compare_with_itself() {
         r#"quant = { values = ["Q8_0", "Q4_0"], template = "model" }
 parallel = { values = [2], flag = "-np" }"#,
         &format!(
-            "[quality]\nknown_answers = \"{}\"\nprompts = \"{}\"\ncount = 4\nmax_tokens = 16\n[slo]\nquality_agreement_min = 0.0\n",
+            "[quality]\nknown_answers = \"{}\"\nprompts = \"{}\"\ncount = 4\nmax_tokens = 16\n[slo]\nquality_agreement_min = 0.8\n",
             known.display(),
             repo().join("prompts/short-qa.jsonl").display()
         ),
@@ -150,9 +150,15 @@ parallel = { values = [2], flag = "-np" }"#,
     assert_eq!(q8["agreement"], 1.0, "{q8:#}");
     assert_eq!(q8["n_compared"], 8, "{q8:#}");
     assert_eq!(q8["n_known"], 4, "{q8:#}");
+    // At a threshold between the two: the reference passes, the degraded Q4_0 is rejected.
+    assert_eq!(trials[0]["violation"], 0.0, "{:#}", trials[0]);
+    assert_eq!(trials[0]["meets_slos"], true, "{:#}", trials[0]);
     let q4 = trials[1]["quality"]["agreement"].as_f64().unwrap();
-    assert!((0.0..=1.0).contains(&q4), "{:#}", trials[1]);
-    assert_eq!(trials[1]["violation"], 0.0);
+    eprintln!("Q4_0 agreement with Q8_0: {q4}");
+    assert!(q4 < 0.8, "Q4_0 agreed {q4} with Q8_0: the test needs a degraded variant: {:#}", trials[1]);
+    let quality_violation = trials[1]["violations"]["quality_agreement"].as_f64();
+    assert!(quality_violation.is_some_and(|v| v > 0.0), "{:#}", trials[1]);
+    assert_eq!(trials[1]["meets_slos"], false, "{:#}", trials[1]);
 
     // A trial compared with itself: no difference shown, every CI covers 1.
     let out = run_cli(&[

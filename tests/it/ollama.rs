@@ -128,7 +128,9 @@ top_k = { values = [40, 1], option = "top_k" }"#,
         assert!(server["decode_tok_per_s"].as_f64().unwrap() > 1.0, "{t:#}");
         assert!(server["client_decode_tok_per_s"].as_f64().unwrap() > 1.0, "{t:#}");
         assert!(server["model_size_bytes"].as_u64().unwrap() > 10_000_000, "/api/ps size: {t:#}");
-        assert_eq!(server["model_size_vram_bytes"], 0, "CPU host: {t:#}");
+        // Recorded from /api/ps. Its value is the fixture's constant (no GPU: 0), so it proves
+        // nothing about a measurement and is not asserted.
+        assert!(server["model_size_vram_bytes"].is_u64(), "/api/ps size_vram recorded: {t:#}");
         let rss = t["metrics"]["peak_rss_bytes"].as_f64().unwrap();
         assert!((20e6..8e9).contains(&rss), "rss of ollama serve + its llama-server child: {t:#}");
     }
