@@ -3,9 +3,11 @@
 
 Reads a landscape JSON (points with recorded runs, plus the space TOML), runs
 optuna.samplers.TPESampler (multivariate, constraints as graded violations, the space's
-default candidate enqueued first, like infertune's tpe; points infertune refuses before
-launch are told as infeasible without counting as trials) for each seed, and prints, per seed,
-the list of [params, run_index] it evaluated. bench-search scores the traces itself, so both
+default candidate enqueued first, like infertune's tpe) for each seed, and prints, per seed,
+the list of [params, run_index] it evaluated. The trial accounting is bench-search's, the same
+for every strategy: every proposal is a trial, a repeated point included (measured again: a
+fresh draw of its runs); a point bench-search marks `refused` (the backend's own plan check,
+which infertune's strategies are wrapped in) is told as infeasible and costs no trial. bench-search scores the traces itself, so both
 samplers are judged by the same rule. Parameters are encoded as infertune's tpe does:
 numeric value lists as an ordinal index, other lists as categoricals, integer ranges as ints.
 """
@@ -81,15 +83,16 @@ def main():
             study.enqueue_trial(default)
         steps = []
         asked = 0
-        # A point infertune refuses before launch (every run is `invalid-combination`) is told
-        # to Optuna as infeasible but is not a trial, as infertune's own strategies do.
+        # A point the backend refuses before launch (bench-search's `refused`, the same check
+        # infertune's strategies are wrapped in) is told to Optuna as infeasible but is not a
+        # trial; a repeated point is a trial like any other.
         while len(steps) < a.trials and asked < 100 * a.trials:
             asked += 1
             trial = study.ask()
             params = {d[0]: suggest(trial, d) for d in ds}
             key = json.dumps(params, sort_keys=True, separators=(",", ":"))
             point = points[key]
-            refused = all(r.get("error_class") == "invalid-combination" for r in point["runs"])
+            refused = point.get("refused", False)
             i = rng.randrange(len(point["runs"]))
             run = point["runs"][i]
             if not refused:

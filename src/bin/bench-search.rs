@@ -5,10 +5,18 @@
 //! 200 trials. Entry point: `scripts/bench-search`.
 //!
 //! The incumbent is the best trial by *observed* values (what a tuner without re-validation
-//! would name); it is judged by the point's *true* value (mean over the recording's repeats), so
-//! noise that makes a worse point look best counts against the strategy. The `/validated` rows
-//! judge the same runs by the winner infertune names at the end of a study: its top 3 trials
-//! re-measured 3 times each (runs drawn from the recording) and picked as `validate` does.
+//! would name); it is judged by the point's *true* value, so noise that makes a worse point look
+//! best counts against the strategy. The `/validated` rows judge the same runs by the winner
+//! infertune names at the end of a study: its top 3 trials re-measured 3 times each and picked
+//! as `validate` does.
+//!
+//! Truth and observations never share a run: on a recording, a point's true value is its first
+//! run and every observation and re-measurement is drawn from the others (with two runs a point,
+//! re-measuring repeats the one observed run, so `/validated` can only re-rank by it); a
+//! recording with one run a point has no `/validated` rows. `synthetic-noisy` knows its true
+//! values (the noise-free synthetic landscape) and draws every measurement with its own noise.
+//!
+//! Every strategy plays by [`RULES`]: the same trial accounting for ours and Optuna's.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,6 +35,50 @@ use infertune::space::{Candidate, Direction, Space, StrategyKind};
 const CHECKPOINTS: [usize; 4] = [20, 40, 60, 100];
 const BUDGET: usize = 100;
 
+/// The trial accounting every strategy, ours and Optuna's, is held to (printed with the table).
+const RULES: &str = "every proposal is one trial, for every strategy; a repeated point is measured \
+again (a fresh draw of its observed runs) and costs a trial like any other; a point the backend \
+refuses before launch (the same plan check for all strategies) costs no trial for anybody: it is \
+told to the strategy as infeasible and the strategy proposes again";
+
+/// Noisy runs drawn per point of `synthetic-noisy`, and their seed.
+const NOISY_DRAWS: usize = 32;
+const NOISY_SEED: u64 = 15;
+
+/// A landscape as the benchmark plays it: the runs a strategy observes (and re-measures) and
+/// the runs that define each point's true value, kept apart.
+struct Bench {
+    observed: Landscape,
+    truth: Landscape,
+    /// Whether `/validated` rows can be graded without re-using the truth's runs.
+    validated: bool,
+    /// How truth and observations were separated, for the output.
+    note: String,
+}
+
+impl Bench {
+    fn name(&self) -> &str {
+        &self.observed.name
+    }
+
+    /// A recording: truth from each point's first run, observations from the rest.
+    fn recorded(l: Landscape) -> Bench {
+        let runs = l.points.iter().map(|p| p.runs.len()).min().unwrap_or(0);
+        if runs < 2 {
+            let note = format!(
+                "{runs} run per point: truth and observations are the same run (no noise to be fooled by), no /validated rows"
+            );
+            return Bench { truth: l.clone(), observed: l, validated: false, note };
+        }
+        let note = if runs == 2 {
+            "truth = each point's run 1; observations and re-measurements = run 2 (so a re-measurement repeats the observed value)".to_string()
+        } else {
+            format!("truth = each point's run 1; observations and re-measurements drawn from runs 2-{runs}")
+        };
+        Bench { truth: l.with_runs(|i| i == 0), observed: l.with_runs(|i| i > 0), validated: true, note }
+    }
+}
+
 /// Search benchmark over recorded landscapes: grid, random, anneal, tpe (and Optuna's TPE when
 /// a Python with optuna is given); prints the share of seeds within 5 % of the grid optimum.
 #[derive(clap::Parser)]
@@ -41,7 +93,10 @@ struct Args {
     /// The script that runs Optuna's TPE over a landscape.
     #[arg(long, value_name = "FILE", default_value = "scripts/optuna_adapter.py")]
     adapter: PathBuf,
-    /// Recorded landscapes (JSON); the synthetic landscape always runs.
+    /// How the table names the command that produced it (first line of the output).
+    #[arg(long, default_value = "bench-search")]
+    label: String,
+    /// Recorded landscapes (JSON); the synthetic landscapes always run.
     #[arg(value_name = "LANDSCAPE.json")]
     landscapes: Vec<PathBuf>,
 }
@@ -60,18 +115,18 @@ fn is_better(direction: Direction, a: f64, b: f64) -> bool {
     }
 }
 
-/// Incumbent trace for a sequence of (candidate, observed run index).
-fn trace(landscape: &Landscape, direction: Direction, steps: &[(Candidate, usize)]) -> Trace {
+/// Incumbent trace for a sequence of (candidate, observed run index), judged by the truth.
+fn trace(bench: &Bench, direction: Direction, steps: &[(Candidate, usize)]) -> Trace {
     let mut best: Option<(f64, Option<f64>)> = None;
     steps
         .iter()
         .map(|(c, run)| {
-            if let Some(r) = landscape.point(c).and_then(|p| p.runs.get(*run))
+            if let Some(r) = bench.observed.point(c).and_then(|p| p.runs.get(*run))
                 && r.violation == 0.0
                 && let Some(v) = r.objective
                 && best.is_none_or(|(b, _)| is_better(direction, v, b))
             {
-                best = Some((v, landscape.true_value(c)));
+                best = Some((v, bench.truth.true_value(c)));
             }
             best.and_then(|(_, t)| t)
         })
@@ -85,9 +140,11 @@ const VALIDATE_TOP: usize = 3;
 
 /// Incumbent trace as the tool names its winner at the end of a study: after each trial, the
 /// `VALIDATE_TOP` best distinct feasible points by observed value are measured
-/// `VALIDATE_PAIRS` more times (runs drawn from the recording), and the winner is picked as
-/// `validate` does (fewest SLO misses, then the confidence bound). Judged by true value.
-fn trace_validated(landscape: &Landscape, direction: Direction, steps: &[(Candidate, usize)], seed: u64) -> Trace {
+/// `VALIDATE_PAIRS` more times (runs drawn from the observed runs, never the truth's), and the
+/// winner is picked as `validate` does (fewest SLO misses, then the confidence bound). Judged
+/// by true value.
+fn trace_validated(bench: &Bench, direction: Direction, steps: &[(Candidate, usize)], seed: u64) -> Trace {
+    let landscape = &bench.observed;
     let mut observed: Vec<(f64, &Candidate)> = Vec::new();
     (0..steps.len())
         .map(|k| {
@@ -117,7 +174,7 @@ fn trace_validated(landscape: &Landscape, direction: Direction, steps: &[(Candid
                 values.push(runs.iter().map(|r| r.objective.unwrap_or(0.0)).collect::<Vec<f64>>());
                 misses.push(runs.iter().filter(|r| r.violation > 0.0).count());
             }
-            landscape.true_value(top[pick_winner(&values, &misses, direction)].1)
+            bench.truth.true_value(top[pick_winner(&values, &misses, direction)].1)
         })
         .collect()
 }
@@ -192,13 +249,48 @@ fn summarize(traces: &[Trace], direction: Direction, optimum: f64) -> Row {
     Row { share_at, median_needed: (median != usize::MAX).then_some(median) }
 }
 
+/// Share of trials (over all seeds) that proposed a point the same seed had tried before.
+fn repeat_share(runs: &[Steps]) -> f64 {
+    let (mut repeats, mut total) = (0usize, 0usize);
+    for steps in runs {
+        let mut seen = std::collections::BTreeSet::new();
+        for (c, _) in steps {
+            total += 1;
+            repeats += !seen.insert(c.to_json()) as usize;
+        }
+    }
+    100.0 * repeats as f64 / total.max(1) as f64
+}
+
 /// Print one table row; returns its cells (@20, @40, @60, @100) and the median trials needed.
-fn print_row(label: &str, name: &str, traces: &[Trace], direction: Direction, optimum: f64) -> (Vec<String>, String) {
+fn print_row(
+    label: &str,
+    name: &str,
+    traces: &[Trace],
+    direction: Direction,
+    optimum: f64,
+    runs: &[Steps],
+) -> (Vec<String>, String) {
     let row = summarize(traces, direction, optimum);
     let cells: Vec<String> = row.share_at.iter().map(|s| format!("{s:.2}")).collect();
     let median = row.median_needed.map_or(format!(">{BUDGET}"), |n| n.to_string());
-    println!("{label:<40} {name:<8} {:>6} {:>6} {:>6} {:>6} {median:>8}", cells[0], cells[1], cells[2], cells[3]);
+    println!(
+        "{label:<40} {name:<8} {:>6} {:>6} {:>6} {:>6} {median:>8} {:>7.1}",
+        cells[0],
+        cells[1],
+        cells[2],
+        cells[3],
+        repeat_share(runs)
+    );
     (cells, median)
+}
+
+/// Indices of the points the landscape's backend refuses before launch: the check infertune's
+/// strategies are wrapped in (`search::constrained`), applied to Optuna's proposals too.
+fn refused_points(landscape: &Landscape) -> Result<std::collections::BTreeSet<usize>> {
+    let space = landscape.space()?;
+    let backend = infertune::backend::from_spec(&space.backend, &space.params);
+    Ok(landscape.points.iter().enumerate().filter(|(_, p)| backend.plan(&p.params).is_err()).map(|(i, _)| i).collect())
 }
 
 fn optuna_steps(python: &Path, adapter: &Path, landscape_file: &Path, seeds: u64) -> Result<Vec<Steps>> {
@@ -217,33 +309,74 @@ fn optuna_steps(python: &Path, adapter: &Path, landscape_file: &Path, seeds: u64
 
 fn main() -> Result<()> {
     let args = <Args as clap::Parser>::parse();
-    let mut landscapes = vec![Landscape::synthetic()];
+    let host = infertune::measure::system::host();
+    // The README's own form: the command and date first, then the table as printed.
+    println!(
+        "{}   # {}, {}, {} cores",
+        args.label,
+        jiff::Timestamp::now().strftime("%Y-%m-%d"),
+        host.cpu_model,
+        host.logical_cores
+    );
+    println!("rules: {RULES}");
+    let mut benches = vec![
+        Bench {
+            observed: Landscape::synthetic(),
+            truth: Landscape::synthetic(),
+            validated: true,
+            note: "generated, noise-free: every measurement is the true value".into(),
+        },
+        Bench {
+            observed: Landscape::synthetic_noisy(NOISY_DRAWS, NOISY_SEED),
+            truth: Landscape::synthetic(),
+            validated: true,
+            note: format!(
+                "generated: truth = the noise-free synthetic values; each measurement one of {NOISY_DRAWS} seeded draws a point \
+                 (objective ±15 %, ±30 % within 15 % of the memory limit; memory ±5 %)"
+            ),
+        },
+    ];
     for p in &args.landscapes {
         let l = Landscape::load(p)?;
         let direction = l.space()?.objective.direction;
         if l.optimum(direction).is_none() {
             // Say so rather than drop it: the table row is then about the objective alone.
-            eprintln!(
+            println!(
                 "note: no point of '{}' met its SLOs; comparing on the objective alone as '{}-noslo'",
                 l.name, l.name
             );
-            landscapes.push(l.without_slos());
+            benches.push(Bench::recorded(l.without_slos()));
         } else {
-            landscapes.push(l);
+            benches.push(Bench::recorded(l));
         }
+    }
+    for b in &benches {
+        let refused = refused_points(&b.observed)?;
+        let provenance =
+            b.observed.provenance.as_ref().map_or_else(|| "generated (no engine)".to_string(), |p| p.line());
+        println!("{}: {}", b.name(), provenance);
+        println!(
+            "{}: {}; {} of {} points refused before launch",
+            b.name(),
+            b.note,
+            refused.len(),
+            b.observed.points.len()
+        );
     }
     let tmp = std::env::temp_dir().join(format!("bench-search-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
     println!(
-        "{:<40} {:<8} {:>6} {:>6} {:>6} {:>6} {:>8}",
-        "landscape", "strategy", "@20", "@40", "@60", "@100", "median_n"
+        "{:<40} {:<8} {:>6} {:>6} {:>6} {:>6} {:>8} {:>7}",
+        "landscape", "strategy", "@20", "@40", "@60", "@100", "median_n", "repeat%"
     );
     let mut summary: BTreeMap<String, String> = BTreeMap::new();
     let mut real: Vec<String> = Vec::new();
-    for landscape in &landscapes {
+    for bench in &benches {
+        let landscape = &bench.observed;
         let space = landscape.space()?;
         let direction = space.objective.direction;
-        let optimum = landscape.optimum(direction).context("landscape has no feasible point")?;
+        let optimum = bench.truth.optimum(direction).context("landscape has no feasible point")?;
+        let synthetic = landscape.name.starts_with("synthetic");
         // Per strategy, each seed's (candidate, run) steps.
         let mut rows: Vec<(String, Vec<Steps>)> = Vec::new();
         // After tpe's startup: trials that could not run (crash, refused, or over the synthetic
@@ -266,8 +399,8 @@ fn main() -> Result<()> {
                     for (i, (c, run)) in steps.iter().enumerate().skip(infertune::search::tpe::STARTUP_TRIALS) {
                         after_startup += 1;
                         let r = &landscape.point(c).expect("a grid point").runs[*run];
-                        let cannot_run = r.state == infertune::trial::TrialState::Infeasible
-                            || (r.violation > 0.0 && landscape.name == "synthetic");
+                        let cannot_run =
+                            r.state == infertune::trial::TrialState::Infeasible || (r.violation > 0.0 && synthetic);
                         crashed_after_startup += cannot_run as usize;
                         missed_after_startup += (!cannot_run && r.violation > 0.0) as usize;
                         if i < 40 {
@@ -288,16 +421,24 @@ fn main() -> Result<()> {
             100.0 * missed_after_startup as f64 / after_startup.max(1) as f64,
         );
         if let Some(py) = &args.python {
+            // Optuna sees the observed runs only, and which points the backend refuses.
             let file = tmp.join(format!("{}.json", landscape.name));
-            std::fs::write(&file, serde_json::to_vec(landscape)?)?;
+            let refused = refused_points(landscape)?;
+            let mut json = serde_json::to_value(landscape)?;
+            for (i, point) in json["points"].as_array_mut().context("points")?.iter_mut().enumerate() {
+                point["refused"] = serde_json::Value::Bool(refused.contains(&i));
+            }
+            std::fs::write(&file, serde_json::to_vec(&json)?)?;
             let runs = optuna_steps(py, &args.adapter, &file, args.seeds)?;
             rows.push(("optuna".to_string(), runs));
         }
         for (name, runs) in &rows {
-            let traces: Vec<Trace> = runs.iter().map(|s| trace(landscape, direction, s)).collect();
-            let (cells, median) = print_row(&landscape.name, name, &traces, direction, optimum);
+            let traces: Vec<Trace> = runs.iter().map(|s| trace(bench, direction, s)).collect();
+            let (cells, median) = print_row(landscape.name.as_str(), name, &traces, direction, optimum, runs);
             if landscape.name == "synthetic" {
                 summary.insert(format!("{name}_within5_at60"), cells[2].clone());
+            } else if synthetic {
+                summary.insert(format!("noisy_{name}_within5_at60"), cells[2].clone());
             } else if name != "grid" {
                 real.push(format!(
                     "{}_{name}_within5_at20={} {}_{name}_median_n={median}",
@@ -305,16 +446,18 @@ fn main() -> Result<()> {
                 ));
             }
         }
+        if !bench.validated {
+            continue;
+        }
         // The same runs, judged by the winner the tool names after re-measuring its top few.
         let label = format!("{}/validated", landscape.name);
         for (name, runs) in rows.iter().filter(|(n, _)| n != "grid") {
-            let traces: Vec<Trace> = runs
-                .iter()
-                .enumerate()
-                .map(|(seed, s)| trace_validated(landscape, direction, s, seed as u64))
-                .collect();
-            let (cells, median) = print_row(&label, name, &traces, direction, optimum);
-            if landscape.name != "synthetic" {
+            let traces: Vec<Trace> =
+                runs.iter().enumerate().map(|(seed, s)| trace_validated(bench, direction, s, seed as u64)).collect();
+            let (cells, median) = print_row(&label, name, &traces, direction, optimum, runs);
+            if landscape.name == "synthetic-noisy" {
+                summary.insert(format!("noisy_validated_{name}_within5_at60"), cells[2].clone());
+            } else if !synthetic {
                 real.push(format!("{label}_{name}_within5_at20={} {label}_{name}_median_n={median}", cells[0]));
             }
         }
@@ -323,10 +466,11 @@ fn main() -> Result<()> {
     // the points that run): how much of a strategy's speed came from where the space's default
     // happens to lie; judged by observed value and after re-validation. Optuna is left out here
     // (its adapter reads the default from the space).
-    for landscape in landscapes.iter().filter(|l| l.name != "synthetic") {
+    for bench in benches.iter().filter(|b| !b.name().starts_with("synthetic")) {
+        let landscape = &bench.observed;
         let space = landscape.space()?;
         let direction = space.objective.direction;
-        let optimum = landscape.optimum(direction).context("landscape has no feasible point")?;
+        let optimum = bench.truth.optimum(direction).context("landscape has no feasible point")?;
         let kinds = [("random", StrategyKind::Random), ("anneal", StrategyKind::Anneal), ("tpe", StrategyKind::Tpe)];
         let runs: Vec<Vec<Steps>> = kinds
             .iter()
@@ -339,6 +483,9 @@ fn main() -> Result<()> {
             })
             .collect();
         for validated in [false, true] {
+            if validated && !bench.validated {
+                continue;
+            }
             let label = format!("{}/any-default{}", landscape.name, if validated { "/validated" } else { "" });
             for ((name, _), runs) in kinds.iter().zip(&runs) {
                 let traces: Vec<Trace> = runs
@@ -346,18 +493,18 @@ fn main() -> Result<()> {
                     .enumerate()
                     .map(|(s, steps)| {
                         if validated {
-                            trace_validated(landscape, direction, steps, s as u64)
+                            trace_validated(bench, direction, steps, s as u64)
                         } else {
-                            trace(landscape, direction, steps)
+                            trace(bench, direction, steps)
                         }
                     })
                     .collect();
-                print_row(&label, name, &traces, direction, optimum);
+                print_row(&label, name, &traces, direction, optimum, runs);
             }
         }
     }
     // Proposal cost with 200 observed trials (the slowest point of a long study).
-    let synthetic = &landscapes[0];
+    let synthetic = &benches[0].observed;
     let mut space = synthetic.space()?;
     space.strategy = StrategyKind::Tpe;
     let mut tpe = search::from_space(&space);
@@ -382,10 +529,13 @@ fn main() -> Result<()> {
     let _ = std::fs::remove_dir_all(&tmp);
     let get = |k: &str| summary.get(k).cloned().unwrap_or_else(|| "na".into());
     println!(
-        "summary: synthetic tpe_within5_at60={} random_within5_at60={} optuna_within5_at60={} tpe_suggest_ms_at200={suggest:.1} {}",
+        "summary: synthetic tpe_within5_at60={} random_within5_at60={} optuna_within5_at60={} synthetic-noisy/validated tpe_within5_at60={} random_within5_at60={} optuna_within5_at60={} tpe_suggest_ms_at200={suggest:.1} {}",
         get("tpe_within5_at60"),
         get("random_within5_at60"),
         get("optuna_within5_at60"),
+        get("noisy_validated_tpe_within5_at60"),
+        get("noisy_validated_random_within5_at60"),
+        get("noisy_validated_optuna_within5_at60"),
         real.join(" "),
     );
     Ok(())

@@ -48,10 +48,39 @@ pub struct Point {
     pub runs: Vec<Run>,
 }
 
+/// Where a recording comes from, so its figures can be weighed: every field is text, and
+/// `"unknown"` (with what is known) where the recording did not keep it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// What the engine printed for its version.
+    pub engine_version: String,
+    /// When the runs were measured (UTC dates of the first and last study).
+    pub date: String,
+    /// CPU model and cores (and memory) of the machine.
+    pub machine: String,
+    /// What else ran on the machine meanwhile (load average at start and end, and a note).
+    pub load: String,
+    /// The command that recorded it.
+    pub command: String,
+}
+
+impl Provenance {
+    /// One line for reports: `engine …; date …; machine …; load …; command …`.
+    pub fn line(&self) -> String {
+        format!(
+            "engine {}; date {}; machine {}; load {}; command {}",
+            self.engine_version, self.date, self.machine, self.load, self.command
+        )
+    }
+}
+
 /// A full grid with outcomes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Landscape {
     pub name: String,
+    /// Where the recording comes from; `None` for generated landscapes and tests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
     /// The search space (TOML text) the points come from.
     pub space_toml: String,
     pub points: Vec<Point>,
@@ -85,8 +114,13 @@ pub enum Error {
 impl Landscape {
     /// A landscape from its points (the index is built here).
     pub fn new(name: &str, space_toml: &str, points: Vec<Point>) -> Landscape {
-        let mut l =
-            Landscape { name: name.to_string(), space_toml: space_toml.to_string(), points, index: BTreeMap::new() };
+        let mut l = Landscape {
+            name: name.to_string(),
+            provenance: None,
+            space_toml: space_toml.to_string(),
+            points,
+            index: BTreeMap::new(),
+        };
         l.reindex();
         l
     }
@@ -156,7 +190,26 @@ impl Landscape {
                 run.violation = 0.0;
             }
         }
-        Landscape::new(&format!("{}-noslo", self.name), &self.space_toml, points)
+        let mut l = Landscape::new(&format!("{}-noslo", self.name), &self.space_toml, points);
+        l.provenance = self.provenance.clone();
+        l
+    }
+
+    /// The same landscape keeping, of each point's runs, only those `keep` selects (by index):
+    /// to keep the runs that define a point's true value apart from the runs a strategy
+    /// observes. Provenance and name stay.
+    pub fn with_runs(&self, keep: impl Fn(usize) -> bool) -> Landscape {
+        let points = self
+            .points
+            .iter()
+            .map(|p| Point {
+                params: p.params.clone(),
+                runs: p.runs.iter().enumerate().filter(|(i, _)| keep(*i)).map(|(_, r)| r.clone()).collect(),
+            })
+            .collect();
+        let mut l = Landscape::new(&self.name, &self.space_toml, points);
+        l.provenance = self.provenance.clone();
+        l
     }
 
     /// A finished trial for `run`, as the daemon would hand it to a strategy.
@@ -253,6 +306,62 @@ impl Landscape {
         }
         Landscape::new("synthetic", SYNTHETIC_SPACE, points)
     }
+
+    /// The synthetic landscape as a noisy engine would measure it: each point's true values are
+    /// [`Landscape::synthetic`]'s, and it carries `draws` measured runs (seeded by `seed`), each
+    /// with multiplicative noise: the objective within ±15 % (uniform), widened to ±30 % where
+    /// the memory is within 15 % of the limit, and the memory itself within ±5 %, so points near
+    /// the limit are sometimes seen over it and sometimes under. Points that crash still crash.
+    /// Judge by `synthetic()`'s true values; observe (and re-measure) from these runs.
+    pub fn synthetic_noisy(draws: usize, seed: u64) -> Landscape {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let truth = Landscape::synthetic();
+        let points = truth
+            .points
+            .iter()
+            .map(|p| {
+                let run = &p.runs[0];
+                let runs = match run.objective {
+                    None => vec![run.clone(); draws],
+                    Some(value) => {
+                        let mem_ratio = synthetic_mem_gb(&p.params) / 16.0;
+                        let near = (mem_ratio - 1.0).abs() <= 0.15;
+                        let spread = if near { 0.30 } else { 0.15 };
+                        (0..draws)
+                            .map(|_| {
+                                let v = value * (1.0 + rng.random_range(-spread..=spread));
+                                let m = mem_ratio * (1.0 + rng.random_range(-0.05..=0.05));
+                                Run::new(TrialState::Complete, Some(v), (m - 1.0).max(0.0))
+                            })
+                            .collect()
+                    }
+                };
+                Point { params: p.params.clone(), runs }
+            })
+            .collect();
+        Landscape::new("synthetic-noisy", SYNTHETIC_SPACE, points)
+    }
+}
+
+/// The synthetic landscape's memory use (GB) at a point: `0.6·slots·2^(l−12)·kv + weights`.
+fn synthetic_mem_gb(params: &Candidate) -> f64 {
+    let int = |k: &str| match params.get(k) {
+        Some(Value::Int(i)) => *i,
+        _ => 0,
+    };
+    let text = |k: &str| params.get(k).map(|v| v.to_string()).unwrap_or_default();
+    let weights = match text("quant").as_str() {
+        "q4_K_M" => 4.9,
+        "q8_0" => 8.5,
+        _ => 15.0,
+    };
+    let kv = match text("kv_cache").as_str() {
+        "q8_0" => 0.5,
+        "q4_0" => 0.25,
+        _ => 1.0,
+    };
+    0.6 * int("slots") as f64 * (int("ctx") as f64 / 4096.0) * kv + weights
 }
 
 const SYNTHETIC_SPACE: &str = r#"
@@ -289,6 +398,26 @@ mod tests {
         assert_eq!(near, 20);
         // the space's default is a grid point
         assert!(l.point(&space.default_candidate().unwrap()).is_some());
+    }
+
+    #[test]
+    fn noisy_synthetic_keeps_the_truth_apart() {
+        let (truth, noisy) = (Landscape::synthetic(), Landscape::synthetic_noisy(8, 1));
+        assert_eq!(noisy.points.len(), truth.points.len());
+        let mut flipped = 0;
+        for (t, n) in truth.points.iter().zip(&noisy.points) {
+            assert_eq!((t.params.clone(), n.runs.len()), (n.params.clone(), 8));
+            let (tv, tviol) = (t.runs[0].objective, t.runs[0].violation);
+            for r in &n.runs {
+                match (tv, r.objective) {
+                    (Some(a), Some(b)) => assert!((b / a - 1.0).abs() <= 0.30 + 1e-9),
+                    (None, None) => {}
+                    other => panic!("crash region changed: {other:?}"),
+                }
+                flipped += ((tviol > 0.0) != (r.violation > 0.0)) as usize;
+            }
+        }
+        assert!(flipped > 0, "points near the memory limit are sometimes seen on the other side");
     }
 
     #[test]
