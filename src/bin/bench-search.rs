@@ -319,6 +319,51 @@ fn main() -> Result<()> {
         host.logical_cores
     );
     println!("rules: {RULES}");
+    let benches = benches(&args)?;
+    print_provenance(&benches)?;
+    let tmp = std::env::temp_dir().join(format!("bench-search-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp)?;
+    println!(
+        "{:<40} {:<8} {:>6} {:>6} {:>6} {:>6} {:>8} {:>7}",
+        "landscape", "strategy", "@20", "@40", "@60", "@100", "median_n", "repeat%"
+    );
+    let mut figures = Figures::default();
+    for bench in &benches {
+        run_bench(bench, &args, &tmp, &mut figures)?;
+    }
+    run_any_default(&benches, &args)?;
+    let suggest = propose_cost(&benches[0].observed)?;
+    let _ = std::fs::remove_dir_all(&tmp);
+    figures.print(suggest);
+    Ok(())
+}
+
+/// The summary line's figures, gathered row by row.
+#[derive(Default)]
+struct Figures {
+    summary: BTreeMap<String, String>,
+    real: Vec<String>,
+}
+
+impl Figures {
+    fn print(&self, suggest: f64) {
+        let (summary, real) = (&self.summary, &self.real);
+        let get = |k: &str| summary.get(k).cloned().unwrap_or_else(|| "na".into());
+        println!(
+            "summary: synthetic tpe_within5_at60={} random_within5_at60={} optuna_within5_at60={} synthetic-noisy/validated tpe_within5_at60={} random_within5_at60={} optuna_within5_at60={} tpe_suggest_ms_at200={suggest:.1} {}",
+            get("tpe_within5_at60"),
+            get("random_within5_at60"),
+            get("optuna_within5_at60"),
+            get("noisy_validated_tpe_within5_at60"),
+            get("noisy_validated_random_within5_at60"),
+            get("noisy_validated_optuna_within5_at60"),
+            real.join(" "),
+        );
+    }
+}
+
+/// The synthetic landscapes (quiet and noisy) and the recorded ones named on the command line.
+fn benches(args: &Args) -> Result<Vec<Bench>> {
     let mut benches = vec![
         Bench {
             observed: Landscape::synthetic(),
@@ -350,7 +395,12 @@ fn main() -> Result<()> {
             benches.push(Bench::recorded(l));
         }
     }
-    for b in &benches {
+    Ok(benches)
+}
+
+/// Each landscape's provenance, its truth rule and the points refused before launch.
+fn print_provenance(benches: &[Bench]) -> Result<()> {
+    for b in benches {
         let refused = refused_points(&b.observed)?;
         let provenance =
             b.observed.provenance.as_ref().map_or_else(|| "generated (no engine)".to_string(), |p| p.line());
@@ -363,109 +413,110 @@ fn main() -> Result<()> {
             b.observed.points.len()
         );
     }
-    let tmp = std::env::temp_dir().join(format!("bench-search-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp)?;
-    println!(
-        "{:<40} {:<8} {:>6} {:>6} {:>6} {:>6} {:>8} {:>7}",
-        "landscape", "strategy", "@20", "@40", "@60", "@100", "median_n", "repeat%"
-    );
-    let mut summary: BTreeMap<String, String> = BTreeMap::new();
-    let mut real: Vec<String> = Vec::new();
-    for bench in &benches {
-        let landscape = &bench.observed;
-        let space = landscape.space()?;
-        let direction = space.objective.direction;
-        let optimum = bench.truth.optimum(direction).context("landscape has no feasible point")?;
-        let synthetic = landscape.name.starts_with("synthetic");
-        // Per strategy, each seed's (candidate, run) steps.
-        let mut rows: Vec<(String, Vec<Steps>)> = Vec::new();
-        // After tpe's startup: trials that could not run (crash, refused, or over the synthetic
-        // memory limit) and trials that ran but missed an SLO, counted apart; also over trials
-        // 11-40 alone, since on a small grid the last unseen points are the bad ones.
-        let (mut after_startup, mut crashed_after_startup, mut missed_after_startup) = (0usize, 0usize, 0usize);
-        let (mut early, mut crashed_early) = (0usize, 0usize);
-        for (name, kind) in [
-            ("grid", StrategyKind::Grid),
-            ("random", StrategyKind::Random),
-            ("anneal", StrategyKind::Anneal),
-            ("tpe", StrategyKind::Tpe),
-        ] {
-            // grid is deterministic: one seed says all
-            let seeds = if kind == StrategyKind::Grid { 1 } else { args.seeds };
-            let mut runs = Vec::new();
-            for s in 0..seeds {
-                let steps = run_strategy(landscape, &space, kind, s, BUDGET);
-                if kind == StrategyKind::Tpe {
-                    for (i, (c, run)) in steps.iter().enumerate().skip(infertune::search::tpe::STARTUP_TRIALS) {
-                        after_startup += 1;
-                        let r = &landscape.point(c).expect("a grid point").runs[*run];
-                        let cannot_run =
-                            r.state == infertune::trial::TrialState::Infeasible || (r.violation > 0.0 && synthetic);
-                        crashed_after_startup += cannot_run as usize;
-                        missed_after_startup += (!cannot_run && r.violation > 0.0) as usize;
-                        if i < 40 {
-                            early += 1;
-                            crashed_early += cannot_run as usize;
-                        }
+    Ok(())
+}
+
+/// Every strategy over one landscape, from the space's default: the plain rows and, where the
+/// truth is kept apart from the draws, the `/validated` rows.
+fn run_bench(bench: &Bench, args: &Args, tmp: &Path, figures: &mut Figures) -> Result<()> {
+    let Figures { summary, real } = figures;
+    let landscape = &bench.observed;
+    let space = landscape.space()?;
+    let direction = space.objective.direction;
+    let optimum = bench.truth.optimum(direction).context("landscape has no feasible point")?;
+    let synthetic = landscape.name.starts_with("synthetic");
+    // Per strategy, each seed's (candidate, run) steps.
+    let mut rows: Vec<(String, Vec<Steps>)> = Vec::new();
+    // After tpe's startup: trials that could not run (crash, refused, or over the synthetic
+    // memory limit) and trials that ran but missed an SLO, counted apart; also over trials
+    // 11-40 alone, since on a small grid the last unseen points are the bad ones.
+    let (mut after_startup, mut crashed_after_startup, mut missed_after_startup) = (0usize, 0usize, 0usize);
+    let (mut early, mut crashed_early) = (0usize, 0usize);
+    for (name, kind) in [
+        ("grid", StrategyKind::Grid),
+        ("random", StrategyKind::Random),
+        ("anneal", StrategyKind::Anneal),
+        ("tpe", StrategyKind::Tpe),
+    ] {
+        // grid is deterministic: one seed says all
+        let seeds = if kind == StrategyKind::Grid { 1 } else { args.seeds };
+        let mut runs = Vec::new();
+        for s in 0..seeds {
+            let steps = run_strategy(landscape, &space, kind, s, BUDGET);
+            if kind == StrategyKind::Tpe {
+                for (i, (c, run)) in steps.iter().enumerate().skip(infertune::search::tpe::STARTUP_TRIALS) {
+                    after_startup += 1;
+                    let r = &landscape.point(c).expect("a grid point").runs[*run];
+                    let cannot_run =
+                        r.state == infertune::trial::TrialState::Infeasible || (r.violation > 0.0 && synthetic);
+                    crashed_after_startup += cannot_run as usize;
+                    missed_after_startup += (!cannot_run && r.violation > 0.0) as usize;
+                    if i < 40 {
+                        early += 1;
+                        crashed_early += cannot_run as usize;
                     }
                 }
-                runs.push(steps);
             }
-            rows.push((name.to_string(), runs));
+            runs.push(steps);
         }
-        eprintln!(
-            "{}: tpe trials 11-100 that crashed or were infeasible: {:.1} % (trials 11-40: {:.1} %); that ran but missed an SLO: {:.1} %",
-            landscape.name,
-            100.0 * crashed_after_startup as f64 / after_startup.max(1) as f64,
-            100.0 * crashed_early as f64 / early.max(1) as f64,
-            100.0 * missed_after_startup as f64 / after_startup.max(1) as f64,
-        );
-        if let Some(py) = &args.python {
-            // Optuna sees the observed runs only, and which points the backend refuses.
-            let file = tmp.join(format!("{}.json", landscape.name));
-            let refused = refused_points(landscape)?;
-            let mut json = serde_json::to_value(landscape)?;
-            for (i, point) in json["points"].as_array_mut().context("points")?.iter_mut().enumerate() {
-                point["refused"] = serde_json::Value::Bool(refused.contains(&i));
-            }
-            std::fs::write(&file, serde_json::to_vec(&json)?)?;
-            let runs = optuna_steps(py, &args.adapter, &file, args.seeds)?;
-            rows.push(("optuna".to_string(), runs));
+        rows.push((name.to_string(), runs));
+    }
+    eprintln!(
+        "{}: tpe trials 11-100 that crashed or were infeasible: {:.1} % (trials 11-40: {:.1} %); that ran but missed an SLO: {:.1} %",
+        landscape.name,
+        100.0 * crashed_after_startup as f64 / after_startup.max(1) as f64,
+        100.0 * crashed_early as f64 / early.max(1) as f64,
+        100.0 * missed_after_startup as f64 / after_startup.max(1) as f64,
+    );
+    if let Some(py) = &args.python {
+        // Optuna sees the observed runs only, and which points the backend refuses.
+        let file = tmp.join(format!("{}.json", landscape.name));
+        let refused = refused_points(landscape)?;
+        let mut json = serde_json::to_value(landscape)?;
+        for (i, point) in json["points"].as_array_mut().context("points")?.iter_mut().enumerate() {
+            point["refused"] = serde_json::Value::Bool(refused.contains(&i));
         }
-        for (name, runs) in &rows {
-            let traces: Vec<Trace> = runs.iter().map(|s| trace(bench, direction, s)).collect();
-            let (cells, median) = print_row(landscape.name.as_str(), name, &traces, direction, optimum, runs);
-            if landscape.name == "synthetic" {
-                summary.insert(format!("{name}_within5_at60"), cells[2].clone());
-            } else if synthetic {
-                summary.insert(format!("noisy_{name}_within5_at60"), cells[2].clone());
-            } else if name != "grid" {
-                real.push(format!(
-                    "{}_{name}_within5_at20={} {}_{name}_median_n={median}",
-                    landscape.name, cells[0], landscape.name
-                ));
-            }
-        }
-        if !bench.validated {
-            continue;
-        }
-        // The same runs, judged by the winner the tool names after re-measuring its top few.
-        let label = format!("{}/validated", landscape.name);
-        for (name, runs) in rows.iter().filter(|(n, _)| n != "grid") {
-            let traces: Vec<Trace> =
-                runs.iter().enumerate().map(|(seed, s)| trace_validated(bench, direction, s, seed as u64)).collect();
-            let (cells, median) = print_row(&label, name, &traces, direction, optimum, runs);
-            if landscape.name == "synthetic-noisy" {
-                summary.insert(format!("noisy_validated_{name}_within5_at60"), cells[2].clone());
-            } else if !synthetic {
-                real.push(format!("{label}_{name}_within5_at20={} {label}_{name}_median_n={median}", cells[0]));
-            }
+        std::fs::write(&file, serde_json::to_vec(&json)?)?;
+        let runs = optuna_steps(py, &args.adapter, &file, args.seeds)?;
+        rows.push(("optuna".to_string(), runs));
+    }
+    for (name, runs) in &rows {
+        let traces: Vec<Trace> = runs.iter().map(|s| trace(bench, direction, s)).collect();
+        let (cells, median) = print_row(landscape.name.as_str(), name, &traces, direction, optimum, runs);
+        if landscape.name == "synthetic" {
+            summary.insert(format!("{name}_within5_at60"), cells[2].clone());
+        } else if synthetic {
+            summary.insert(format!("noisy_{name}_within5_at60"), cells[2].clone());
+        } else if name != "grid" {
+            real.push(format!(
+                "{}_{name}_within5_at20={} {}_{name}_median_n={median}",
+                landscape.name, cells[0], landscape.name
+            ));
         }
     }
-    // The recorded landscapes again, each seed starting from a different default (drawn from
-    // the points that run): how much of a strategy's speed came from where the space's default
-    // happens to lie; judged by observed value and after re-validation. Optuna is left out here
-    // (its adapter reads the default from the space).
+    if !bench.validated {
+        return Ok(());
+    }
+    // The same runs, judged by the winner the tool names after re-measuring its top few.
+    let label = format!("{}/validated", landscape.name);
+    for (name, runs) in rows.iter().filter(|(n, _)| n != "grid") {
+        let traces: Vec<Trace> =
+            runs.iter().enumerate().map(|(seed, s)| trace_validated(bench, direction, s, seed as u64)).collect();
+        let (cells, median) = print_row(&label, name, &traces, direction, optimum, runs);
+        if landscape.name == "synthetic-noisy" {
+            summary.insert(format!("noisy_validated_{name}_within5_at60"), cells[2].clone());
+        } else if !synthetic {
+            real.push(format!("{label}_{name}_within5_at20={} {label}_{name}_median_n={median}", cells[0]));
+        }
+    }
+    Ok(())
+}
+
+/// The recorded landscapes again, each seed starting from a different default (drawn from
+/// the points that run): how much of a strategy's speed came from where the space's default
+/// happens to lie; judged by observed value and after re-validation. Optuna is left out here
+/// (its adapter reads the default from the space).
+fn run_any_default(benches: &[Bench], args: &Args) -> Result<()> {
     for bench in benches.iter().filter(|b| !b.name().starts_with("synthetic")) {
         let landscape = &bench.observed;
         let space = landscape.space()?;
@@ -503,8 +554,12 @@ fn main() -> Result<()> {
             }
         }
     }
-    // Proposal cost with 200 observed trials (the slowest point of a long study).
-    let synthetic = &benches[0].observed;
+    Ok(())
+}
+
+/// How long tpe takes to propose with 200 observed trials (the slowest point of a long study),
+/// over the synthetic landscape; printed and returned in ms.
+fn propose_cost(synthetic: &Landscape) -> Result<f64> {
     let mut space = synthetic.space()?;
     space.strategy = StrategyKind::Tpe;
     let mut tpe = search::from_space(&space);
@@ -526,17 +581,5 @@ fn main() -> Result<()> {
         "tpe propose at 200 trials: median {suggest:.2} ms over {} proposals (this build's profile)",
         suggest_ms.len()
     );
-    let _ = std::fs::remove_dir_all(&tmp);
-    let get = |k: &str| summary.get(k).cloned().unwrap_or_else(|| "na".into());
-    println!(
-        "summary: synthetic tpe_within5_at60={} random_within5_at60={} optuna_within5_at60={} synthetic-noisy/validated tpe_within5_at60={} random_within5_at60={} optuna_within5_at60={} tpe_suggest_ms_at200={suggest:.1} {}",
-        get("tpe_within5_at60"),
-        get("random_within5_at60"),
-        get("optuna_within5_at60"),
-        get("noisy_validated_tpe_within5_at60"),
-        get("noisy_validated_random_within5_at60"),
-        get("noisy_validated_optuna_within5_at60"),
-        real.join(" "),
-    );
-    Ok(())
+    Ok(suggest)
 }
