@@ -103,90 +103,98 @@ async fn mock(interval_ms: u64, chunks: u32) {
     let sent = Arc::new(AtomicU64::new(0));
     let log: SendLog = Arc::default();
     loop {
-        let Ok((mut sock, _)) = listener.accept().await else { continue };
+        let Ok((sock, _)) = listener.accept().await else { continue };
         sock.set_nodelay(true).ok();
         let (sent, log) = (sent.clone(), log.clone());
-        tokio::spawn(async move {
-            // Read headers and the body (Content-Length), then stream.
-            let mut buf = Vec::new();
-            let mut tmp = [0u8; 4096];
-            let body_start = loop {
-                let Ok(n) = sock.read(&mut tmp).await else { return };
-                if n == 0 {
-                    return;
-                }
-                buf.extend_from_slice(&tmp[..n]);
-                if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    break p + 4;
-                }
-            };
-            let head = String::from_utf8_lossy(&buf[..body_start]).to_ascii_lowercase();
-            let reply_json = |body: String| {
-                format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                )
-            };
-            if head.starts_with("get /stats") {
-                let body = format!("{{\"events\":{}}}", sent.load(Ordering::Relaxed));
-                let _ = sock.write_all(reply_json(body).as_bytes()).await;
-                return;
-            }
-            if head.starts_with("get /sendlog") {
-                let taken = std::mem::take(&mut *log.lock().expect("no panics while holding"));
-                let body = serde_json::to_string(&taken).expect("a map of numbers");
-                let _ = sock.write_all(reply_json(body).as_bytes()).await;
-                return;
-            }
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            while buf.len() < body_start + len {
-                let Ok(n) = sock.read(&mut tmp).await else { return };
-                if n == 0 {
-                    return;
-                }
-                buf.extend_from_slice(&tmp[..n]);
-            }
-            // The last message's text names the request in the send log (`lag …` prompts only).
-            let key = serde_json::from_slice::<serde_json::Value>(&buf[body_start..body_start + len])
-                .ok()
-                .and_then(|b| b["messages"].as_array()?.last()?["content"].as_str().map(str::to_string))
-                .filter(|k| k.starts_with("lag "));
-            let mut sends = Vec::with_capacity(if key.is_some() { chunks as usize } else { 0 });
-            let header = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\nconnection: close\r\n\r\n";
-            if sock.write_all(header.as_bytes()).await.is_err() {
-                return;
-            }
-            let mut tick = tokio::time::interval(Duration::from_millis(interval_ms));
-            for i in 0..chunks {
-                tick.tick().await;
-                let at = now_ns();
-                let line = format!(
-                    "data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{at}\"}}}}],\"seq\":{i}}}\n\n"
-                );
-                if sock.write_all(line.as_bytes()).await.is_err() {
-                    break;
-                }
-                sent.fetch_add(1, Ordering::Relaxed);
-                if key.is_some() {
-                    sends.push(at);
-                }
-            }
-            if let Some(key) = key {
-                log.lock().expect("no panics while holding").insert(key, sends);
-            }
-            let tail = format!(
-                "data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[],\"usage\":{{\"prompt_tokens\":8,\"completion_tokens\":{chunks},\"total_tokens\":{}}},\"timings\":{{\"prompt_n\":8,\"prompt_ms\":1.0,\"predicted_n\":{chunks},\"predicted_ms\":{},\"cache_n\":0}}}}\n\ndata: [DONE]\n\n",
-                chunks + 8,
-                chunks as u64 * interval_ms
-            );
-            let _ = sock.write_all(tail.as_bytes()).await;
-            let _ = sock.shutdown().await;
-        });
+        tokio::spawn(serve(sock, sent, log, interval_ms, chunks));
     }
+}
+
+/// One connection: `GET /stats`, `GET /sendlog`, or a chat request answered with `chunks`
+/// timestamped content chunks every `interval_ms`, then usage and timings as llama.cpp ends.
+async fn serve(mut sock: tokio::net::TcpStream, sent: Arc<AtomicU64>, log: SendLog, interval_ms: u64, chunks: u32) {
+    let Some(body) = read_request(&mut sock, &sent, &log).await else { return };
+    // The last message's text names the request in the send log (`lag …` prompts only).
+    let key = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|b| b["messages"].as_array()?.last()?["content"].as_str().map(str::to_string))
+        .filter(|k| k.starts_with("lag "));
+    let mut sends = Vec::with_capacity(if key.is_some() { chunks as usize } else { 0 });
+    let header =
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\nconnection: close\r\n\r\n";
+    if sock.write_all(header.as_bytes()).await.is_err() {
+        return;
+    }
+    let mut tick = tokio::time::interval(Duration::from_millis(interval_ms));
+    for i in 0..chunks {
+        tick.tick().await;
+        let at = now_ns();
+        let line = format!(
+            "data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{at}\"}}}}],\"seq\":{i}}}\n\n"
+        );
+        if sock.write_all(line.as_bytes()).await.is_err() {
+            break;
+        }
+        sent.fetch_add(1, Ordering::Relaxed);
+        if key.is_some() {
+            sends.push(at);
+        }
+    }
+    if let Some(key) = key {
+        log.lock().expect("no panics while holding").insert(key, sends);
+    }
+    let tail = format!(
+        "data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[],\"usage\":{{\"prompt_tokens\":8,\"completion_tokens\":{chunks},\"total_tokens\":{}}},\"timings\":{{\"prompt_n\":8,\"prompt_ms\":1.0,\"predicted_n\":{chunks},\"predicted_ms\":{},\"cache_n\":0}}}}\n\ndata: [DONE]\n\n",
+        chunks + 8,
+        chunks as u64 * interval_ms
+    );
+    let _ = sock.write_all(tail.as_bytes()).await;
+    let _ = sock.shutdown().await;
+}
+
+/// Read one request; answer the two `GET`s here (`None`), else return the chat request's body.
+async fn read_request(sock: &mut tokio::net::TcpStream, sent: &AtomicU64, log: &SendLog) -> Option<Vec<u8>> {
+    // Read headers and the body (Content-Length), then stream.
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 4096];
+    let body_start = loop {
+        let Ok(n) = sock.read(&mut tmp).await else { return None };
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&tmp[..n]);
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..body_start]).to_ascii_lowercase();
+    let reply_json = |body: String| {
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    if head.starts_with("get /stats") {
+        let body = format!("{{\"events\":{}}}", sent.load(Ordering::Relaxed));
+        let _ = sock.write_all(reply_json(body).as_bytes()).await;
+        return None;
+    }
+    if head.starts_with("get /sendlog") {
+        let taken = std::mem::take(&mut *log.lock().expect("no panics while holding"));
+        let body = serde_json::to_string(&taken).expect("a map of numbers");
+        let _ = sock.write_all(reply_json(body).as_bytes()).await;
+        return None;
+    }
+    let len: usize =
+        head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+    while buf.len() < body_start + len {
+        let Ok(n) = sock.read(&mut tmp).await else { return None };
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&tmp[..n]);
+    }
+    Some(buf[body_start..body_start + len].to_vec())
 }
 
 async fn get_json(http: &reqwest::Client, url: &str) -> serde_json::Value {
