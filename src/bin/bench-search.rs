@@ -427,11 +427,6 @@ fn run_bench(bench: &Bench, args: &Args, tmp: &Path, figures: &mut Figures) -> R
     let synthetic = landscape.name.starts_with("synthetic");
     // Per strategy, each seed's (candidate, run) steps.
     let mut rows: Vec<(String, Vec<Steps>)> = Vec::new();
-    // After tpe's startup: trials that could not run (crash, refused, or over the synthetic
-    // memory limit) and trials that ran but missed an SLO, counted apart; also over trials
-    // 11-40 alone, since on a small grid the last unseen points are the bad ones.
-    let (mut after_startup, mut crashed_after_startup, mut missed_after_startup) = (0usize, 0usize, 0usize);
-    let (mut early, mut crashed_early) = (0usize, 0usize);
     for (name, kind) in [
         ("grid", StrategyKind::Grid),
         ("random", StrategyKind::Random),
@@ -440,34 +435,9 @@ fn run_bench(bench: &Bench, args: &Args, tmp: &Path, figures: &mut Figures) -> R
     ] {
         // grid is deterministic: one seed says all
         let seeds = if kind == StrategyKind::Grid { 1 } else { args.seeds };
-        let mut runs = Vec::new();
-        for s in 0..seeds {
-            let steps = run_strategy(landscape, &space, kind, s, BUDGET);
-            if kind == StrategyKind::Tpe {
-                for (i, (c, run)) in steps.iter().enumerate().skip(infertune::search::tpe::STARTUP_TRIALS) {
-                    after_startup += 1;
-                    let r = &landscape.point(c).expect("a grid point").runs[*run];
-                    let cannot_run =
-                        r.state == infertune::trial::TrialState::Infeasible || (r.violation > 0.0 && synthetic);
-                    crashed_after_startup += cannot_run as usize;
-                    missed_after_startup += (!cannot_run && r.violation > 0.0) as usize;
-                    if i < 40 {
-                        early += 1;
-                        crashed_early += cannot_run as usize;
-                    }
-                }
-            }
-            runs.push(steps);
-        }
-        rows.push((name.to_string(), runs));
+        rows.push((name.to_string(), (0..seeds).map(|s| run_strategy(landscape, &space, kind, s, BUDGET)).collect()));
     }
-    eprintln!(
-        "{}: tpe trials 11-100 that crashed or were infeasible: {:.1} % (trials 11-40: {:.1} %); that ran but missed an SLO: {:.1} %",
-        landscape.name,
-        100.0 * crashed_after_startup as f64 / after_startup.max(1) as f64,
-        100.0 * crashed_early as f64 / early.max(1) as f64,
-        100.0 * missed_after_startup as f64 / after_startup.max(1) as f64,
-    );
+    print_tpe_after_startup(landscape, &rows[3].1);
     if let Some(py) = &args.python {
         // Optuna sees the observed runs only, and which points the backend refuses.
         let file = tmp.join(format!("{}.json", landscape.name));
@@ -510,6 +480,35 @@ fn run_bench(bench: &Bench, args: &Args, tmp: &Path, figures: &mut Figures) -> R
         }
     }
     Ok(())
+}
+
+/// After tpe's startup: the share of trials that could not run (crash, refused, or over the
+/// synthetic memory limit) and of trials that ran but missed an SLO; also over trials 11-40
+/// alone, since on a small grid the last unseen points are the bad ones. On stderr.
+fn print_tpe_after_startup(landscape: &Landscape, tpe_runs: &[Steps]) {
+    let synthetic = landscape.name.starts_with("synthetic");
+    let (mut after_startup, mut crashed_after_startup, mut missed_after_startup) = (0usize, 0usize, 0usize);
+    let (mut early, mut crashed_early) = (0usize, 0usize);
+    for steps in tpe_runs {
+        for (i, (c, run)) in steps.iter().enumerate().skip(infertune::search::tpe::STARTUP_TRIALS) {
+            after_startup += 1;
+            let r = &landscape.point(c).expect("a grid point").runs[*run];
+            let cannot_run = r.state == infertune::trial::TrialState::Infeasible || (r.violation > 0.0 && synthetic);
+            crashed_after_startup += cannot_run as usize;
+            missed_after_startup += (!cannot_run && r.violation > 0.0) as usize;
+            if i < 40 {
+                early += 1;
+                crashed_early += cannot_run as usize;
+            }
+        }
+    }
+    eprintln!(
+        "{}: tpe trials 11-100 that crashed or were infeasible: {:.1} % (trials 11-40: {:.1} %); that ran but missed an SLO: {:.1} %",
+        landscape.name,
+        100.0 * crashed_after_startup as f64 / after_startup.max(1) as f64,
+        100.0 * crashed_early as f64 / early.max(1) as f64,
+        100.0 * missed_after_startup as f64 / after_startup.max(1) as f64,
+    );
 }
 
 /// The recorded landscapes again, each seed starting from a different default (drawn from
