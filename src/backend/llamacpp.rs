@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::{Backend, Failure, FailureClass, LaunchPlan, Rejection, find_lines, last_lines};
-use crate::space::{Apply, BackendKind, BackendSpec, Candidate, Param, Value};
+use crate::space::{BackendKind, BackendSpec, Candidate, Param, Value};
 
 /// llama-server flags and their environment forms (`common/arg.cpp`). `-tb` has none.
 const FLAG_ENV: &[(&[&str], &str)] = &[
@@ -78,36 +78,13 @@ impl Backend for LlamaCpp {
     }
 
     fn plan(&self, candidate: &Candidate) -> Result<LaunchPlan, Rejection> {
-        let mut model = self.spec.model.clone();
-        let mut settings: Vec<(String, Option<String>)> = Vec::new(); // (flag, value) in order
-        let mut env = self.spec.env.clone();
-        let mut request_options = serde_json::Map::new();
-
-        for param in &self.params {
-            let value = candidate
-                .get(&param.name)
-                .ok_or_else(|| Rejection { message: format!("candidate has no value for '{}'", param.name) })?;
-            match &param.apply {
-                Apply::Flags(flags) => {
-                    for flag in flags {
-                        match value {
-                            Value::Bool(true) => settings.push((flag.clone(), None)),
-                            Value::Bool(false) => {}
-                            other => settings.push((flag.clone(), Some(other.to_string()))),
-                        }
-                    }
-                }
-                Apply::Env(name) => {
-                    env.insert(name.clone(), value.to_string());
-                }
-                Apply::Option(name) => {
-                    request_options.insert(name.clone(), serde_json::to_value(value).expect("values serialize"));
-                }
-                Apply::Template(_) => {
-                    model = model.replace(&format!("{{{}}}", param.name), &value.to_string());
-                }
-            }
-        }
+        let super::Applied { model, flags, env, request_options } = super::apply(&self.spec, &self.params, candidate)?;
+        // (flag, value) in order; a `true` boolean is the bare flag, a `false` one is left out.
+        let settings: Vec<(String, Option<String>)> = flags
+            .iter()
+            .filter(|(_, v)| **v != Value::Bool(false))
+            .map(|(f, v)| (f.to_string(), (**v != Value::Bool(true)).then(|| v.to_string())))
+            .collect();
 
         let mut args = vec!["-m".to_string(), model.clone()];
         for (flag, value) in &settings {

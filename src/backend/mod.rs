@@ -21,7 +21,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use crate::space::{BackendKind, BackendSpec, Candidate};
+use crate::space::{Apply, BackendKind, BackendSpec, Candidate, Param, Value};
 use crate::workload::Target;
 
 /// How long a server gets between SIGTERM and SIGKILL.
@@ -246,6 +246,49 @@ impl Launch {
         let load_changed = reload_options.iter().any(|o| prev.request_options.get(*o) != next.request_options.get(*o));
         if prev.model != next.model || load_changed { Launch::Reload } else { Launch::Reuse }
     }
+}
+
+/// A candidate's values sorted by how each parameter is applied: the model with its template
+/// filled in, flag settings in parameter order (each flag of a `flags = [..]` parameter with the
+/// value), the server environment (the space's fixed `env` plus `env =` parameters) and the
+/// per-request options. Each adapter turns this into its own command line.
+pub(crate) struct Applied<'a> {
+    pub model: String,
+    pub flags: Vec<(&'a str, &'a Value)>,
+    pub env: BTreeMap<String, String>,
+    pub request_options: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Walk `params` over `candidate` once, for every adapter.
+pub(crate) fn apply<'a>(
+    spec: &BackendSpec,
+    params: &'a [Param],
+    candidate: &'a Candidate,
+) -> Result<Applied<'a>, Rejection> {
+    let mut applied = Applied {
+        model: spec.model.clone(),
+        flags: Vec::new(),
+        env: spec.env.clone(),
+        request_options: serde_json::Map::new(),
+    };
+    for param in params {
+        let value = candidate
+            .get(&param.name)
+            .ok_or_else(|| Rejection { message: format!("candidate has no value for '{}'", param.name) })?;
+        match &param.apply {
+            Apply::Flags(flags) => applied.flags.extend(flags.iter().map(|f| (f.as_str(), value))),
+            Apply::Env(name) => {
+                applied.env.insert(name.clone(), value.to_string());
+            }
+            Apply::Option(name) => {
+                applied.request_options.insert(name.clone(), serde_json::to_value(value).expect("values serialize"));
+            }
+            Apply::Template(_) => {
+                applied.model = applied.model.replace(&format!("{{{}}}", param.name), &value.to_string())
+            }
+        }
+    }
+    Ok(applied)
 }
 
 /// Whether `cmdline` runs `program`: one of its words is the program's path or file name

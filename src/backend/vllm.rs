@@ -266,35 +266,16 @@ impl Backend for Vllm {
     }
 
     fn plan(&self, candidate: &Candidate) -> Result<LaunchPlan, Rejection> {
-        let mut model = self.spec.model.clone();
-        let mut settings: Vec<String> = Vec::new();
-        let mut env = self.spec.env.clone();
-        let mut request_options = serde_json::Map::new();
-        for param in &self.params {
-            let value = candidate
-                .get(&param.name)
-                .ok_or_else(|| Rejection { message: format!("candidate has no value for '{}'", param.name) })?;
-            match &param.apply {
-                Apply::Flags(flags) => {
-                    for flag in flags {
-                        match value {
-                            Value::Bool(true) => settings.push(flag.clone()),
-                            Value::Bool(false) => settings.push(negate(flag)),
-                            other => settings.extend([flag.clone(), other.to_string()]),
-                        }
-                    }
-                }
-                Apply::Env(name) => {
-                    env.insert(name.clone(), value.to_string());
-                }
-                Apply::Option(name) => {
-                    request_options.insert(name.clone(), serde_json::to_value(value).expect("values serialize"));
-                }
-                Apply::Template(_) => {
-                    model = model.replace(&format!("{{{}}}", param.name), &value.to_string());
-                }
-            }
-        }
+        let super::Applied { model, flags, env, request_options } = super::apply(&self.spec, &self.params, candidate)?;
+        // vLLM's boolean flags come in pairs: `true` is the flag, `false` its `--no-` form.
+        let settings: Vec<String> = flags
+            .iter()
+            .flat_map(|(flag, value)| match value {
+                Value::Bool(true) => vec![flag.to_string()],
+                Value::Bool(false) => vec![negate(flag)],
+                other => vec![flag.to_string(), other.to_string()],
+            })
+            .collect();
         let mut args: Vec<String> = self.spec.command[1..].to_vec();
         args.extend(["serve".to_string(), model.clone()]);
         args.extend(settings);

@@ -56,26 +56,13 @@ impl Backend for Ollama {
     }
 
     fn plan(&self, candidate: &Candidate) -> Result<LaunchPlan, Rejection> {
-        let mut model = self.spec.model.clone();
-        let mut env = self.spec.env.clone();
-        let mut request_options = serde_json::Map::new();
-        for param in &self.params {
-            let value = candidate
-                .get(&param.name)
-                .ok_or_else(|| Rejection { message: format!("candidate has no value for '{}'", param.name) })?;
-            match &param.apply {
-                Apply::Env(name) => {
-                    let text = value.to_string();
-                    check_env_value(name, &text).map_err(|message| Rejection { message })?;
-                    env.insert(name.clone(), text);
-                }
-                Apply::Option(name) => {
-                    request_options.insert(name.clone(), serde_json::to_value(value).expect("values serialize"));
-                }
-                Apply::Template(_) => model = model.replace(&format!("{{{}}}", param.name), &value.to_string()),
-                Apply::Flags(_) => {
-                    return Err(Rejection { message: format!("'{}': Ollama takes no command-line flags", param.name) });
-                }
+        if let Some(p) = self.params.iter().find(|p| matches!(p.apply, Apply::Flags(_))) {
+            return Err(Rejection { message: format!("'{}': Ollama takes no command-line flags", p.name) });
+        }
+        let super::Applied { model, env, mut request_options, .. } = super::apply(&self.spec, &self.params, candidate)?;
+        for p in &self.params {
+            if let Apply::Env(name) = &p.apply {
+                check_env_value(name, &env[name]).map_err(|message| Rejection { message })?;
             }
         }
         if !is_valid_tag(&model) {
