@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Backend, Failure, FailureClass, LaunchPlan, Rejection, find_lines, last_lines};
+use super::{Backend, Failure, FailureClass, LaunchPlan, Rejection};
 use crate::space::{BackendKind, BackendSpec, Candidate, Param, Value};
 
 /// llama-server flags and their environment forms (`common/arg.cpp`). `-tb` has none.
@@ -176,15 +176,7 @@ impl Backend for LlamaCpp {
             (FailureClass::PortInUse, &["address already in use", "couldn't bind", "exiting due to HTTP server error"]),
             (FailureClass::LoadError, &["failed to load model", "exiting due to model loading error", "No such file"]),
         ];
-        for (class, patterns) in CLASSES {
-            if let Some(message) = find_lines(log_tail, patterns) {
-                return Failure { class: *class, message };
-            }
-        }
-        Failure {
-            class: if exited { FailureClass::Crashed } else { FailureClass::NeverReady },
-            message: last_lines(log_tail, 5),
-        }
+        super::classify_by(log_tail, exited, CLASSES)
     }
 }
 

@@ -300,6 +300,21 @@ pub fn is_program_process(program: &str, cmdline: &str) -> bool {
     cmdline.split_whitespace().any(|word| word == program || word == name || word.ends_with(&format!("/{name}")))
 }
 
+/// Classify a failed start or crash by the first class whose patterns match the log tail (most
+/// specific first); else `crashed` if the process exited, `never-ready` if it still runs. The
+/// message is the matching lines, or the log's last lines.
+pub(crate) fn classify_by(log_tail: &str, exited: bool, classes: &[(FailureClass, &[&str])]) -> Failure {
+    for (class, patterns) in classes {
+        if let Some(message) = find_lines(log_tail, patterns) {
+            return Failure { class: *class, message };
+        }
+    }
+    Failure {
+        class: if exited { FailureClass::Crashed } else { FailureClass::NeverReady },
+        message: last_lines(log_tail, 5),
+    }
+}
+
 /// Pick the log lines matching the first pattern found, most specific first; else the last lines.
 pub(crate) fn find_lines(log_tail: &str, patterns: &[&str]) -> Option<String> {
     for pattern in patterns {

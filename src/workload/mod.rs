@@ -266,6 +266,24 @@ fn settle(
     sample
 }
 
+/// POST `body` to `url` for a streamed answer, noting the status in `sample`; a non-2xx answer
+/// becomes an error through the protocol's `on_status(status, body text)`.
+async fn post_stream(
+    client: &reqwest::Client,
+    url: &str,
+    body: &Json,
+    sample: &mut Sample,
+    on_status: fn(u16, String) -> (crate::measure::ErrorKind, String),
+) -> Result<reqwest::Response, (crate::measure::ErrorKind, String)> {
+    let resp =
+        client.post(url).json(body).send().await.map_err(|e| (crate::measure::ErrorKind::Connect, error_chain(&e)))?;
+    sample.status = resp.status().as_u16();
+    if !resp.status().is_success() {
+        return Err(on_status(sample.status, resp.text().await.unwrap_or_default()));
+    }
+    Ok(resp)
+}
+
 /// An error and its causes, `a: b: c` (reqwest's top-level message alone hides the cause).
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();

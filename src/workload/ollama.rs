@@ -126,12 +126,11 @@ pub(super) async fn read_stream(
     origin: Instant,
     sample: &mut Sample,
 ) -> Result<(), (ErrorKind, String)> {
-    let resp = client.post(url).json(body).send().await.map_err(|e| (ErrorKind::Connect, error_chain(&e)))?;
-    sample.status = resp.status().as_u16();
-    if !resp.status().is_success() {
-        let text = error_text(&resp.text().await.unwrap_or_default());
-        return Err((error_kind(sample.status, &text), format!("HTTP {}: {text}", sample.status)));
-    }
+    let on_status = |status: u16, body: String| {
+        let text = error_text(&body);
+        (error_kind(status, &text), format!("HTTP {status}: {text}"))
+    };
+    let resp = super::post_stream(client, url, body, sample, on_status).await?;
     let mut stream = resp.bytes_stream();
     let mut buf: Vec<u8> = Vec::new();
     let mut chunks = 0u32;

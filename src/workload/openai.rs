@@ -95,12 +95,8 @@ pub(super) async fn read_stream(
     origin: Instant,
     sample: &mut Sample,
 ) -> Result<(), (ErrorKind, String)> {
-    let resp = client.post(url).json(body).send().await.map_err(|e| (ErrorKind::Connect, error_chain(&e)))?;
-    sample.status = resp.status().as_u16();
-    if !resp.status().is_success() {
-        let text = resp.text().await.unwrap_or_default();
-        return Err((ErrorKind::Status, format!("HTTP {}: {}", sample.status, truncate(&text, 300))));
-    }
+    let on_status = |status: u16, text: String| (ErrorKind::Status, format!("HTTP {status}: {}", truncate(&text, 300)));
+    let resp = super::post_stream(client, url, body, sample, on_status).await?;
     let mut events = resp.bytes_stream().eventsource();
     let mut chunks = 0u32;
     let mut last: Option<Duration> = None;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
-use super::{Backend, Failure, FailureClass, LaunchPlan, ModelMemory, Pull, Rejection, find_lines, last_lines};
+use super::{Backend, Failure, FailureClass, LaunchPlan, ModelMemory, Pull, Rejection};
 use crate::space::{Apply, BackendKind, BackendMode, BackendSpec, Candidate, Param};
 use crate::workload::Target;
 use crate::workload::ollama::classify_message;
@@ -181,15 +181,7 @@ impl Backend for Ollama {
             (FailureClass::NeverReady, &["timed out waiting for llama-server"]),
             (FailureClass::Crashed, &["process has terminated", "unexpectedly stopped"]),
         ];
-        for (class, patterns) in PATTERNS {
-            if let Some(message) = find_lines(log_tail, patterns) {
-                return Failure { class: *class, message };
-            }
-        }
-        Failure {
-            class: if exited { FailureClass::Crashed } else { FailureClass::NeverReady },
-            message: last_lines(log_tail, 5),
-        }
+        super::classify_by(log_tail, exited, PATTERNS)
     }
 }
 
