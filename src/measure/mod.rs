@@ -676,6 +676,42 @@ mod tests {
     }
 
     #[test]
+    fn goodput_counts_only_requests_within_the_tpot_and_e2e_limits() {
+        // README "Metrics": goodput is requests/s that succeeded and met every per-request SLO.
+        let mut failed = sample(0, 10, 20, 2);
+        failed.error = Some(ErrorKind::Status);
+        let mut warm = sample(0, 10, 20, 2);
+        warm.is_warmup = true;
+        let samples = vec![
+            sample(0, 100, 1090, 100), // tpot 990/99 = 10, e2e 1090
+            sample(0, 100, 1000, 46),  // tpot 900/45 = 20, e2e 1000
+            sample(0, 100, 590, 50),   // tpot 490/49 = 10, e2e 590
+            sample(0, 100, 100, 1),    // one token: tpot counts as 0, e2e 100
+            failed,                    // fast, but failed: never good
+            warm,                      // fast, but warm-up: never counted
+        ];
+        let goodput = |ttft_ms, tpot_ms, e2e_ms| {
+            summarize(&samples, Duration::from_secs(2), &RequestSlo { ttft_ms, tpot_ms, e2e_ms }).goodput_rps
+        };
+        assert_eq!(goodput(None, None, None), 2.0); // 4 good over 2 s
+        assert_eq!(goodput(None, Some(15.0), None), 1.5); // the tpot-20 request misses
+        assert_eq!(goodput(None, Some(10.0), None), 1.5); // limits are inclusive
+        assert_eq!(goodput(None, Some(0.0), None), 0.5); // only the one-token answer
+        assert_eq!(goodput(None, None, Some(1050.0)), 1.5); // the e2e-1090 request misses
+        assert_eq!(goodput(None, Some(15.0), Some(1050.0)), 1.0); // every limit must hold
+        assert_eq!(goodput(Some(50.0), Some(15.0), Some(1050.0)), 0.0);
+
+        // The study's p95 SLOs become the per-request limits.
+        let slos = vec![
+            Slo { metric: Metric::TpotP95Ms, is_upper_bound: true, limit: 15.0 },
+            Slo { metric: Metric::E2eP95Ms, is_upper_bound: true, limit: 1050.0 },
+        ];
+        let slo = RequestSlo::from_slos(&slos);
+        assert_eq!(slo, RequestSlo { ttft_ms: None, tpot_ms: Some(15.0), e2e_ms: Some(1050.0) });
+        assert_eq!(summarize(&samples, Duration::from_secs(2), &slo).goodput_rps, 1.0);
+    }
+
+    #[test]
     fn cross_check_flags_beyond_ten_percent() {
         assert_eq!(cross_check(Some(90.0), Some(100.0)), (Some(0.9), false));
         assert_eq!(cross_check(Some(80.0), Some(100.0)), (Some(0.8), true));
