@@ -149,3 +149,52 @@ pub(super) async fn read_stream(
     sample.output_tokens = usage_tokens.unwrap_or(chunks);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::space::Space;
+    use crate::workload::Protocol;
+
+    /// The body sent for a space whose `[workload]` holds `workload_extra`.
+    fn body_for(workload_extra: &str) -> Json {
+        let text = format!(
+            r#"
+[study]
+name = "t"
+strategy = "grid"
+[backend]
+kind = "llamacpp"
+command = ["llama-server"]
+model = "m.gguf"
+[params]
+np = {{ values = [1, 2], flag = "-np" }}
+[workload]
+max_tokens = 7
+{workload_extra}
+"#
+        );
+        let space = Space::from_toml(&text, "t.toml", Path::new("/repo")).unwrap();
+        let target = Target {
+            protocol: Protocol::OpenAi,
+            base_url: "http://127.0.0.1:1".into(),
+            model: "m".into(),
+            options: serde_json::Map::new(),
+        };
+        let prompt = Prompt { id: None, system: None, prompt: "hi".into(), answer: None, accept: Vec::new() };
+        request_body(&prompt, &target, &space.workload)
+    }
+
+    #[test]
+    fn requests_carry_cache_prompt_false_unless_the_workload_sets_prompt_cache() {
+        // README "Metrics": prompt-cache reuse never depends on trial order.
+        let body = body_for("");
+        assert_eq!(body["cache_prompt"], json!(false), "{body}");
+        assert_eq!(body["max_tokens"], json!(7));
+        assert_eq!(body["stream"], json!(true));
+        let body = body_for("prompt_cache = true");
+        assert_eq!(body["cache_prompt"], json!(true), "{body}");
+    }
+}
