@@ -27,7 +27,7 @@ async fn every_backend_fault_is_recorded_and_the_study_completes() {
         dir.path(),
         "faults",
         "grid",
-        r#"fault = { values = ["none", "crash-mid", "hang", "never-ready", "exit-at-start", "port-taken", "stream-cut", "garbage"], flag = "--fault" }"#,
+        r#"fault = { values = ["none", "crash-mid", "hang", "never-ready", "exit-at-start", "port-taken", "stream-cut", "garbage", "refuse", "status-500", "oom"], flag = "--fault" }"#,
         "",
     );
     let out = run_cli(&["--db", db.to_str().unwrap(), "tune", space.to_str().unwrap()]).await.unwrap();
@@ -51,6 +51,10 @@ async fn every_backend_fault_is_recorded_and_the_study_completes() {
     assert_eq!(got["port-taken"], expect("infeasible", "port-in-use"), "{out}");
     assert_eq!(got["stream-cut"], expect("infeasible", "requests-truncated"), "{out}");
     assert_eq!(got["garbage"], expect("infeasible", "requests-malformed"), "{out}");
+    assert_eq!(got["refuse"], expect("infeasible", "requests-connect"), "{out}");
+    assert_eq!(got["status-500"], expect("infeasible", "requests-status"), "{out}");
+    // The out-of-memory line wins over llama.cpp's "failed to load model" lines that follow it.
+    assert_eq!(got["oom"], expect("infeasible", "oom"), "{out}");
     // Each keeps the server's or the client's own words.
     let message = |fault: &str| {
         trials.iter().find(|t| t["params"]["fault"] == fault).unwrap()["error_message"].as_str().unwrap().to_string()
@@ -59,6 +63,9 @@ async fn every_backend_fault_is_recorded_and_the_study_completes() {
     assert!(message("port-taken").contains("Address already in use"));
     assert!(message("exit-at-start").contains("backend init failed"));
     assert!(message("hang").contains("no complete response within 2s"), "{}", message("hang"));
+    assert!(message("status-500").contains("HTTP 500"), "{}", message("status-500"));
+    assert!(message("refuse").contains("all 4 requests failed (4 x connect)"), "{}", message("refuse"));
+    assert!(message("oom").contains("failed to allocate buffer"), "{}", message("oom"));
     assert!(processes_matching(&dir.path().display().to_string()).is_empty());
 }
 
