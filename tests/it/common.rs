@@ -189,3 +189,22 @@ pub async fn wait_for_running_trial(db: &Path, at_least: i64, timeout: std::time
     }
     None
 }
+
+/// Poll the database at `db` read-only until trial `number` records its server's PID (stored
+/// once the server answered its health check); the PID, or `None` after `timeout`.
+pub async fn wait_for_server_pid(db: &Path, number: i64, timeout: std::time::Duration) -> Option<u32> {
+    let deadline = std::time::Instant::now() + timeout;
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(db).read_only(true);
+    let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect_with(options).await.ok()?;
+    let mut found = None;
+    while found.is_none() && std::time::Instant::now() < deadline {
+        let row: Result<Option<(Option<i64>,)>, _> =
+            sqlx::query_as("SELECT server_pid FROM trials WHERE number = ?1").bind(number).fetch_optional(&pool).await;
+        found = row.ok().flatten().and_then(|(pid,)| pid).map(|pid| pid as u32);
+        if found.is_none() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+    pool.close().await;
+    found
+}

@@ -11,7 +11,9 @@ use infertune::space::Space;
 use infertune::store::Store;
 use rand::{RngExt, SeedableRng};
 
-use crate::common::{fake_space, processes_matching, run_cli, trials_json, wait_for_running_trial};
+use crate::common::{
+    fake_space, processes_matching, run_cli, trials_json, wait_for_running_trial, wait_for_server_pid,
+};
 
 /// The binary under test. `INFERTUNE_TEST_BIN` overrides it where several checkouts share one
 /// target folder (and so one `target/debug/infertune`).
@@ -473,4 +475,73 @@ async fn a_server_that_ignores_sigterm_is_killed_after_the_grace_period() {
     assert!(elapsed >= grace, "stopped in {elapsed:?}, before the {grace:?} grace: SIGTERM was not ignored?");
     assert!(elapsed < grace + Duration::from_secs(10), "stop took {elapsed:?}");
     assert!(processes_matching(&dir.path().display().to_string()).is_empty(), "server left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_kills_the_server_at_once_without_the_grace_period() {
+    // README "Signals": the first signal stops the server with SIGTERM and a 5 s grace; a second
+    // signal kills at once. The fake ignores SIGTERM, so only the second signal can end it early.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let space = fake_space(
+        dir.path(),
+        "twice",
+        "grid",
+        r#"fault = { values = ["ignore-sigterm"], flag = "--fault" }
+token_ms = { values = [1000], flag = "--token-ms" }"#,
+        "",
+    );
+    let mut child = Command::new(bin())
+        .args(["--db", db.to_str().unwrap(), "tune", space.to_str().unwrap()])
+        .env("INFERTUNE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    assert_eq!(wait_for_running_trial(&db, 1, Duration::from_secs(20)).await, Some(1), "trial 1 never ran");
+    // The PID is stored once the server answered /health, so it ignores SIGTERM by then.
+    assert!(wait_for_server_pid(&db, 1, Duration::from_secs(20)).await.is_some(), "the server never got ready");
+    let needle = dir.path().display().to_string();
+    let pid = child.id() as libc::pid_t;
+    let t0 = Instant::now();
+    // SAFETY: SIGINT to the daemon we spawned.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    // The second signal only after the daemon took the first (two at once may coalesce).
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.contains("signal: stopping after cleanup")) {
+        match lines.recv_timeout(Duration::from_secs(10)) {
+            Ok(line) => seen.push(line),
+            Err(e) => panic!("the first signal was not acknowledged ({e}): {seen:?}"),
+        }
+    }
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    let elapsed = t0.elapsed();
+    reader.join().unwrap();
+    seen.extend(lines.try_iter());
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert!(status.success(), "exit {status:?}: {stdout}\n{}", seen.join("\n"));
+    assert!(seen.iter().any(|l| l.contains("signal: stopping now")), "{seen:?}");
+    let grace = infertune::backend::STOP_GRACE;
+    assert!(
+        elapsed < grace / 2,
+        "stopped {elapsed:?} after the first signal: the second did not cut the {grace:?} grace"
+    );
+    // SIGKILL is delivered at once, but give the kernel a moment to tear the process down.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while !processes_matching(&needle).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(processes_matching(&needle).is_empty(), "server left behind");
+    assert!(stdout.contains("stopped: interrupted"), "{stdout}");
+    assert_eq!(trials_json(&db, "twice").await[0]["state"], "interrupted");
+    eprintln!("second signal: the daemon exited {elapsed:?} after the first");
 }
