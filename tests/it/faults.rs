@@ -545,3 +545,89 @@ token_ms = { values = [1000], flag = "--token-ms" }"#,
     assert_eq!(trials_json(&db, "twice").await[0]["state"], "interrupted");
     eprintln!("second signal: the daemon exited {elapsed:?} after the first");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_stops_a_surviving_server_by_its_recorded_pid_and_spares_a_reused_pid() {
+    // README "Nothing left behind": the server PID is recorded per trial, and resume stops any
+    // survivor. PR_SET_PDEATHSIG takes the fake down with the daemon, so the survivor is a fake
+    // the test starts itself, put in the killed trial's row; a second row holds a PID since
+    // reused by a process that is no server (`sleep`), which must be left alone.
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let space = fake_space(dir.path(), "reap", "grid", r#"token_ms = { values = [150], flag = "--token-ms" }"#, "");
+    let mut daemon = Command::new(bin())
+        .args(["--db", db.to_str().unwrap(), "tune", space.to_str().unwrap()])
+        .env("INFERTUNE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert_eq!(wait_for_running_trial(&db, 1, Duration::from_secs(20)).await, Some(1), "trial 1 never ran");
+    assert!(wait_for_server_pid(&db, 1, Duration::from_secs(20)).await.is_some(), "the server never got ready");
+    daemon.kill().unwrap(); // SIGKILL, mid-workload (2 rounds of 4 tokens of 150 ms)
+    daemon.wait().unwrap();
+    let needle = dir.path().display().to_string();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !processes_matching(&needle).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(processes_matching(&needle).is_empty(), "PR_SET_PDEATHSIG did not stop the server");
+
+    // A server that survived (in its own process group, as the daemon starts them), and a
+    // process that is no server.
+    let fake = crate::common::repo().join("tests/fixtures/fake-llama-server");
+    let survivor_model = dir.path().join("survivor.gguf");
+    let mut survivor = Command::new(&fake)
+        .args(["-m", survivor_model.to_str().unwrap(), "--port", "0"])
+        .process_group(0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut decoy = Command::new("sleep").arg("60").process_group(0).spawn().unwrap();
+    let (survivor_pid, decoy_pid) = (survivor.id(), decoy.id());
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(&db))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE trials SET server_pid = ?1 WHERE number = 1 AND state = 'running'")
+        .bind(i64::from(survivor_pid))
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO trials (study_id, number, state, params_json, params_hash, started_at_ms, server_pid)
+         SELECT study_id, 2, 'running', params_json, params_hash, started_at_ms, ?1 FROM trials WHERE number = 1",
+    )
+    .bind(i64::from(decoy_pid))
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    // Resume: it reaps before anything else, then retries the interrupted point once.
+    let out = run_cli(&["--db", db.to_str().unwrap(), "tune", space.to_str().unwrap()]).await.unwrap();
+    let reaped_line = format!("stopped server processes left by a killed daemon: [{survivor_pid}]");
+    // Reaped with SIGKILL; collect its status (bounded, so a survivor that was spared fails
+    // the test instead of hanging it), then clean up whatever is left.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut status = survivor.try_wait().unwrap();
+    while status.is_none() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        status = survivor.try_wait().unwrap();
+    }
+    let decoy_status = decoy.try_wait().unwrap();
+    for child in [&mut survivor, &mut decoy] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(out.contains(&reaped_line), "{out}");
+    assert_eq!(status.and_then(|s| s.signal()), Some(libc::SIGKILL), "the survivor was not killed: {status:?}");
+    assert!(decoy_status.is_none(), "a process that is no server was killed: {decoy_status:?}");
+    let trials = trials_json(&db, "reap").await;
+    let states: Vec<&str> = trials.iter().map(|t| t["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["interrupted", "interrupted", "complete"], "{out}");
+    assert!(out.contains("stopped: exhausted"), "{out}");
+}
