@@ -10,6 +10,7 @@ mod models;
 mod ollama;
 mod output;
 mod pipeline;
+mod remeasure;
 mod report;
 mod search;
 mod spaces;

@@ -1,0 +1,49 @@
+//! Re-measurement and endpoint benchmarks on the fake server fixture: `compare` calls a real
+//! difference *faster*/*slower*, standalone `validate` stores its ratio for `best`, and
+//! `bench --duration` runs for the time asked.
+
+use crate::common::{fake_space, run_cli};
+
+/// Two configurations about 10× apart in decode speed: 2 ms and 20 ms per token (trials 1
+/// and 2); the slow one is the default.
+const FAST_AND_SLOW: &str = r#"token_ms = { values = [2, 20], flag = "--token-ms", default = 20 }"#;
+
+/// `compare STUDY --trial a --trial b --pairs 3 --json`, parsed.
+async fn compare(db: &str, study: &str, a: &str, b: &str) -> serde_json::Value {
+    let out =
+        run_cli(&["--db", db, "compare", study, "--trial", a, "--trial", b, "--pairs", "3", "--json"]).await.unwrap();
+    serde_json::from_str(&out).unwrap()
+}
+
+fn row<'a>(doc: &'a serde_json::Value, metric: &str) -> &'a serde_json::Value {
+    doc["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["metric"] == metric)
+        .unwrap_or_else(|| panic!("no {metric} row: {doc:#}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_calls_a_real_difference_faster_or_slower_in_the_right_direction() {
+    // README "Measuring an endpoint": a verdict of faster or slower when the CI excludes 1 and
+    // the change is at least 3 %.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let db_s = db.to_str().unwrap();
+    let space = fake_space(dir.path(), "cmp", "grid", FAST_AND_SLOW, "");
+    run_cli(&["--db", db_s, "tune", space.to_str().unwrap()]).await.unwrap();
+
+    // B = the slow trial: its TPOT is higher (worse) and its tok/s lower (worse).
+    let doc = compare(db_s, "cmp", "1", "2").await;
+    let tpot = row(&doc, "tpot_p50_ms");
+    assert_eq!(tpot["call"], "slower", "{doc:#}");
+    assert!(tpot["lo"].as_f64().unwrap() > 3.0, "B/A TPOT should be about 10: {tpot:#}");
+    assert_eq!(row(&doc, "output_tok_per_s")["call"], "slower", "{doc:#}");
+    // B = the fast trial: the same rows call it faster.
+    let doc = compare(db_s, "cmp", "2", "1").await;
+    let tpot = row(&doc, "tpot_p50_ms");
+    assert_eq!(tpot["call"], "faster", "{doc:#}");
+    assert!(tpot["hi"].as_f64().unwrap() < 0.33, "B/A TPOT should be about 1/10: {tpot:#}");
+    assert_eq!(row(&doc, "output_tok_per_s")["call"], "faster", "{doc:#}");
+}
