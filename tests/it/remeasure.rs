@@ -47,3 +47,41 @@ async fn compare_calls_a_real_difference_faster_or_slower_in_the_right_direction
     assert!(tpot["hi"].as_f64().unwrap() < 0.33, "B/A TPOT should be about 1/10: {tpot:#}");
     assert_eq!(row(&doc, "output_tok_per_s")["call"], "faster", "{doc:#}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_validate_prints_and_stores_the_ratio_that_best_then_shows() {
+    // README "Using it": `validate STUDY` re-measures the winner against the default,
+    // interleaved, with a 95 % CI, shown by `best`.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let db_s = db.to_str().unwrap();
+    let space = fake_space(dir.path(), "val", "grid", FAST_AND_SLOW, "");
+    // The baseline needs a default for every parameter, the fixture's model template too.
+    let text = std::fs::read_to_string(&space).unwrap();
+    let with_default = r#"size = { values = ["a"], template = "model", default = "a" }"#;
+    std::fs::write(&space, text.replace(r#"size = { values = ["a"], template = "model" }"#, with_default)).unwrap();
+    run_cli(&["--db", db_s, "tune", space.to_str().unwrap()]).await.unwrap();
+    let best: serde_json::Value =
+        serde_json::from_str(&run_cli(&["--db", db_s, "best", "val", "--json"]).await.unwrap()).unwrap();
+    assert!(best["validation"].is_null(), "nothing validated yet: {best:#}");
+
+    let out = run_cli(&["--db", db_s, "validate", "val", "--pairs", "3", "--top", "1"]).await.unwrap();
+    let best: serde_json::Value =
+        serde_json::from_str(&run_cli(&["--db", db_s, "best", "val", "--json"]).await.unwrap()).unwrap();
+    let v = &best["validation"];
+    assert_eq!(v["winner_number"], 1, "{v:#}");
+    assert_eq!(v["metric"], "goodput_rps", "{v:#}");
+    assert_eq!(v["baseline"]["token_ms"], 20, "{v:#}");
+    assert_eq!(v["winner_values"].as_array().unwrap().len(), 3, "{v:#}");
+    assert_eq!(v["default_values"].as_array().unwrap().len(), 3, "{v:#}");
+    let (ratio, lo, hi) = (v["ratio"].as_f64().unwrap(), v["ci_low"].as_f64().unwrap(), v["ci_high"].as_f64().unwrap());
+    // 2 ms against 20 ms per token: the winner serves several times the default's goodput.
+    assert!(lo > 1.5 && lo <= ratio && ratio <= hi, "{v:#}");
+    // The line printed is the ratio stored, and `best` shows it too.
+    let line = format!(
+        "re-validated: trial 1 / default goodput_rps = {ratio:.3} (95 % CI {lo:.3}–{hi:.3}, 3 interleaved rounds"
+    );
+    assert!(out.contains(&line), "{out}\nexpected: {line}");
+    let text = run_cli(&["--db", db_s, "best", "val"]).await.unwrap();
+    assert!(text.contains(&line), "{text}");
+}
