@@ -2,7 +2,11 @@
 //! difference *faster*/*slower*, standalone `validate` stores its ratio for `best`, and
 //! `bench --duration` runs for the time asked.
 
-use crate::common::{fake_space, run_cli};
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{fake_space, repo, run_cli};
 
 /// Two configurations about 10× apart in decode speed: 2 ms and 20 ms per token (trials 1
 /// and 2); the slow one is the default.
@@ -84,4 +88,74 @@ async fn standalone_validate_prints_and_stores_the_ratio_that_best_then_shows() 
     assert!(out.contains(&line), "{out}\nexpected: {line}");
     let text = run_cli(&["--db", db_s, "best", "val"]).await.unwrap();
     assert!(text.contains(&line), "{text}");
+}
+
+/// A fake server started by the test; killed on drop.
+struct FakeServer {
+    child: std::process::Child,
+    url: String,
+}
+
+impl FakeServer {
+    fn start(args: &[&str]) -> FakeServer {
+        let mut child = Command::new(repo().join("tests/fixtures/fake-llama-server"))
+            .args(["--port", "0"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Its first line names the port it bound: "main: server is listening on http://...".
+        let mut line = String::new();
+        std::io::BufReader::new(child.stderr.take().unwrap()).read_line(&mut line).unwrap();
+        let url = line.trim().rsplit(' ').next().unwrap().to_string();
+        assert!(url.starts_with("http://127.0.0.1:"), "{line}");
+        FakeServer { child, url }
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_duration_runs_for_the_time_asked() {
+    // README "Measuring an endpoint": `--requests N` or `--duration 60s`.
+    let server = FakeServer::start(&["--token-ms", "10"]);
+    let dataset = repo().join("prompts/short-qa.jsonl");
+    let t0 = Instant::now();
+    let out = run_cli(&[
+        "bench",
+        "--url",
+        &server.url,
+        "--model",
+        "fake",
+        "--dataset",
+        dataset.to_str().unwrap(),
+        "--concurrency",
+        "2",
+        "--duration",
+        "2s",
+        "--warmup",
+        "1",
+        "--max-tokens",
+        "4",
+        "--json",
+    ])
+    .await
+    .unwrap();
+    let elapsed = t0.elapsed();
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let wall = doc["wall_s"].as_f64().unwrap();
+    // Clients stop sending at 2 s and finish what is in flight (a request takes ~50 ms here).
+    assert!((2.0..2.5).contains(&wall), "measured wall {wall} s: {doc:#}");
+    assert!(elapsed < Duration::from_secs(4), "bench took {elapsed:?}");
+    // Sent back to back the whole time: two clients of ~50 ms requests make dozens.
+    let requests = doc["requests"].as_u64().unwrap();
+    eprintln!("bench --duration 2s: {requests} requests over {wall:.3} s (command: {elapsed:?})");
+    assert!(requests >= 20, "{requests} requests in 2 s: {doc:#}");
+    assert_eq!(doc["succeeded"], requests, "{doc:#}");
 }
