@@ -1,6 +1,7 @@
 //! End-to-end Ollama studies against the Ollama-protocol test fixture
 //! (`tests/fixtures/ollama/`, which serves Ollama's API and generates with the real llama.cpp
-//! engine). Real Ollama is not installable here; `real_ollama_study` runs the same study against
+//! engine; `service_mode_on_exit_*` swaps in the fake llama-server and needs no engine). Real
+//! Ollama is not installable here; `real_ollama_study` runs the same study against
 //! a real `ollama` binary on a machine that has one:
 //!
 //! ```sh
@@ -381,4 +382,84 @@ num_ctx = { values = [1024, 2048], option = "num_ctx" }"#,
     }
     let drop_in = run_cli(&["--db", db_s, "export", "real-ollama", "--format", "systemd"]).await.unwrap();
     assert!(drop_in.contains("Environment=\"OLLAMA_NUM_PARALLEL="), "{drop_in}");
+}
+
+/// `--on-exit best` and `--on-exit leave` in service mode, without the engine: the fixture's
+/// llama-server child is the fake server (`tests/fixtures/fake-llama-server`), and its model
+/// "registry" a folder with a stand-in GGUF file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_mode_on_exit_best_deploys_the_best_trial_and_leave_keeps_the_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("gguf");
+    std::fs::create_dir(&registry).unwrap();
+    std::fs::write(registry.join("SmolLM2-135M-Instruct-Q4_0.gguf"), "fake weights").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let env_file = dir.path().join("ollama.env");
+    let models = dir.path().join("models");
+    let original =
+        format!("# the operator's own settings\nOLLAMA_LOAD_TIMEOUT=10m\nOLLAMA_MODELS={}\n", models.display());
+    let pid_file = dir.path().join("ollama.pid");
+    let log = dir.path().join("ollama.log");
+    // `systemctl restart`, played by the fixture's script, with a stdlib-only python throughout.
+    let restart: Vec<String> = [
+        "env".to_string(),
+        format!("INFERTUNE_FIXTURE_LLAMA_SERVER={}", repo().join("tests/fixtures/fake-llama-server").display()),
+        format!("INFERTUNE_MODELS_DIR={}", registry.display()),
+        "python3".to_string(),
+    ]
+    .into_iter()
+    .chain(restart_argv(&env_file, &pid_file, port, &log).into_iter().skip(1))
+    .collect();
+    let _service = Service { pid_file: pid_file.clone() };
+    let db = dir.path().join("t.db");
+    let db_s = db.to_str().unwrap();
+
+    // Trial 1 loads (5 minutes to load); trial 2 cannot (1 ms), so the best is not the last.
+    let study = |name: &str, on_exit: &str| {
+        let space = ollama_space(
+            dir.path(),
+            name,
+            &format!(
+                "mode = \"service\"\ncommand = [\"ollama\", \"serve\"]\nenv = {{ OLLAMA_MODELS = \"{}\" }}",
+                models.display()
+            ),
+            r#"load_timeout = { values = ["5m", "1ms"], env = "OLLAMA_LOAD_TIMEOUT" }
+quant = { values = ["q4_0"], template = "model" }"#,
+            &format!(
+                "[ollama]\nurl = \"http://127.0.0.1:{port}\"\nenv_file = \"{}\"\nrestart_command = {}\n",
+                env_file.display(),
+                serde_json::to_string(&restart).unwrap()
+            ),
+        );
+        let (db_s, on_exit) = (db_s.to_string(), on_exit.to_string());
+        async move {
+            let out = run_cli(&["--db", &db_s, "tune", space.to_str().unwrap(), "--on-exit", &on_exit]).await.unwrap();
+            assert!(out.contains("stopped: exhausted"), "{out}");
+            out
+        }
+    };
+    let value_in_file = || {
+        let text = std::fs::read_to_string(&env_file).unwrap();
+        let line = text.lines().find_map(|l| l.strip_prefix("OLLAMA_LOAD_TIMEOUT=")).map(str::to_string);
+        (line, text)
+    };
+
+    // The service runs before the first study (which pulls the model through it) and is left
+    // running by each.
+    std::fs::write(&env_file, &original).unwrap();
+    assert!(std::process::Command::new(&restart[0]).args(&restart[1..]).status().unwrap().success());
+    wait_up(port).await;
+    for (name, on_exit, expected) in [("svc-best", "best", "5m"), ("svc-leave", "leave", "1ms")] {
+        std::fs::write(&env_file, &original).unwrap();
+        let out = study(name, on_exit).await;
+        let trials = trials_json(&db, name).await;
+        let states: Vec<&str> = trials.iter().map(|t| t["state"].as_str().unwrap()).collect();
+        assert_eq!(states, ["complete", "infeasible"], "{out}\n{trials:#?}");
+        let (value, text) = value_in_file();
+        assert_eq!(value.as_deref(), Some(expected), "--on-exit {on_exit}:\n{text}\n{out}");
+        assert!(text.contains(&format!("OLLAMA_MODELS={}", models.display())), "{text}");
+        let wrote_best = format!("wrote the best trial to '{}' and restarted the service", env_file.display());
+        assert_eq!(out.contains(&wrote_best), on_exit == "best", "{out}");
+        assert!(!out.contains("restored"), "{out}");
+    }
 }
