@@ -11,6 +11,7 @@ pub mod open_loop;
 pub mod openai;
 pub mod prune;
 pub mod timed;
+pub mod trace;
 
 use std::path::Path;
 use std::sync::Mutex;
