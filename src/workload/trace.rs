@@ -42,7 +42,8 @@ pub enum Error {
 }
 
 /// The file formats a trace can be in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Format {
     Mooncake,
     Capture,
@@ -392,6 +393,136 @@ fn parse_burstgpt(text: &str, path: &str) -> Result<Vec<Option<Request>>, Error>
     Ok(out)
 }
 
+/// Mooncake's prefix block, in tokens: the default `block_size` of a trace's `hash_ids`.
+pub const DEFAULT_BLOCK_SIZE: u32 = 512;
+
+/// Percentiles of a length (tokens); linear interpolation between closest ranks
+/// (`measure::percentile`). All zero with `n = 0`.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
+pub struct Lengths {
+    /// Requests the length is known for.
+    pub n: usize,
+    pub mean: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Lengths {
+    fn of(values: impl Iterator<Item = u32>) -> Lengths {
+        let mut sorted: Vec<f64> = values.map(f64::from).collect();
+        if sorted.is_empty() {
+            return Lengths::default();
+        }
+        sorted.sort_by(f64::total_cmp);
+        let p = |q| crate::measure::percentile(&sorted, q);
+        Lengths {
+            n: sorted.len(),
+            mean: sorted.iter().sum::<f64>() / sorted.len() as f64,
+            p50: p(50.0),
+            p90: p(90.0),
+            p99: p(99.0),
+            max: *sorted.last().expect("non-empty"),
+        }
+    }
+}
+
+/// What a trace asks of a server (`infertune trace stats`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Stats {
+    pub format: Format,
+    pub requests: usize,
+    /// Rows skipped as failures of the original service.
+    pub skipped_failed: usize,
+    /// First to last arrival, in seconds.
+    pub span_s: f64,
+    /// Requests over the span; `None` for a trace whose arrivals all fall at one instant.
+    pub mean_rate_per_s: Option<f64>,
+    /// Most arrivals in any 1 s window `[t, t + 1 s)` that starts at an arrival, per second.
+    pub peak_rate_1s_per_s: f64,
+    /// Most arrivals in any 10 s window, per second.
+    pub peak_rate_10s_per_s: f64,
+    /// Prompt tokens of the rows that give them.
+    pub isl: Lengths,
+    /// Output tokens of the rows that give them.
+    pub osl: Lengths,
+    /// Requests that carry their text (sent as they are on replay).
+    pub with_text: usize,
+    /// Prefix blocks (`hash_ids`) in the trace.
+    pub blocks: u64,
+    /// Blocks whose id appeared earlier in the trace (a prompt cache of unbounded size would hold them).
+    pub blocks_seen_before: u64,
+    /// `blocks_seen_before / blocks`; `None` without `hash_ids`.
+    pub prefix_reuse: Option<f64>,
+    /// Tokens per block.
+    pub block_size: u32,
+    /// Start of the busiest `busiest_window` (most arrivals), in seconds from the first arrival.
+    pub busiest_start_s: f64,
+    pub busiest_window_s: f64,
+}
+
+/// Busiest windows are this long, or the whole trace when it is shorter.
+const BUSIEST_WINDOW: Duration = Duration::from_secs(600);
+
+impl Stats {
+    pub fn of(trace: &Trace, block_size: u32) -> Stats {
+        let at: Vec<Duration> = trace.requests.iter().map(|r| r.at).collect();
+        let span = *at.last().expect("a parsed trace has requests");
+        let span_s = span.as_secs_f64();
+        let (blocks, seen_before) = prefix_blocks(&trace.requests);
+        let window = BUSIEST_WINDOW.min(span);
+        let (busiest_start, _) = busiest(&at, window.max(Duration::from_millis(1)));
+        Stats {
+            format: trace.format,
+            requests: at.len(),
+            skipped_failed: trace.skipped_failed,
+            span_s,
+            mean_rate_per_s: (span_s > 0.0).then(|| at.len() as f64 / span_s),
+            peak_rate_1s_per_s: busiest(&at, Duration::from_secs(1)).1 as f64,
+            peak_rate_10s_per_s: busiest(&at, Duration::from_secs(10)).1 as f64 / 10.0,
+            isl: Lengths::of(trace.requests.iter().filter_map(|r| r.input_length)),
+            osl: Lengths::of(trace.requests.iter().filter_map(|r| r.output_length)),
+            with_text: trace.requests.iter().filter(|r| r.text.is_some()).count(),
+            blocks,
+            blocks_seen_before: seen_before,
+            prefix_reuse: (blocks > 0).then(|| seen_before as f64 / blocks as f64),
+            block_size,
+            busiest_start_s: busiest_start.as_secs_f64(),
+            busiest_window_s: window.as_secs_f64(),
+        }
+    }
+}
+
+/// The start of the window of length `w` (opening at an arrival) holding most arrivals, and how
+/// many it holds; the earliest such window on ties. `at` is sorted.
+pub fn busiest(at: &[Duration], w: Duration) -> (Duration, usize) {
+    let mut best = (Duration::ZERO, 0);
+    let mut end = 0;
+    for (i, &start) in at.iter().enumerate() {
+        while end < at.len() && at[end] < start + w {
+            end += 1;
+        }
+        if end - i > best.1 {
+            best = (start, end - i);
+        }
+    }
+    best
+}
+
+/// All `hash_ids`, and those whose id appeared in an earlier request (or earlier in the same one).
+fn prefix_blocks(requests: &[Request]) -> (u64, u64) {
+    let mut seen = std::collections::HashSet::new();
+    let (mut blocks, mut before) = (0, 0);
+    for id in requests.iter().flat_map(|r| &r.hash_ids) {
+        blocks += 1;
+        if !seen.insert(*id) {
+            before += 1;
+        }
+    }
+    (blocks, before)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -517,5 +648,37 @@ mod tests {
             err,
             "trace 't': the CSV header has no column 'ContextTokens' (needs 'TIMESTAMP', 'ContextTokens', 'GeneratedTokens')"
         );
+    }
+    /// Ten requests: a burst of five in the first second, then one every 5 s; three prompts
+    /// share block 1, two of those also block 2.
+    const STATS_FIXTURE: &str = r#"{"timestamp": 0, "input_length": 100, "output_length": 10, "hash_ids": [1]}
+{"timestamp": 200, "input_length": 600, "output_length": 20, "hash_ids": [1, 2]}
+{"timestamp": 400, "input_length": 700, "output_length": 30, "hash_ids": [1, 2]}
+{"timestamp": 600, "input_length": 300, "output_length": 40, "hash_ids": [3]}
+{"timestamp": 800, "input_length": 200, "output_length": 50, "hash_ids": [4]}
+{"timestamp": 5000, "input_length": 400, "output_length": 60, "hash_ids": [5]}
+{"timestamp": 10000, "input_length": 500, "output_length": 70, "hash_ids": [6]}
+{"timestamp": 15000, "input_length": 800, "output_length": 80, "hash_ids": [7, 8]}
+{"timestamp": 20000, "input_length": 900, "output_length": 90, "hash_ids": [9, 10]}
+{"timestamp": 25000, "input_length": 1000, "output_length": 100, "hash_ids": [11, 12]}
+"#;
+
+    #[test]
+    fn stats_of_a_small_trace() {
+        let s = Stats::of(&parse(STATS_FIXTURE, "s", None).unwrap(), 512);
+        assert_eq!((s.requests, s.span_s, s.mean_rate_per_s), (10, 25.0, Some(0.4)));
+        assert_eq!((s.peak_rate_1s_per_s, s.peak_rate_10s_per_s), (5.0, 0.6));
+        assert_eq!((s.isl.n, s.isl.p50, s.isl.max), (10, 550.0, 1000.0));
+        assert!((s.isl.p90 - 910.0).abs() < 1e-9 && (s.isl.p99 - 991.0).abs() < 1e-9, "{:?}", s.isl);
+        assert_eq!((s.osl.p50, s.osl.mean), (55.0, 55.0));
+        assert_eq!((s.blocks, s.blocks_seen_before, s.prefix_reuse), (15, 3, Some(0.2)));
+        assert_eq!((s.busiest_start_s, s.busiest_window_s), (0.0, 25.0));
+    }
+
+    #[test]
+    fn busiest_window_opens_at_the_first_of_the_most_arrivals() {
+        let at: Vec<Duration> = [0, 5000, 5100, 5900, 6000, 9000].map(Duration::from_millis).to_vec();
+        assert_eq!(busiest(&at, Duration::from_secs(1)), (Duration::from_millis(5000), 3));
+        assert_eq!(busiest(&at, Duration::from_secs(10)), (Duration::ZERO, 6));
     }
 }
