@@ -10,6 +10,7 @@ pub mod ollama;
 pub mod open_loop;
 pub mod openai;
 pub mod prune;
+pub mod replay;
 pub mod timed;
 pub mod trace;
 
