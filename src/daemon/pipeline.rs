@@ -48,7 +48,12 @@ impl<'a> Bench<'a> {
             space,
             backend,
             client: workload::http_client()?,
-            prompts: workload::load_dataset(&space.workload.dataset)?,
+            // A trace replay sends the trace's own prompts; only the capacity search still needs the dataset.
+            prompts: if space.workload.trace.is_some() && space.capacity.is_none() {
+                Vec::new()
+            } else {
+                workload::load_dataset(&space.workload.dataset)?
+            },
             request_slo: RequestSlo::from_slos(&space.slos),
             shutdown,
             guard: None,

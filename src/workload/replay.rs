@@ -57,6 +57,10 @@ pub fn plan(trace: &Trace, spec: &TraceSpec) -> Vec<(usize, Duration)> {
         .collect()
 }
 
+/// The first request is due this long after the replay starts, not at once: a send due at the
+/// instant the schedule is built would count the set-up as lateness.
+const SCHEDULE_LEAD: Duration = Duration::from_millis(20);
+
 /// Ordinary English words; the server's tokenizer keeps those that are one token.
 const CORPUS: &str = "the of and to in is was for on with as by at from that this which be are were his \
 their they have has had not but all can more one two new time year people world state city school \
@@ -241,6 +245,8 @@ pub async fn run(
             t
         })
         .collect();
+    // Every request's future is built and asleep before the first send is due.
+    let timed: Vec<Timed<'_>> = timed.into_iter().map(|t| Timed { offset: t.offset + SCHEDULE_LEAD, ..t }).collect();
     let open = send_on_schedule(client, target, spec, &timed, Instant::now()).await;
     let figure = figure(trace, tspec, &open, prepared);
     Ok((open, figure))

@@ -13,4 +13,5 @@ mod pipeline;
 mod report;
 mod search;
 mod spaces;
+mod trace;
 mod vllm;
