@@ -102,6 +102,9 @@ pub enum InfeasibleClass {
     Requests(ErrorKind),
     /// A capacity trial whose load search could not measure (e.g. the client fell behind).
     CapacityUnmeasured,
+    /// A trace replay whose client fell behind the trace's schedule: the figures would describe
+    /// the client, not the server (issue 17).
+    ClientBehind,
     /// A replayed point the landscape holds no usable run for.
     NotRecorded,
 }
@@ -112,6 +115,7 @@ impl fmt::Display for InfeasibleClass {
             InfeasibleClass::Server(c) => f.write_str(c.as_str()),
             InfeasibleClass::Requests(kind) => write!(f, "requests-{}", kind.as_str()),
             InfeasibleClass::CapacityUnmeasured => f.write_str("capacity-unmeasured"),
+            InfeasibleClass::ClientBehind => f.write_str("client-behind"),
             InfeasibleClass::NotRecorded => f.write_str("not-recorded"),
         }
     }
@@ -127,6 +131,7 @@ impl FromStr for InfeasibleClass {
         }
         match s {
             "capacity-unmeasured" => Ok(InfeasibleClass::CapacityUnmeasured),
+            "client-behind" => Ok(InfeasibleClass::ClientBehind),
             "not-recorded" => Ok(InfeasibleClass::NotRecorded),
             other => FailureClass::from_name(other)
                 .map(InfeasibleClass::Server)

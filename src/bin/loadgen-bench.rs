@@ -225,6 +225,7 @@ async fn client(url: String, streams: u32, seconds: f64, response_ms: u64) {
         request_timeout: Duration::from_secs(120),
         prompt_cache: false,
         draw: 0,
+        trace: None,
     };
     // How long `workload::run` spends before taking its origin (the prompt-order shuffle).
     let shuffled = Instant::now();

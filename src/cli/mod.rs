@@ -16,6 +16,7 @@ mod report;
 mod space;
 mod status;
 mod studies;
+mod trace;
 mod trials;
 mod tune;
 mod validate;
@@ -97,6 +98,9 @@ pub enum Command {
     Capacity(capacity::CapacityArgs),
     /// Re-measure the best trial against the default (interleaved, fresh starts) and store the ratio
     Validate(validate::ValidateArgs),
+    /// Trace files (Mooncake, capture, Azure, BurstGPT): `trace stats FILE`
+    #[command(subcommand)]
+    Trace(trace::TraceCommand),
     /// Write the trials of grid studies as a landscape file (for replay and bench-search)
     #[command(hide = true)]
     RecordLandscape(landscape::RecordLandscapeArgs),
@@ -148,6 +152,7 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
         Command::Compare(args) => compare::run(&open_store(&db).await?, args, out).await,
         Command::Capacity(args) => capacity::run(&open_store(&db).await?, args, out).await,
         Command::Validate(args) => validate::run(&open_store(&db).await?, args, out).await,
+        Command::Trace(command) => trace::run(command, out),
         Command::RecordLandscape(args) => landscape::run(&open_store(&db).await?, args, out).await,
     }
 }

@@ -42,6 +42,7 @@ pub fn trial_json(t: &Trial, meets_slos: bool) -> serde_json::Value {
         "quality": t.summary.as_ref().and_then(|s| s.quality),
         "server_metrics": t.summary.as_ref().and_then(|s| s.server_metrics.as_ref()),
         "capacity": t.summary.as_ref().and_then(|s| s.capacity.as_ref()),
+        "replay": t.summary.as_ref().and_then(|s| s.replay.as_ref()),
         "peak_vram_mb": t.summary.as_ref().and_then(|s| Metric::PeakVramMb.value(s)),
         "samples": t.summary.as_ref().map(|s| json!({"requests": s.requests, "succeeded": s.succeeded, "errors": s.errors, "ttft_n": s.ttft_ms.n, "itl_n": s.itl_ms.n})),
         "started_at_ms": t.started_at_ms,

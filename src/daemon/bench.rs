@@ -99,6 +99,7 @@ pub async fn bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         request_timeout: opts.request_timeout,
         prompt_cache: opts.prompt_cache,
         draw: 0,
+        trace: None,
     };
     let cpu_before = system::own_cpu_time();
     let (run, lateness_ms, is_valid) = match (opts.load, opts.amount) {

@@ -17,6 +17,8 @@ use crate::shutdown::Shutdown;
 use crate::space::{Candidate, Space};
 use crate::store::Store;
 use crate::trial::{InfeasibleClass, Outcome, StageTimes, TrialId};
+use crate::workload::replay::{OutputControl, Prepared};
+use crate::workload::trace::Trace;
 use crate::workload::{self, Prompt, Target, prune};
 
 /// The parts every trial of a command shares.
@@ -32,6 +34,11 @@ pub(super) struct Bench<'a> {
     /// Whether a workload may stop early once its TTFT SLO is certain to fail. Only the search
     /// prunes; re-measurement (compare, validate) never does: a missed SLO is data there.
     pub prune: bool,
+    /// The `[workload] trace`, read once; `None` for a dataset workload.
+    pub trace: Option<Trace>,
+    /// The server's tokenizer words and chat overhead for trace replay, found once per server
+    /// start (reused while the server is).
+    pub prepared: tokio::sync::Mutex<Option<Prepared>>,
 }
 
 impl<'a> Bench<'a> {
@@ -41,11 +48,18 @@ impl<'a> Bench<'a> {
             space,
             backend,
             client: workload::http_client()?,
-            prompts: workload::load_dataset(&space.workload.dataset)?,
+            // A trace replay sends the trace's own prompts; only the capacity search still needs the dataset.
+            prompts: if space.workload.trace.is_some() && space.capacity.is_none() {
+                Vec::new()
+            } else {
+                workload::load_dataset(&space.workload.dataset)?
+            },
             request_slo: RequestSlo::from_slos(&space.slos),
             shutdown,
             guard: None,
             prune: false,
+            trace: space.workload.trace.as_ref().map(workload::replay::load).transpose()?,
+            prepared: tokio::sync::Mutex::new(None),
         })
     }
 }
@@ -136,9 +150,9 @@ pub(super) async fn run_trial(
             session.close(bench.shutdown).await;
             return Ok(TrialRun::interrupted(Some(plan), stages));
         }
-        // The capacity search could not measure (e.g. the client fell behind its schedule).
-        Measured::Unmeasured(e) => {
-            return Ok(TrialRun::infeasible(InfeasibleClass::CapacityUnmeasured, e, Some(plan), stages));
+        // The capacity search or a trace replay could not measure (e.g. the client fell behind its schedule).
+        Measured::Unmeasured(class, e) => {
+            return Ok(TrialRun::infeasible(class, e, Some(plan), stages));
         }
     };
     // Failed requests may mean the server is dying: give it a moment to show it.
@@ -160,7 +174,7 @@ async fn gpu_before_start(bench: &Bench<'_>, session: &ServerSession<'_>, plan: 
 enum Measured {
     Done(Box<Workload>),
     Interrupted,
-    Unmeasured(String),
+    Unmeasured(InfeasibleClass, String),
 }
 
 /// A workload run with the probe's figures around it.
@@ -169,6 +183,7 @@ struct Workload {
     is_pruned: bool,
     capacity: Option<CapacityFigure>,
     server: ServerSide,
+    replay: Option<measure::ReplayFigure>,
 }
 
 /// Probe start → workload (or, for `maximize = "capacity"`, a load search on this server) →
@@ -197,15 +212,16 @@ async fn measure(
     let result = tokio::select! {
         r = async {
             match &space.capacity {
+                None if bench.trace.is_some() => replay(bench, ready, &workload_spec).await.map(|(run, figure)| (run, false, None, Some(figure))),
                 None => {
                     let ttft_limit_ms = if bench.prune { prune::ttft_p95_limit_ms(&space.slos) } else { None };
                     let (run, is_pruned) =
                         prune::run(&bench.client, &ready.target, &bench.prompts, &workload_spec, ttft_limit_ms).await;
-                    Ok((run, is_pruned, None))
+                    Ok((run, is_pruned, None, None))
                 }
                 Some(capacity) => capacity::on_server(bench.shared(), &ready.target, &workload_spec, capacity, session)
                     .await
-                    .map(|found| (found.run, false, Some(found.capacity.figure()))),
+                    .map(|found| (found.run, false, Some(found.capacity.figure()), None)),
             }
         } => Some(r),
         _ = bench.shutdown.graceful.cancelled() => None,
@@ -214,9 +230,49 @@ async fn measure(
     match result {
         None => Measured::Interrupted,
         Some(Err(_)) if bench.shutdown.is_requested() => Measured::Interrupted,
-        Some(Err(e)) => Measured::Unmeasured(format!("{e:#}")),
-        Some(Ok((run, is_pruned, capacity))) => Measured::Done(Box::new(Workload { run, is_pruned, capacity, server })),
+        Some(Err(e)) => {
+            let class = if space.capacity.is_some() {
+                InfeasibleClass::CapacityUnmeasured
+            } else {
+                InfeasibleClass::ClientBehind
+            };
+            Measured::Unmeasured(class, format!("{e:#}"))
+        }
+        Some(Ok((run, is_pruned, capacity, replay))) => {
+            Measured::Done(Box::new(Workload { run, is_pruned, capacity, server, replay }))
+        }
     }
+}
+
+/// Replay the study's trace on the ready server: the tokenizer's words once per server start,
+/// then the trace's requests on their schedule. A client that fell behind the schedule is an
+/// error (the trial is `client-behind`), never a slower result.
+async fn replay(
+    bench: &Bench<'_>,
+    ready: &Ready,
+    spec: &crate::space::WorkloadSpec,
+) -> anyhow::Result<(workload::Run, measure::ReplayFigure)> {
+    let trace = bench.trace.as_ref().expect("replay runs only with a trace");
+    let mut prepared = bench.prepared.lock().await;
+    let needs_tokenizer = trace.requests.iter().any(|r| r.text.is_none());
+    if needs_tokenizer && (prepared.is_none() || ready.launch != crate::backend::Launch::Reuse) {
+        *prepared = Some(Prepared::on(&bench.client, &ready.target, spec).await.context("preparing trace prompts")?);
+    }
+    let control = match bench.space.backend.kind {
+        crate::space::BackendKind::Llamacpp => OutputControl::IgnoreEos,
+        crate::space::BackendKind::Vllm => OutputControl::MinTokens,
+        crate::space::BackendKind::Ollama => OutputControl::MaxTokens,
+    };
+    let (open, figure) =
+        workload::replay::run(&bench.client, &ready.target, spec, trace, prepared.as_ref(), control).await?;
+    if !open.is_valid {
+        anyhow::bail!(
+            "the client fell behind the trace's schedule (lateness p99 {:.1} ms > {} ms): the figures would describe the client, not the server; raise time_scale or shorten the window",
+            open.lateness_ms.p99,
+            workload::open_loop::MAX_LATENESS_P99.as_millis()
+        );
+    }
+    Ok((open.run, figure))
 }
 
 /// Quality answers (before the server is touched again), the summary from its parts, and the
@@ -236,9 +292,10 @@ async fn grade(
         None => None,
     };
     let model_memory = bench.backend.model_memory(&bench.client, target).await;
-    let Workload { run, is_pruned, capacity, server } = measured;
+    let Workload { run, is_pruned, capacity, server, replay } = measured;
     let parts = TrialParts { samples: &run.samples, wall: run.wall, server, capacity, quality, model_memory };
-    let summary = measure::summarize_trial(parts, &bench.request_slo);
+    let mut summary = measure::summarize_trial(parts, &bench.request_slo);
+    summary.replay = replay;
     if summary.succeeded == 0 && summary.requests > 0 {
         // Nothing was served: the configuration does not work. Not worth keeping for the next trial.
         session.close(bench.shutdown).await;

@@ -377,6 +377,9 @@ pub struct Summary {
     /// run at the capacity level.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<CapacityFigure>,
+    /// The trace replay behind the figures, for a `[workload] trace` study.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<ReplayFigure>,
 }
 
 /// Memory of the loaded model as the server reports it (Ollama `/api/ps`), in bytes.
@@ -414,6 +417,35 @@ pub fn summarize_trial(parts: TrialParts<'_>, request_slo: &RequestSlo) -> Summa
         model_size_vram_bytes: parts.model_memory.map(|m| m.size_vram_bytes),
         ..summarize(parts.samples, parts.wall, request_slo)
     }
+}
+
+/// How a trace replay went (issue 17): where the trace came from, how faithfully it was sent.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ReplayFigure {
+    /// The trace file.
+    pub source: String,
+    /// `mooncake`, `capture`, `azure` or `burstgpt`.
+    pub format: String,
+    /// Inter-arrival times were multiplied by this (0.5 = twice as fast).
+    pub time_scale: f64,
+    /// Trace requests sent (after window and `max_requests`).
+    pub requests: usize,
+    /// Client lateness (actual − scheduled send), in ms.
+    pub lateness_ms: Dist,
+    /// `false` when lateness p99 exceeded 5 ms: the client fell behind the schedule.
+    pub is_valid: bool,
+    /// Mean prompt tokens the trace asked for, over the requests with a length and a usage.
+    pub isl_trace_mean: f64,
+    /// Mean prompt tokens the server reported (`usage.prompt_tokens`) for the same requests.
+    pub isl_measured_mean: f64,
+    /// Mean of |measured − trace| / trace over those requests, in percent.
+    pub isl_error_pct: f64,
+    /// How prompts were made: `"synthesized from the server's tokenizer (/tokenize, /detokenize)"`
+    /// or `"trace text"` (or both).
+    pub prompts: String,
+    /// Chat-template tokens the server adds to a one-message chat; subtracted from each
+    /// synthesized prompt so the server sees `input_length` tokens. `None` when nothing was synthesized.
+    pub chat_overhead_tokens: Option<u32>,
 }
 
 /// A trial's capacity: the highest load at which its SLO held.
@@ -497,6 +529,7 @@ pub fn summarize(samples: &[Sample], wall: Duration, request_slo: &RequestSlo) -
         peak_vram_bytes: None,
         server_metrics: None,
         capacity: None,
+        replay: None,
     }
 }
 

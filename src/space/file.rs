@@ -133,6 +133,21 @@ pub(super) struct WorkloadFile {
     pub(super) seed: u64,
     pub(super) request_timeout: String,
     pub(super) prompt_cache: bool,
+    /// A trace file to replay on its own schedule instead of `dataset` (issue 17).
+    pub(super) trace: Option<String>,
+    pub(super) format: Option<String>,
+    pub(super) time_scale: f64,
+    pub(super) window: Option<TraceWindowFile>,
+    pub(super) max_requests: Option<u32>,
+    pub(super) block_size: u32,
+}
+
+/// `window = { start = "2m", duration = "10m" }`: the part of a trace to replay.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TraceWindowFile {
+    pub(super) start: Option<String>,
+    pub(super) duration: Option<String>,
 }
 
 impl Default for WorkloadFile {
@@ -146,6 +161,12 @@ impl Default for WorkloadFile {
             seed: 42,
             request_timeout: "120s".to_string(),
             prompt_cache: false,
+            trace: None,
+            format: None,
+            time_scale: 1.0,
+            window: None,
+            max_requests: None,
+            block_size: 512,
         }
     }
 }

@@ -33,7 +33,7 @@ pub use goal::{CapacitySpec, Direction, Load, Objective, Slo};
 pub use output::{Format, OutputSpec};
 pub use param::{Apply, Candidate, Domain, Param, Value};
 pub use study::StrategyKind;
-pub use workload::{QualitySpec, WorkloadSpec};
+pub use workload::{QualitySpec, TraceSpec, WorkloadSpec};
 
 /// Why a space file was rejected. Every message names the file, the key and the bad value.
 #[derive(Debug, thiserror::Error)]

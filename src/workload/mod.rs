@@ -10,7 +10,9 @@ pub mod ollama;
 pub mod open_loop;
 pub mod openai;
 pub mod prune;
+pub mod replay;
 pub mod timed;
+pub mod trace;
 
 use std::path::Path;
 use std::sync::Mutex;

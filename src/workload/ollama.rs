@@ -375,6 +375,7 @@ mod tests {
             request_timeout: Duration::from_secs(1),
             prompt_cache: false,
             draw: 0,
+            trace: None,
         };
         let body = request_body(
             &Prompt { id: None, system: None, prompt: "hi".into(), answer: None, accept: Vec::new() },

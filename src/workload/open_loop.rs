@@ -78,27 +78,81 @@ pub async fn run(
             samples.push(s);
         }
     }
+    let timed: Vec<Timed<'_>> =
+        measured.iter().zip(&offsets).map(|(&index, &offset)| Timed::new(index, offset, &prompts[index])).collect();
+    let mut sent = send_on_schedule(client, target, spec, &timed, origin).await;
+    samples.append(&mut sent.run.samples);
+    Ok(OpenRun { run: Run { samples, wall: sent.run.wall }, ..sent })
+}
+
+/// One request of a fixed schedule, and what it changes in the request body.
+#[derive(Debug, Clone)]
+pub struct Timed<'a> {
+    /// Stored as the sample's `prompt_index`.
+    pub index: usize,
+    /// Send time from the schedule's start.
+    pub offset: Duration,
+    pub prompt: &'a Prompt,
+    /// This request's `max_tokens`; `None`: the spec's.
+    pub max_tokens: Option<u32>,
+    /// Body fields of this request only, over the target's options (`ignore_eos`, `messages`).
+    pub options: serde_json::Map<String, serde_json::Value>,
+}
+
+impl<'a> Timed<'a> {
+    /// `prompt` at `offset`, with the spec's `max_tokens` and the target's options.
+    pub fn new(index: usize, offset: Duration, prompt: &'a Prompt) -> Timed<'a> {
+        Timed { index, offset, prompt, max_tokens: None, options: serde_json::Map::new() }
+    }
+}
+
+/// Send each request at `origin`'s now + its offset, whatever the server does, and record the
+/// client's lateness. Samples have `sent` at the *scheduled* time, in schedule order; the
+/// open loop and trace replay (`workload::replay`) both run through here.
+pub async fn send_on_schedule(
+    client: &reqwest::Client,
+    target: &Target,
+    spec: &WorkloadSpec,
+    requests: &[Timed<'_>],
+    origin: Instant,
+) -> OpenRun {
     let start = Instant::now();
     let start_offset = start - origin;
-    let requests = measured.iter().zip(&offsets).map(|(&prompt_index, &offset)| async move {
-        let scheduled = start_offset + offset;
+    let sends = requests.iter().map(|r| async move {
+        let scheduled = start_offset + r.offset;
+        let (own_target, own_spec);
+        let target = if r.options.is_empty() {
+            target
+        } else {
+            let mut t = target.clone();
+            t.options.extend(r.options.clone());
+            own_target = t;
+            &own_target
+        };
+        let spec = match r.max_tokens {
+            None => spec,
+            Some(max_tokens) => {
+                own_spec = WorkloadSpec { max_tokens, ..spec.clone() };
+                &own_spec
+            }
+        };
         tokio::time::sleep_until((origin + scheduled).into()).await;
         let lateness = origin.elapsed().saturating_sub(scheduled);
-        let mut sample: Sample = send(client, target, &prompts[prompt_index], spec, origin).await;
+        let mut sample: Sample = send(client, target, r.prompt, spec, origin).await;
         sample.sent = scheduled;
-        sample.prompt_index = prompt_index;
+        sample.prompt_index = r.index;
         (sample, lateness)
     });
-    let done = futures_util::future::join_all(requests).await;
+    let done = futures_util::future::join_all(sends).await;
     let wall = start.elapsed();
     let lateness: Vec<f64> = done.iter().map(|(_, l)| l.as_secs_f64() * 1000.0).collect();
-    samples.extend(done.into_iter().map(|(s, _)| s));
+    let samples = done.into_iter().map(|(s, _)| s).collect();
     let lateness_ms = Dist::of(&lateness);
-    Ok(OpenRun {
+    OpenRun {
         run: Run { samples, wall },
         is_valid: lateness_ms.p99 <= MAX_LATENESS_P99.as_secs_f64() * 1000.0,
         lateness_ms,
-    })
+    }
 }
 
 /// The warm-up prompts in order, so the closed-loop runner sends exactly these.

@@ -14,4 +14,5 @@ mod remeasure;
 mod report;
 mod search;
 mod spaces;
+mod trace;
 mod vllm;
