@@ -132,6 +132,10 @@ impl Backend for LlamaCpp {
         })
     }
 
+    fn output_control(&self) -> crate::workload::replay::OutputControl {
+        crate::workload::replay::OutputControl::IgnoreEos
+    }
+
     fn is_model_a_file(&self, model: &str) -> bool {
         !model.is_empty()
     }

@@ -143,6 +143,11 @@ pub trait Backend: Send + Sync {
     fn is_model_a_file(&self, _model: &str) -> bool {
         false
     }
+    /// How the server is made to generate exactly a trace row's output length (default:
+    /// `max_tokens` only; the model may stop earlier).
+    fn output_control(&self) -> crate::workload::replay::OutputControl {
+        crate::workload::replay::OutputControl::MaxTokens
+    }
     /// Service mode: where the service answers and how it is restarted; `None` when the tuner
     /// spawns the server itself.
     fn service(&self) -> Option<service::ServiceSpec> {

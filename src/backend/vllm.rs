@@ -296,6 +296,10 @@ impl Backend for Vllm {
         })
     }
 
+    fn output_control(&self) -> crate::workload::replay::OutputControl {
+        crate::workload::replay::OutputControl::MinTokens
+    }
+
     fn is_model_a_file(&self, model: &str) -> bool {
         // A model without a leading `/`, `./` or `../` is a hub id, which vLLM resolves itself.
         std::path::Path::new(model).is_absolute() || model.starts_with('.')

@@ -17,7 +17,7 @@ use crate::shutdown::Shutdown;
 use crate::space::{Candidate, Space};
 use crate::store::Store;
 use crate::trial::{InfeasibleClass, Outcome, StageTimes, TrialId};
-use crate::workload::replay::{OutputControl, Prepared};
+use crate::workload::replay::Prepared;
 use crate::workload::trace::Trace;
 use crate::workload::{self, Prompt, Target, prune};
 
@@ -258,11 +258,7 @@ async fn replay(
     if needs_tokenizer && (prepared.is_none() || ready.launch != crate::backend::Launch::Reuse) {
         *prepared = Some(Prepared::on(&bench.client, &ready.target, spec).await.context("preparing trace prompts")?);
     }
-    let control = match bench.space.backend.kind {
-        crate::space::BackendKind::Llamacpp => OutputControl::IgnoreEos,
-        crate::space::BackendKind::Vllm => OutputControl::MinTokens,
-        crate::space::BackendKind::Ollama => OutputControl::MaxTokens,
-    };
+    let control = bench.backend.output_control();
     let (open, figure) =
         workload::replay::run(&bench.client, &ready.target, spec, trace, prepared.as_ref(), control).await?;
     if !open.is_valid {
