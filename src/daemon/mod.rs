@@ -581,7 +581,14 @@ async fn next_free_name(store: &Store, base: &str) -> anyhow::Result<String> {
 
 /// The earlier of `now + max_duration` and the next `until`.
 fn deadline(max_duration: Option<Duration>, until: Option<clock::TimeOfDay>) -> Option<SystemTime> {
-    let now = SystemTime::now();
+    deadline_from(SystemTime::now(), max_duration, until)
+}
+
+fn deadline_from(
+    now: SystemTime,
+    max_duration: Option<Duration>,
+    until: Option<clock::TimeOfDay>,
+) -> Option<SystemTime> {
     let a = max_duration.map(|d| now + d);
     let b = until.map(|u| clock::next_occurrence(u, now));
     match (a, b) {
@@ -629,4 +636,27 @@ fn reap_orphans(pids: &[u32], backend: &dyn Backend) -> Vec<u32> {
         }
     }
     reaped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--until HH:MM` and `--max-duration` both stop starting trials; the earlier one wins
+    /// (README "Budgets and windows").
+    #[test]
+    fn the_deadline_is_the_earlier_of_until_and_max_duration() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let (minutes, _) = clock::local_minutes(now);
+        let in_ten_minutes = clock::TimeOfDay { minutes: (minutes + 10) % 1440 };
+        let until = deadline_from(now, None, Some(in_ten_minutes)).unwrap();
+        let wait = until.duration_since(now).unwrap();
+        assert!(wait > Duration::from_secs(9 * 60) && wait <= Duration::from_secs(10 * 60), "{wait:?}");
+        assert_eq!(
+            deadline_from(now, Some(Duration::from_secs(60)), Some(in_ten_minutes)),
+            Some(now + Duration::from_secs(60))
+        );
+        assert_eq!(deadline_from(now, Some(Duration::from_secs(3600)), Some(in_ten_minutes)), Some(until));
+        assert_eq!(deadline_from(now, None, None), None);
+    }
 }

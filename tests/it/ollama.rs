@@ -463,3 +463,59 @@ quant = { values = ["q4_0"], template = "model" }"#,
         assert!(!out.contains("restored"), "{out}");
     }
 }
+
+/// Service mode with a systemd drop-in (`[ollama] drop_in`) instead of an env file: each trial's
+/// variables reach the restarted service through `Environment=` lines (trial 2's 1 ms load
+/// timeout makes it fail, which it could only do if the drop-in was read), and the drop-in is put
+/// back byte for byte at the end. No engine: the fixture runs the fake llama-server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_mode_with_a_systemd_drop_in_applies_each_trial_and_restores_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("gguf");
+    std::fs::create_dir(&registry).unwrap();
+    std::fs::write(registry.join("SmolLM2-135M-Instruct-Q4_0.gguf"), "fake weights").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let drop_in = dir.path().join("ollama.service.d").join("infertune.conf");
+    std::fs::create_dir_all(drop_in.parent().unwrap()).unwrap();
+    let models = dir.path().join("models");
+    let original = format!(
+        "[Service]\n# the operator's own settings\nEnvironment=\"OLLAMA_LOAD_TIMEOUT=10m\"\nEnvironment=\"OLLAMA_MODELS={}\"\n",
+        models.display()
+    );
+    std::fs::write(&drop_in, &original).unwrap();
+    let pid_file = dir.path().join("ollama.pid");
+    let restart: Vec<String> = [
+        "env".to_string(),
+        format!("INFERTUNE_FIXTURE_LLAMA_SERVER={}", repo().join("tests/fixtures/fake-llama-server").display()),
+        format!("INFERTUNE_MODELS_DIR={}", registry.display()),
+        "python3".to_string(),
+    ]
+    .into_iter()
+    .chain(restart_argv(&drop_in, &pid_file, port, &dir.path().join("ollama.log")).into_iter().skip(1))
+    .collect();
+    let _service = Service { pid_file: pid_file.clone() };
+    assert!(std::process::Command::new(&restart[0]).args(&restart[1..]).status().unwrap().success());
+    wait_up(port).await;
+    let space = ollama_space(
+        dir.path(),
+        "svc-drop-in",
+        &format!(
+            "mode = \"service\"\ncommand = [\"ollama\", \"serve\"]\nenv = {{ OLLAMA_MODELS = \"{}\" }}",
+            models.display()
+        ),
+        r#"load_timeout = { values = ["5m", "1ms"], env = "OLLAMA_LOAD_TIMEOUT" }
+quant = { values = ["q4_0"], template = "model" }"#,
+        &format!(
+            "[ollama]\nurl = \"http://127.0.0.1:{port}\"\ndrop_in = \"{}\"\nrestart_command = {}\n",
+            drop_in.display(),
+            serde_json::to_string(&restart).unwrap()
+        ),
+    );
+    let db = dir.path().join("t.db");
+    let out = run_cli(&["--db", db.to_str().unwrap(), "tune", space.to_str().unwrap()]).await.unwrap();
+    assert!(out.contains("stopped: exhausted") && out.contains("restored"), "{out}");
+    let trials = trials_json(&db, "svc-drop-in").await;
+    let states: Vec<&str> = trials.iter().map(|t| t["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["complete", "infeasible"], "the drop-in's variables reached the service:\n{out}");
+    assert_eq!(std::fs::read_to_string(&drop_in).unwrap(), original, "byte-identical after the study");
+}
