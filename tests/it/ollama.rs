@@ -340,7 +340,20 @@ num_ctx = { values = [1024], option = "num_ctx" }"#,
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(changed, "the study wrote a trial's settings into the env file");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Signal mid-workload: once the restarted fixture has logged a chat request (its gin lines).
+    let serving = |from: usize| {
+        std::fs::read_to_string(&log).unwrap_or_default().get(from..).is_some_and(|t| t.contains("POST /api/chat"))
+    };
+    let log_start = std::fs::read_to_string(&log).map(|t| t.len()).unwrap_or(0);
+    let mut is_serving = false;
+    for _ in 0..600 {
+        if serving(log_start) {
+            is_serving = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(is_serving, "the trial's workload reached the service");
     // SAFETY: signals the child we spawned.
     unsafe {
         libc::kill(child.id().unwrap() as i32, libc::SIGINT);
