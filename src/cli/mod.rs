@@ -8,6 +8,7 @@
 mod bench;
 mod best;
 mod capacity;
+mod capture;
 mod compare;
 mod export;
 mod landscape;
@@ -97,6 +98,8 @@ pub enum Command {
     Capacity(capacity::CapacityArgs),
     /// Re-measure the best trial against the default (interleaved, fresh starts) and store the ratio
     Validate(validate::ValidateArgs),
+    /// Proxy an OpenAI or Ollama server and write a trace of its traffic (lengths, prefix ids, timing)
+    Capture(capture::CaptureArgs),
     /// Write the trials of grid studies as a landscape file (for replay and bench-search)
     #[command(hide = true)]
     RecordLandscape(landscape::RecordLandscapeArgs),
@@ -148,6 +151,7 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
         Command::Compare(args) => compare::run(&open_store(&db).await?, args, out).await,
         Command::Capacity(args) => capacity::run(&open_store(&db).await?, args, out).await,
         Command::Validate(args) => validate::run(&open_store(&db).await?, args, out).await,
+        Command::Capture(args) => capture::run(args, out).await,
         Command::RecordLandscape(args) => landscape::run(&open_store(&db).await?, args, out).await,
     }
 }
