@@ -28,7 +28,7 @@
 //! | `protocol` | `openai` or `ollama`, from the path |
 //! | `endpoint` | the path: `/v1/chat/completions`, `/v1/completions`, `/api/chat` or `/api/generate` |
 //! | `model` | the request's `model`, or `null` |
-//! | `status` | the upstream's HTTP status; `499` when the client went away before the response ended; `502` when the upstream was unreachable or its response broke off |
+//! | `status` | the upstream's HTTP status; `499` when the client went away before the response ended (a client that leaves after the stream's end marker, `data: [DONE]` or `"done": true`, had it all: upstream status); `502` when the upstream was unreachable or its response broke off |
 //! | `ttft_ms` | ms from arrival to the first response chunk carrying generated text (non-streamed: `null` unless the body carried text, then the body's end); `null` when none came |
 //! | `e2e_ms` | ms from arrival to the end of the response (or the disconnect) |
 //! | `messages` | only with `--keep-text`, chat requests: the `messages` array as sent |
@@ -402,7 +402,10 @@ impl Recording {
 impl Drop for Recording {
     fn drop(&mut self) {
         // Not finished by the body's end: the client went away (or the proxy was stopped now).
-        self.finish(499);
+        // Clients often close as soon as they read the stream's end marker, before the
+        // transfer's own end: that answer was whole, so it keeps the upstream's status.
+        let is_complete = self.observer.as_ref().is_some_and(|o| o.is_complete);
+        self.finish(if is_complete { self.status } else { 499 });
     }
 }
 

@@ -101,6 +101,9 @@ pub struct Observer {
     pub output_tokens: Option<u64>,
     /// Whether a chunk carrying generated text has been seen.
     pub has_token: bool,
+    /// Whether the stream's own end marker passed (`data: [DONE]`, or Ollama's `"done": true`):
+    /// a client that leaves after it has the whole answer.
+    pub is_complete: bool,
 }
 
 impl Observer {
@@ -115,6 +118,7 @@ impl Observer {
             input_tokens: None,
             output_tokens: None,
             has_token: false,
+            is_complete: false,
         }
     }
 
@@ -155,6 +159,9 @@ impl Observer {
     /// parsed: until the first token, and those naming a count.
     fn line(&mut self, line: &[u8]) {
         let line = line.strip_prefix(b"data:").unwrap_or(line).trim_ascii();
+        if line == b"[DONE]" {
+            self.is_complete = true;
+        }
         if line.first() != Some(&b'{') {
             return;
         }
@@ -175,6 +182,9 @@ impl Observer {
         }
         if let Some(n) = output.as_u64() {
             self.output_tokens = Some(n);
+        }
+        if self.protocol == Protocol::Ollama && json["done"] == Value::Bool(true) {
+            self.is_complete = true;
         }
     }
 }
@@ -309,8 +319,10 @@ mod tests {
         assert!(!o.has_token, "not before the line ends");
         assert!(o.feed(b"llo\"}}]}\n\n"));
         assert!(o.has_token);
-        o.feed(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":3}}\n\ndata: [DONE]\n\n");
-        o.finish();
+        o.feed(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":3}}\n\n");
+        assert!(!o.is_complete);
+        o.feed(b"data: [DONE]\n\n");
+        assert!(o.is_complete);
         assert_eq!((o.input_tokens, o.output_tokens), (Some(12), Some(3)));
     }
 
@@ -320,7 +332,7 @@ mod tests {
         o.feed(b"{\"message\":{\"content\":\"a\"},\"done\":false}\n{\"done\":true,\"prompt_eval_count\":7,");
         o.feed(b"\"eval_count\":2}");
         o.finish();
-        assert_eq!((o.input_tokens, o.output_tokens, o.has_token), (Some(7), Some(2), true));
+        assert_eq!((o.input_tokens, o.output_tokens, o.has_token, o.is_complete), (Some(7), Some(2), true, true));
         let mut o = Observer::new(Protocol::Openai, "application/json");
         o.feed(b"{\"choices\":[{\"message\":{\"content\":\"x\"}}],\n \"usage\": {\"prompt_tokens\": 5,");
         o.feed(b" \"completion_tokens\": 1}}");
