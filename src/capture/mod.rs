@@ -302,6 +302,8 @@ async fn forward(state: Arc<State>, req: Request<Incoming>) -> Result<Response<R
     };
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::HOST);
+    // The body is already read (hyper answered any `100-continue`), so there is nothing to wait for.
+    parts.headers.remove(header::EXPECT);
     parts.version = hyper::Version::HTTP_11;
     let response = match state.client.request(Request::from_parts(parts, Full::new(body))).await {
         Ok(r) => r,
@@ -499,4 +501,50 @@ pub fn check_output_dir(path: &Path) -> anyhow::Result<()> {
         bail!("the output directory '{}' does not exist", dir.display())
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(listen: &str) -> CaptureOptions {
+        CaptureOptions {
+            listen: listen.parse().unwrap(),
+            upstream: "http://127.0.0.1:8080".into(),
+            output: PathBuf::from("/t/trace.jsonl"),
+            keep_text: false,
+            key_file: None,
+            rotate_bytes: None,
+        }
+    }
+
+    #[test]
+    fn a_listen_address_beyond_loopback_is_announced() {
+        let o = opts("127.0.0.1:8081");
+        let quiet = describe_start(&o, o.listen, false).join("\n");
+        assert!(!quiet.contains("NOT loopback") && quiet.contains("'/t/capture.key'"), "{quiet}");
+        let o = opts("0.0.0.0:8081");
+        assert!(describe_start(&o, o.listen, true).join("\n").contains("NOT loopback"));
+    }
+
+    #[test]
+    fn upstreams_are_checked() {
+        assert_eq!(upstream_base("http://h:1/").unwrap(), "http://h:1");
+        for (bad, says) in [("https://h", "only http://"), ("h:1", "no scheme"), ("http://h/?a=1", "query")] {
+            let err = upstream_base(bad).unwrap_err().to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_headers_stay_behind() {
+        let mut h = HeaderMap::new();
+        for (k, v) in
+            [("connection", "close, x-hop"), ("x-hop", "1"), ("transfer-encoding", "chunked"), ("x-keep", "1")]
+        {
+            h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-keep"]);
+    }
 }
