@@ -18,10 +18,11 @@
 //!   ─► export::render (env, args, json, systemd, modelfile, compose, yaml)
 //! ```
 //!
-//! Layers, lowest first: `shutdown`, `envfile`, `measure`, `space`, `workload`, `backend`,
+//! Layers, lowest first: `shutdown`, `envfile`, `measure`, `space`, `workload`, `capture`, `backend`,
 //! `trial`, `search`, `store`, `export`, `report`, `daemon`, `cli`.
 
 pub mod backend;
+pub mod capture;
 pub mod cli;
 pub mod daemon;
 pub mod envfile;

@@ -8,6 +8,7 @@
 mod bench;
 mod best;
 mod capacity;
+mod capture;
 mod compare;
 mod export;
 mod landscape;
@@ -98,6 +99,8 @@ pub enum Command {
     Capacity(capacity::CapacityArgs),
     /// Re-measure the best trial against the default (interleaved, fresh starts) and store the ratio
     Validate(validate::ValidateArgs),
+    /// Proxy an OpenAI or Ollama server and write a trace of its traffic (lengths, prefix ids, timing)
+    Capture(capture::CaptureArgs),
     /// Trace files (Mooncake, capture, Azure, BurstGPT): `trace stats FILE`
     #[command(subcommand)]
     Trace(trace::TraceCommand),
@@ -152,6 +155,7 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
         Command::Compare(args) => compare::run(&open_store(&db).await?, args, out).await,
         Command::Capacity(args) => capacity::run(&open_store(&db).await?, args, out).await,
         Command::Validate(args) => validate::run(&open_store(&db).await?, args, out).await,
+        Command::Capture(args) => capture::run(args, out).await,
         Command::Trace(command) => trace::run(command, out),
         Command::RecordLandscape(args) => landscape::run(&open_store(&db).await?, args, out).await,
     }

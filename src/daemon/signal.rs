@@ -9,6 +9,14 @@ pub use crate::shutdown::Shutdown;
 impl Shutdown {
     /// Listen for SIGINT and SIGTERM for the life of the runtime.
     pub fn listen() -> std::io::Result<Shutdown> {
+        Shutdown::listen_saying(
+            "signal: stopping after cleanup (the running trial is recorded as interrupted); send again to stop now",
+        )
+    }
+
+    /// [`Shutdown::listen`], printing `first` on the first signal (what stopping cleanly means
+    /// for the command at hand).
+    pub fn listen_saying(first: &'static str) -> std::io::Result<Shutdown> {
         let shutdown = Shutdown::default();
         let mut int = signal(SignalKind::interrupt())?;
         let mut term = signal(SignalKind::terminate())?;
@@ -22,9 +30,7 @@ impl Shutdown {
                 }
                 count += 1;
                 if count == 1 {
-                    eprintln!(
-                        "signal: stopping after cleanup (the running trial is recorded as interrupted); send again to stop now"
-                    );
+                    eprintln!("{first}");
                     s.graceful.cancel();
                 } else {
                     eprintln!("signal: stopping now");

@@ -2,6 +2,7 @@
 //! engine (installed by `scripts/setup-llamacpp`); they fail, not skip, when it is missing.
 
 mod budget;
+mod capture;
 mod common;
 mod engine;
 mod faults;
