@@ -403,47 +403,20 @@ num_ctx = { values = [1024, 2048], option = "num_ctx" }"#,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_mode_on_exit_best_deploys_the_best_trial_and_leave_keeps_the_last() {
     let dir = tempfile::tempdir().unwrap();
-    let registry = dir.path().join("gguf");
-    std::fs::create_dir(&registry).unwrap();
-    std::fs::write(registry.join("SmolLM2-135M-Instruct-Q4_0.gguf"), "fake weights").unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let env_file = dir.path().join("ollama.env");
     let models = dir.path().join("models");
     let original =
         format!("# the operator's own settings\nOLLAMA_LOAD_TIMEOUT=10m\nOLLAMA_MODELS={}\n", models.display());
     let pid_file = dir.path().join("ollama.pid");
-    let log = dir.path().join("ollama.log");
-    // `systemctl restart`, played by the fixture's script, with a stdlib-only python throughout.
-    let restart: Vec<String> = [
-        "env".to_string(),
-        format!("INFERTUNE_FIXTURE_LLAMA_SERVER={}", repo().join("tests/fixtures/fake-llama-server").display()),
-        format!("INFERTUNE_MODELS_DIR={}", registry.display()),
-        "python3".to_string(),
-    ]
-    .into_iter()
-    .chain(restart_argv(&env_file, &pid_file, port, &log).into_iter().skip(1))
-    .collect();
+    let restart = fake_service_restart(dir.path(), &env_file, &pid_file, port);
     let _service = Service { pid_file: pid_file.clone() };
     let db = dir.path().join("t.db");
     let db_s = db.to_str().unwrap();
 
-    // Trial 1 loads (5 minutes to load); trial 2 cannot (1 ms), so the best is not the last.
     let study = |name: &str, on_exit: &str| {
-        let space = ollama_space(
-            dir.path(),
-            name,
-            &format!(
-                "mode = \"service\"\ncommand = [\"ollama\", \"serve\"]\nenv = {{ OLLAMA_MODELS = \"{}\" }}",
-                models.display()
-            ),
-            r#"load_timeout = { values = ["5m", "1ms"], env = "OLLAMA_LOAD_TIMEOUT" }
-quant = { values = ["q4_0"], template = "model" }"#,
-            &format!(
-                "[ollama]\nurl = \"http://127.0.0.1:{port}\"\nenv_file = \"{}\"\nrestart_command = {}\n",
-                env_file.display(),
-                serde_json::to_string(&restart).unwrap()
-            ),
-        );
+        let file = format!("env_file = \"{}\"", env_file.display());
+        let space = load_timeout_space(dir.path(), name, &models, port, &file, &restart);
         let (db_s, on_exit) = (db_s.to_string(), on_exit.to_string());
         async move {
             let out = run_cli(&["--db", &db_s, "tune", space.to_str().unwrap(), "--on-exit", &on_exit]).await.unwrap();
@@ -484,9 +457,6 @@ quant = { values = ["q4_0"], template = "model" }"#,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_mode_with_a_systemd_drop_in_applies_each_trial_and_restores_the_file() {
     let dir = tempfile::tempdir().unwrap();
-    let registry = dir.path().join("gguf");
-    std::fs::create_dir(&registry).unwrap();
-    std::fs::write(registry.join("SmolLM2-135M-Instruct-Q4_0.gguf"), "fake weights").unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let drop_in = dir.path().join("ollama.service.d").join("infertune.conf");
     std::fs::create_dir_all(drop_in.parent().unwrap()).unwrap();
@@ -497,33 +467,12 @@ async fn service_mode_with_a_systemd_drop_in_applies_each_trial_and_restores_the
     );
     std::fs::write(&drop_in, &original).unwrap();
     let pid_file = dir.path().join("ollama.pid");
-    let restart: Vec<String> = [
-        "env".to_string(),
-        format!("INFERTUNE_FIXTURE_LLAMA_SERVER={}", repo().join("tests/fixtures/fake-llama-server").display()),
-        format!("INFERTUNE_MODELS_DIR={}", registry.display()),
-        "python3".to_string(),
-    ]
-    .into_iter()
-    .chain(restart_argv(&drop_in, &pid_file, port, &dir.path().join("ollama.log")).into_iter().skip(1))
-    .collect();
+    let restart = fake_service_restart(dir.path(), &drop_in, &pid_file, port);
     let _service = Service { pid_file: pid_file.clone() };
     assert!(std::process::Command::new(&restart[0]).args(&restart[1..]).status().unwrap().success());
     wait_up(port).await;
-    let space = ollama_space(
-        dir.path(),
-        "svc-drop-in",
-        &format!(
-            "mode = \"service\"\ncommand = [\"ollama\", \"serve\"]\nenv = {{ OLLAMA_MODELS = \"{}\" }}",
-            models.display()
-        ),
-        r#"load_timeout = { values = ["5m", "1ms"], env = "OLLAMA_LOAD_TIMEOUT" }
-quant = { values = ["q4_0"], template = "model" }"#,
-        &format!(
-            "[ollama]\nurl = \"http://127.0.0.1:{port}\"\ndrop_in = \"{}\"\nrestart_command = {}\n",
-            drop_in.display(),
-            serde_json::to_string(&restart).unwrap()
-        ),
-    );
+    let file = format!("drop_in = \"{}\"", drop_in.display());
+    let space = load_timeout_space(dir.path(), "svc-drop-in", &models, port, &file, &restart);
     let db = dir.path().join("t.db");
     let out = run_cli(&["--db", db.to_str().unwrap(), "tune", space.to_str().unwrap()]).await.unwrap();
     assert!(out.contains("stopped: exhausted") && out.contains("restored"), "{out}");
@@ -531,4 +480,49 @@ quant = { values = ["q4_0"], template = "model" }"#,
     let states: Vec<&str> = trials.iter().map(|t| t["state"].as_str().unwrap()).collect();
     assert_eq!(states, ["complete", "infeasible"], "the drop-in's variables reached the service:\n{out}");
     assert_eq!(std::fs::read_to_string(&drop_in).unwrap(), original, "byte-identical after the study");
+}
+
+/// `systemctl restart`, played by the fixture's script, for an Ollama fixture whose runner is the
+/// fake llama-server (no engine; a stand-in model file), reading `env_file` (KEY=value lines or
+/// a systemd drop-in). Stdlib-only python throughout.
+fn fake_service_restart(dir: &Path, env_file: &Path, pid_file: &Path, port: u16) -> Vec<String> {
+    let registry = dir.join("gguf");
+    std::fs::create_dir_all(&registry).unwrap();
+    std::fs::write(registry.join("SmolLM2-135M-Instruct-Q4_0.gguf"), "fake weights").unwrap();
+    [
+        "env".to_string(),
+        format!("INFERTUNE_FIXTURE_LLAMA_SERVER={}", repo().join("tests/fixtures/fake-llama-server").display()),
+        format!("INFERTUNE_MODELS_DIR={}", registry.display()),
+        "python3".to_string(),
+    ]
+    .into_iter()
+    .chain(restart_argv(env_file, pid_file, port, &dir.join("ollama.log")).into_iter().skip(1))
+    .collect()
+}
+
+/// A service-mode space over the fake service whose trial 1 loads (a 5 minute load timeout) and
+/// trial 2 cannot (1 ms), so the best trial is not the last. `file_line` names the service's
+/// file (`env_file = "..."` or `drop_in = "..."`).
+fn load_timeout_space(
+    dir: &Path,
+    name: &str,
+    models: &Path,
+    port: u16,
+    file_line: &str,
+    restart: &[String],
+) -> PathBuf {
+    ollama_space(
+        dir,
+        name,
+        &format!(
+            "mode = \"service\"\ncommand = [\"ollama\", \"serve\"]\nenv = {{ OLLAMA_MODELS = \"{}\" }}",
+            models.display()
+        ),
+        r#"load_timeout = { values = ["5m", "1ms"], env = "OLLAMA_LOAD_TIMEOUT" }
+quant = { values = ["q4_0"], template = "model" }"#,
+        &format!(
+            "[ollama]\nurl = \"http://127.0.0.1:{port}\"\n{file_line}\nrestart_command = {}\n",
+            serde_json::to_string(restart).unwrap()
+        ),
+    )
 }
