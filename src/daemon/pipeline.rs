@@ -154,6 +154,10 @@ pub(super) async fn run_trial(
         Measured::Unmeasured(class, e) => {
             return Ok(TrialRun::infeasible(class, e, Some(plan), stages));
         }
+        Measured::Failed(e) => {
+            session.close(bench.shutdown).await;
+            return Err(e);
+        }
     };
     // Failed requests may mean the server is dying: give it a moment to show it.
     let settle =
@@ -175,7 +179,14 @@ enum Measured {
     Done(Box<Workload>),
     Interrupted,
     Unmeasured(InfeasibleClass, String),
+    /// The workload could not be built (e.g. the server's tokenizer for a trace): not a result.
+    Failed(anyhow::Error),
 }
+
+/// A trace replay whose client fell behind its schedule twice: the trial is `client-behind`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct ClientBehind(String);
 
 /// A workload run with the probe's figures around it.
 struct Workload {
@@ -230,14 +241,13 @@ async fn measure(
     match result {
         None => Measured::Interrupted,
         Some(Err(_)) if bench.shutdown.is_requested() => Measured::Interrupted,
-        Some(Err(e)) => {
-            let class = if space.capacity.is_some() {
-                InfeasibleClass::CapacityUnmeasured
-            } else {
-                InfeasibleClass::ClientBehind
-            };
-            Measured::Unmeasured(class, format!("{e:#}"))
+        Some(Err(e)) if space.capacity.is_some() => {
+            Measured::Unmeasured(InfeasibleClass::CapacityUnmeasured, format!("{e:#}"))
         }
+        Some(Err(e)) if e.downcast_ref::<ClientBehind>().is_some() => {
+            Measured::Unmeasured(InfeasibleClass::ClientBehind, format!("{e:#}"))
+        }
+        Some(Err(e)) => Measured::Failed(e),
         Some(Ok((run, is_pruned, capacity, replay))) => {
             Measured::Done(Box::new(Workload { run, is_pruned, capacity, server, replay }))
         }
@@ -273,11 +283,12 @@ async fn replay(
         }
         lateness.push(format!("{:.1} ms", open.lateness_ms.p99));
     }
-    anyhow::bail!(
+    Err(ClientBehind(format!(
         "the client fell behind the trace's schedule in two runs (lateness p99 {}, > {} ms): the figures would describe the client, not the server; raise time_scale or shorten the window",
         lateness.join(" and "),
         workload::open_loop::MAX_LATENESS_P99.as_millis()
-    )
+    ))
+    .into())
 }
 
 /// Quality answers (before the server is touched again), the summary from its parts, and the
