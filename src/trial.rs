@@ -243,6 +243,32 @@ pub fn best(trials: &[Trial], direction: Direction) -> Option<(&Trial, bool)> {
         .map(|t| (t, false))
 }
 
+/// Median over a study's trials of the client/server decode-rate agreement, with the trial count;
+/// `None` when no trial has server timings.
+pub fn decode_agreement_median(trials: &[Trial]) -> Option<(f64, usize)> {
+    let v: Vec<f64> = trials.iter().filter_map(|t| t.summary.as_ref()?.decode_agreement).collect();
+    (!v.is_empty()).then(|| (crate::measure::ratio::median(&v), v.len()))
+}
+
+/// The `n` best trials that met every SLO with a finite objective, best first (ties: the
+/// earlier trial): the candidates re-validation measures again.
+pub fn top_feasible(trials: &[Trial], direction: Direction, n: usize) -> Vec<&Trial> {
+    let mut feasible: Vec<&Trial> =
+        trials.iter().filter(|t| t.is_feasible() && t.objective.is_some_and(f64::is_finite)).collect();
+    feasible.sort_by(|a, b| {
+        let (x, y) = (a.objective.expect("filtered"), b.objective.expect("filtered"));
+        if crate::measure::is_better(direction, x, y) {
+            std::cmp::Ordering::Less
+        } else if x == y {
+            a.number.cmp(&b.number)
+        } else {
+            std::cmp::Ordering::Greater
+        }
+    });
+    feasible.truncate(n);
+    feasible
+}
+
 /// Facts that make a study's figures comparable; a change means the figures no longer are.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Fingerprint {

@@ -35,7 +35,7 @@ pub(super) fn check(file: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
         )?;
     }
     writeln!(out, "grid      {} points", space.grid_size())?;
-    if let Some((refused, example)) = refused_points(&space) {
+    if let Some((refused, example)) = crate::search::grid::refused_points(&space) {
         writeln!(
             out,
             "refused   {refused} of {} grid points before launch (never tried): {example}",
@@ -56,25 +56,4 @@ pub(super) fn check(file: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
         writeln!(out, "slo       {} {} {}", slo.metric, if slo.is_upper_bound { "<=" } else { ">=" }, slo.limit)?;
     }
     Ok(())
-}
-
-/// How many grid points the backend refuses before launch (known-invalid combinations), with
-/// the first refusal's message; `None` when none is refused or the grid is too large to walk.
-// TODO(issue 14): walking the grid through the backend's plan belongs in `space` or `search`
-// (a `Space::refused_points`), so `tune` could warn about the same thing.
-fn refused_points(space: &Space) -> Option<(u64, String)> {
-    if space.grid_size() > 100_000 {
-        return None;
-    }
-    let backend = crate::backend::from_spec(&space.backend, &space.params);
-    let mut grid = crate::search::grid::Grid::new(space);
-    let mut refused = 0;
-    let mut example = None;
-    while let Some(c) = crate::search::Strategy::propose(&mut grid, space) {
-        if let Err(r) = backend.plan(&c) {
-            refused += 1;
-            example.get_or_insert_with(|| format!("{} ({})", r.message.lines().next().unwrap_or(""), c.brief()));
-        }
-    }
-    example.map(|e| (refused, e))
 }

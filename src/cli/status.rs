@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::Path;
 
 use serde_json::json;
 
@@ -19,7 +18,7 @@ pub(super) async fn run(store: &Store, args: StudyArgs, out: &mut dyn Write) -> 
     let trials = store.trials(study.id).await?;
     let run = store.latest_run(study.id).await?;
     // Checked once, so every line of the output agrees on it.
-    let is_active = run.as_ref().is_some_and(|r| r.ended_at_ms.is_none() && is_alive(r.pid));
+    let is_active = run.as_ref().is_some_and(|r| r.ended_at_ms.is_none() && crate::daemon::lock::is_alive(r.pid));
     let snapshot = Snapshot { study, trials, run, is_active, now_ms: store::now_ms() };
     if args.json { write_json(&snapshot, out) } else { write_text(&snapshot, out) }
 }
@@ -33,12 +32,6 @@ struct Snapshot {
     /// Whether `run` has not ended and its process is alive.
     is_active: bool,
     now_ms: i64,
-}
-
-/// Whether process `pid` exists on this machine.
-// TODO(issue 14): whether a run's daemon is alive belongs beside `daemon::lock`, not in the CLI.
-fn is_alive(pid: i64) -> bool {
-    pid > 0 && Path::new(&format!("/proc/{pid}")).exists()
 }
 
 impl Snapshot {

@@ -243,7 +243,7 @@ fn print_json(
         "stop": report.stop.as_str(),
         "trials": report.trials.len(),
         "best": best.map(|(t, feasible)| trial_json(t, feasible)),
-        "decode_agreement_median": decode_agreement_median(&report.trials).map(|(m, n)| json!({"median": m, "trials": n})),
+        "decode_agreement_median": trial::decode_agreement_median(&report.trials).map(|(m, n)| json!({"median": m, "trials": n})),
         "validation": match validation {
             Some(Ok(v)) => serde_json::to_value(v)?,
             Some(Err(e)) => json!({"error": format!("{e:#}")}),
@@ -261,7 +261,7 @@ fn print_text(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     writeln!(out, "stopped: {} ({} trials in the study)", report.stop.as_str(), report.trials.len())?;
-    if let Some((median, n)) = decode_agreement_median(&report.trials) {
+    if let Some((median, n)) = trial::decode_agreement_median(&report.trials) {
         writeln!(out, "client/server decode rate agreement: median {median:.3} over {n} trials")?;
     }
     print_best(&report.study, &report.trials, out)?;
@@ -271,13 +271,6 @@ fn print_text(
         None => {}
     }
     Ok(())
-}
-
-/// Median over a study's trials of client/server decode-rate agreement, with the trial count.
-// TODO(issue 14): a study-level statistic; belongs in `measure` (beside `ratio::median`) or `trial`.
-fn decode_agreement_median(trials: &[Trial]) -> Option<(f64, usize)> {
-    let v: Vec<f64> = trials.iter().filter_map(|t| t.summary.as_ref()?.decode_agreement).collect();
-    (!v.is_empty()).then(|| (crate::measure::ratio::median(&v), v.len()))
 }
 
 /// One progress line (or a few) for a loop event.

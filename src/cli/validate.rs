@@ -54,20 +54,7 @@ pub async fn validate_study(
     cancel: &CancellationToken,
 ) -> anyhow::Result<Validation> {
     let trials = store.trials(study.id).await?;
-    // TODO(issue 14): ranking the top feasible trials is `trial` logic (beside `trial::best`), not CLI.
-    let mut feasible: Vec<&trial::Trial> =
-        trials.iter().filter(|t| t.is_feasible() && t.objective.is_some_and(f64::is_finite)).collect();
-    feasible.sort_by(|a, b| {
-        let (x, y) = (a.objective.expect("filtered"), b.objective.expect("filtered"));
-        if crate::measure::is_better(study.direction, x, y) {
-            std::cmp::Ordering::Less
-        } else if x == y {
-            a.number.cmp(&b.number)
-        } else {
-            std::cmp::Ordering::Greater
-        }
-    });
-    feasible.truncate(top.max(1));
+    let feasible = trial::top_feasible(&trials, study.direction, top.max(1));
     if feasible.is_empty() {
         bail!("study '{}' has no trial meeting every SLO", study.name);
     }

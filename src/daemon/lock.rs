@@ -52,6 +52,11 @@ impl StudyLock {
     }
 }
 
+/// Whether process `pid` exists on this machine (a run whose daemon is gone is not active).
+pub fn is_alive(pid: i64) -> bool {
+    pid > 0 && std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

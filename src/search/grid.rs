@@ -59,6 +59,25 @@ impl Strategy for Grid {
     }
 }
 
+/// How many grid points the backend refuses before launch (known-invalid combinations), with
+/// the first refusal's message; `None` when none is refused or the grid is too large to walk.
+pub fn refused_points(space: &Space) -> Option<(u64, String)> {
+    if space.grid_size() > 100_000 {
+        return None;
+    }
+    let backend = crate::backend::from_spec(&space.backend, &space.params);
+    let mut grid = Grid::new(space);
+    let mut refused = 0;
+    let mut example = None;
+    while let Some(c) = super::Strategy::propose(&mut grid, space) {
+        if let Err(r) = backend.plan(&c) {
+            refused += 1;
+            example.get_or_insert_with(|| format!("{} ({})", r.message.lines().next().unwrap_or(""), c.brief()));
+        }
+    }
+    example.map(|e| (refused, e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
