@@ -1,5 +1,5 @@
 //! `infertune compare`: re-measure two configurations of a study on fresh server starts,
-//! interleaved A, B, A, B, … (RMIT-style, `search-and-measurement.md` §5.1, so drift hits both),
+//! interleaved and counterbalanced A, B, B, A, … (RMIT-style, `search-and-measurement.md` §5.1, so drift and order effects hit both),
 //! and report each metric's ratio B/A with a hierarchical bootstrap 95 % CI and a plain call.
 //!
 //! Latency metrics compare medians over pooled requests (hierarchical bootstrap: runs, then

@@ -1,6 +1,7 @@
 //! Re-measurement: configurations measured again on fresh server starts, interleaved round by
-//! round (A, B, C, A, B, C, ...; RMIT-style, `reference/search-and-measurement.md` §5.1) so
-//! drift hits every arm alike. The one routine behind `compare` and `validate`.
+//! round and counterbalanced (A, B, C, then C, B, A, ...; RMIT-style,
+//! `reference/search-and-measurement.md` §5.1) so drift and order effects hit every arm alike.
+//! The one routine behind `compare` and `validate`.
 //!
 //! Re-measurement never prunes: a configuration that misses its SLO is exactly what a user wants
 //! compared, so a missed SLO is data here. A configuration that cannot be served at all is an
@@ -37,8 +38,8 @@ pub struct Progress<'a> {
     pub run: &'a ArmRun,
 }
 
-/// Measure every arm once per round, `rounds` rounds, each run on a fresh server; `runs[i]` holds
-/// arm `i`'s runs in round order. Within a round every arm sends the same prompts; each round
+/// Measure every arm once per round, `rounds` rounds, each run on a fresh server, in reverse order
+/// every other round; `runs[i]` holds arm `i`'s runs in round order. Within a round every arm sends the same prompts; each round
 /// draws its own.
 pub async fn interleaved(
     space: &Space,
@@ -51,7 +52,13 @@ pub async fn interleaved(
     let bench = Bench::new(space, backend.as_ref(), shutdown)?;
     let mut runs: Vec<Vec<ArmRun>> = arms.iter().map(|_| Vec::new()).collect();
     for round in 1..=rounds {
-        for (i, arm) in arms.iter().enumerate() {
+        // Counterbalanced: every other round runs the arms in reverse order (A, B, then B, A), so
+        // an order effect (the second run of a round slower, say) cancels instead of reading as
+        // a difference between the arms.
+        let order: Vec<usize> =
+            if round % 2 == 1 { (0..arms.len()).collect() } else { (0..arms.len()).rev().collect() };
+        for i in order {
+            let arm = &arms[i];
             if shutdown.is_requested() {
                 bail!("re-measurement interrupted");
             }

@@ -1,7 +1,7 @@
 //! Re-validation of a study's winner against the default configuration (noise protocol,
 //! `reference/search-and-measurement.md` §5.1): the top few trials and the default are measured
-//! again on fresh server starts, interleaved round by round (default, top 1, top 2, ..., default,
-//! ...) so drift hits every arm alike. The winner is the candidate that missed its SLOs in the
+//! again on fresh server starts, interleaved round by round and counterbalanced (default, top 1,
+//! top 2, then top 2, top 1, default, ...) so drift and order effects hit every arm alike. The winner is the candidate that missed its SLOs in the
 //! fewest re-measured runs, then the one with the best lower confidence bound
 //! (mean − 1.96·s/√k), and its ratio to the default comes with a bootstrap 95 % confidence
 //! interval over the runs.

@@ -115,7 +115,7 @@ fn t975(freedom: usize) -> f64 {
     StudentsT::new(0.0, 1.0, freedom as f64).expect("freedom is at least 1").inverse_cdf(0.975)
 }
 
-/// Ratio of per-run values from interleaved pairs (`a[i]` ran just before `b[i]`): the
+/// Ratio of per-run values from interleaved pairs (`a[i]` and `b[i]` ran in the same round, in either order): the
 /// geometric mean of the pair ratios b/a, with a Student-t 95 % CI on their logs. Used for
 /// figures that exist once per run (throughput), where a bootstrap over two or three runs
 /// cannot show its own uncertainty. One pair gives the interval (0, ∞): nothing is shown.
