@@ -2,11 +2,8 @@
 //! unchanged, the recorded line, keyed prefix ids, private files, rotation, an unreachable
 //! upstream, a client that leaves mid-stream), and a `bench` run captured on the real engine.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,7 +13,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::common::{EngineLock, repo, require_engine, run_cli};
+use crate::common::{Engine, EngineLock, repo, require_engine, run_cli};
 
 const SSE: &[&str] = &[
     "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n",
@@ -342,40 +339,11 @@ async fn capture_records_a_client_that_leaves_mid_stream_and_stops_the_upstream(
     cap.stop().await;
 }
 
-/// A llama-server started by hand, killed on drop.
-struct Engine(std::process::Child, String);
-
-impl Engine {
-    fn start() -> Engine {
-        let mut child = Command::new(repo().join("scripts/llama-server"))
-            .args(["-m", &repo().join("models/SmolLM2-135M-Instruct-Q4_0.gguf").display().to_string()])
-            .args(["-c", "2048", "-np", "2", "-t", "2", "--host", "127.0.0.1", "--port", "0"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let url =
-            lines.by_ref().find_map(|l| Some(l.ok()?.split("server is listening on ").nth(1)?.trim().to_string()));
-        std::thread::spawn(move || for _ in lines {});
-        Engine(child, url.expect("llama-server printed its address"))
-    }
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        // SAFETY: signalling the process group we created.
-        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGTERM) };
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capture_of_a_bench_run_on_the_real_engine_has_every_request() {
     require_engine();
     let _lock = EngineLock::acquire().await;
-    let engine = Engine::start();
+    let engine = Engine::start("Q4_0", &["-c", "2048", "-np", "2", "-t", "2"]);
     let cap = Capture::start(&engine.1, |_| {}).await;
     let dataset = repo().join("prompts/short-qa.jsonl");
     let args = ["bench", "--url", &cap.url, "--dataset", dataset.to_str().unwrap()];

@@ -208,3 +208,39 @@ pub async fn wait_for_server_pid(db: &Path, number: i64, timeout: std::time::Dur
     pool.close().await;
     found
 }
+
+/// A llama-server started by hand (as a user would before `bench` or `capture`), on
+/// `127.0.0.1` and a free port, with `flags` after the model; killed (its process group) on drop.
+/// `.1` is its base URL.
+pub struct Engine(pub std::process::Child, pub String);
+
+impl Engine {
+    pub fn start(quant: &str, flags: &[&str]) -> Engine {
+        use std::io::{BufRead, BufReader};
+        use std::os::unix::process::CommandExt;
+        let model = repo().join(format!("models/SmolLM2-135M-Instruct-{quant}.gguf"));
+        let mut child = std::process::Command::new(repo().join("scripts/llama-server"))
+            .args(["-m", &model.display().to_string()])
+            .args(flags)
+            .args(["--host", "127.0.0.1", "--port", "0"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let url =
+            lines.by_ref().find_map(|l| Some(l.ok()?.split("server is listening on ").nth(1)?.trim().to_string()));
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Engine(child, url.expect("llama-server printed its address"))
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // SAFETY: signalling the process group we created.
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}

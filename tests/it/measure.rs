@@ -2,55 +2,13 @@
 //! loop, definitions, cross-check, --save), the quality guard on two quantizations, and
 //! `compare` of a trial with itself.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-
-use crate::common::{EngineLock, engine_space, repo, require_engine, run_cli, trials_json};
-
-/// A llama-server started by hand (as a user would before `bench`), killed on drop.
-struct Engine(std::process::Child, String);
-
-impl Engine {
-    fn start(quant: &str) -> Engine {
-        let mut child = Command::new(repo().join("scripts/llama-server"))
-            .args(["-m", &repo().join(format!("models/SmolLM2-135M-Instruct-{quant}.gguf")).display().to_string()])
-            .args(["-np", "2", "-fa", "on", "-t", "2", "-c", "4096", "--port", "0"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut url = None;
-        let mut lines = stderr.lines();
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            if let Some(rest) = line.split("server is listening on ").nth(1) {
-                url = Some(rest.trim().to_string());
-                break;
-            }
-        }
-        // Keep draining stderr so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Engine(child, url.expect("llama-server printed its address"))
-    }
-}
-
-use std::os::unix::process::CommandExt;
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        // SAFETY: signalling the process group we created.
-        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGTERM) };
-        let _ = self.0.wait();
-    }
-}
+use crate::common::{Engine, EngineLock, engine_space, repo, require_engine, run_cli, trials_json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_measures_a_running_engine() {
     require_engine();
     let _engine = EngineLock::acquire().await;
-    let engine = Engine::start("Q4_0");
+    let engine = Engine::start("Q4_0", &["-np", "2", "-fa", "on", "-t", "2", "-c", "4096"]);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("b.db");
     let dataset = repo().join("prompts/short-qa.jsonl");
