@@ -19,7 +19,7 @@ use tracing::info;
 
 use crate::backend::Backend;
 use crate::measure::system;
-use crate::space::{Apply, Domain, Space, Value};
+use crate::space::{Apply, Domain, ModelVariant, Space, Value};
 use crate::store::Store;
 use crate::trial::Fingerprint;
 
@@ -202,39 +202,14 @@ pub(super) async fn drift_before_trial(
     Ok(None)
 }
 
-/// One model file a space can launch, and the template values that name it.
-#[derive(Debug, Clone)]
-struct ModelVariant {
-    /// (parameter, value) for each template parameter, in space order.
-    values: Vec<(String, Value)>,
-    path: String,
-}
-
 /// Every model file the space's template parameters can produce, with the values behind each.
 fn model_variants(space: &Space) -> Vec<ModelVariant> {
-    let mut variants = vec![ModelVariant { values: Vec::new(), path: space.backend.model.clone() }];
-    for p in &space.params {
-        if let Apply::Template(_) = p.apply {
-            let placeholder = format!("{{{}}}", p.name);
-            let values: Vec<Value> = p.domain.grid_points();
-            variants = variants
-                .iter()
-                .flat_map(|v| {
-                    values.iter().map(|value| {
-                        let mut values = v.values.clone();
-                        values.push((p.name.clone(), value.clone()));
-                        ModelVariant { values, path: v.path.replace(&placeholder, &value.to_string()) }
-                    })
-                })
-                .collect();
-        }
-    }
-    variants
+    crate::space::model_variants(&space.backend.model, &space.params)
 }
 
 /// Every model path the space's template parameters can produce.
 pub(super) fn model_paths(space: &Space) -> Vec<String> {
-    model_variants(space).into_iter().map(|v| v.path).collect()
+    model_variants(space).into_iter().map(|v| v.model).collect()
 }
 
 /// A template value dropped from the space because its model file does not exist.
@@ -263,19 +238,19 @@ pub(super) fn check_model_files(
     // vLLM serves a local model from a folder; llama.cpp from a file. Either way: it must exist.
     let is_missing = |path: &str| !Path::new(path).exists();
     let variants = model_variants(space);
-    let Some(first_missing) = variants.iter().find(|v| is_missing(&v.path)) else {
+    let Some(first_missing) = variants.iter().find(|v| is_missing(&v.model)) else {
         return Ok((Cow::Borrowed(space), Vec::new()));
     };
     let hint = "(check [backend] model or [params]";
     if first_missing.values.is_empty() {
-        bail!("model file not found: '{}' (check [backend] model)", first_missing.path);
+        bail!("model file not found: '{}' (check [backend] model)", first_missing.model);
     }
     if !skip_missing {
         let params: Vec<&str> = first_missing.values.iter().map(|(p, _)| p.as_str()).collect();
         bail!(
             "model file{} not found: '{}' {hint} {}; --skip-missing drops such values)",
             describe(&first_missing.values),
-            first_missing.path,
+            first_missing.model,
             params.join(", ")
         );
     }
@@ -288,12 +263,12 @@ pub(super) fn check_model_files(
         for value in param.domain.grid_points() {
             let with_value: Vec<&ModelVariant> =
                 variants.iter().filter(|v| v.values.iter().any(|(p, x)| p == &param.name && x == &value)).collect();
-            match with_value.iter().find(|v| !is_missing(&v.path)) {
+            match with_value.iter().find(|v| !is_missing(&v.model)) {
                 Some(_) => kept.push(value),
                 None => skipped.push(SkippedModel {
                     param: param.name.clone(),
                     value,
-                    path: with_value.first().map(|v| v.path.clone()).unwrap_or_default(),
+                    path: with_value.first().map(|v| v.model.clone()).unwrap_or_default(),
                 }),
             }
         }
@@ -313,11 +288,11 @@ pub(super) fn check_model_files(
         }
     }
     // Files missing only in some combinations of two template parameters cannot be dropped by value.
-    if let Some(v) = model_variants(&pruned).iter().find(|v| is_missing(&v.path)) {
+    if let Some(v) = model_variants(&pruned).iter().find(|v| is_missing(&v.model)) {
         bail!(
             "model file{} not found: '{}' {hint} {}; --skip-missing drops only values whose every file is missing)",
             describe(&v.values),
-            v.path,
+            v.model,
             v.values.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>().join(", ")
         );
     }

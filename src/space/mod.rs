@@ -31,7 +31,7 @@ mod workload;
 pub use backend::{BackendKind, BackendMode, BackendSpec};
 pub use goal::{CapacitySpec, Direction, Load, Objective, Slo};
 pub use output::{Format, OutputSpec};
-pub use param::{Apply, Candidate, Domain, Param, Value};
+pub use param::{Apply, Candidate, Domain, ModelVariant, Param, Value, model_variants};
 pub use study::StrategyKind;
 pub use workload::{QualitySpec, TraceSpec, WorkloadSpec};
 

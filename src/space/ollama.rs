@@ -328,14 +328,5 @@ pub fn validate_space(backend: &BackendSpec, params: &[Param]) -> Result<(), (St
 
 /// Every model tag `template` gives over the template parameters' values, in grid order.
 pub fn expand_tags(template: &str, params: &[Param]) -> Vec<String> {
-    let mut tags = vec![template.to_string()];
-    for p in params.iter().filter(|p| matches!(p.apply, Apply::Template(_))) {
-        let placeholder = format!("{{{}}}", p.name);
-        let values = p.domain.grid_points();
-        tags = tags
-            .iter()
-            .flat_map(|t| values.iter().map(|v| t.replace(&placeholder, &v.to_string())).collect::<Vec<_>>())
-            .collect();
-    }
-    tags
+    super::model_variants(template, params).into_iter().map(|v| v.model).collect()
 }

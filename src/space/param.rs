@@ -318,6 +318,35 @@ fn toml_to_value(v: &toml::Value) -> Option<Value> {
     }
 }
 
+/// One model a template can name: the template parameters' values behind it (in parameter
+/// order) and the model with them filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelVariant {
+    pub values: Vec<(String, Value)>,
+    pub model: String,
+}
+
+/// Every model `template` (the `[backend] model`) names over the grid points of the template
+/// parameters (`template = "model"`), in grid order: Ollama's tags, llama.cpp's files.
+pub fn model_variants(template: &str, params: &[Param]) -> Vec<ModelVariant> {
+    let mut variants = vec![ModelVariant { values: Vec::new(), model: template.to_string() }];
+    for p in params.iter().filter(|p| matches!(p.apply, Apply::Template(_))) {
+        let placeholder = format!("{{{}}}", p.name);
+        let values = p.domain.grid_points();
+        variants = variants
+            .iter()
+            .flat_map(|v| {
+                values.iter().map(|value| {
+                    let mut values = v.values.clone();
+                    values.push((p.name.clone(), value.clone()));
+                    ModelVariant { values, model: v.model.replace(&placeholder, &value.to_string()) }
+                })
+            })
+            .collect();
+    }
+    variants
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
