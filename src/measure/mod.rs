@@ -446,6 +446,14 @@ pub struct ReplayFigure {
     /// Chat-template tokens the server adds to a one-message chat; subtracted from each
     /// synthesized prompt so the server sees `input_length` tokens. `None` when nothing was synthesized.
     pub chat_overhead_tokens: Option<u32>,
+    /// Ollama (no tokenize endpoint): the characters per token prompts were synthesized at,
+    /// calibrated from `prompt_eval_count`; `None` when prompts had exact token counts.
+    #[serde(default)]
+    pub chars_per_token: Option<f64>,
+    /// What part of the trace was replayed and what it asks of a server; `None` in trials
+    /// stored before it was recorded.
+    #[serde(default)]
+    pub window: Option<stamp::TraceWindow>,
 }
 
 /// A trial's capacity: the highest load at which its SLO held.

@@ -80,6 +80,67 @@ pub fn stamp(samples: &[Sample]) -> Vec<Stamped> {
     ]
 }
 
+/// Percentiles of a length (tokens); linear interpolation between closest ranks
+/// ([`super::percentile`]). All zero with `n = 0`.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, serde::Deserialize)]
+pub struct Lengths {
+    /// Requests the length is known for.
+    pub n: usize,
+    pub mean: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Lengths {
+    pub fn of(values: impl Iterator<Item = u32>) -> Lengths {
+        let mut sorted: Vec<f64> = values.map(f64::from).collect();
+        if sorted.is_empty() {
+            return Lengths::default();
+        }
+        sorted.sort_by(f64::total_cmp);
+        let p = |q| super::percentile(&sorted, q);
+        Lengths {
+            n: sorted.len(),
+            mean: sorted.iter().sum::<f64>() / sorted.len() as f64,
+            p50: p(50.0),
+            p90: p(90.0),
+            p99: p(99.0),
+            max: *sorted.last().expect("non-empty"),
+        }
+    }
+}
+
+/// The part of a trace a trial replayed and what it asks of a server (issue 17), stored with the
+/// trial's replay record so `best` and the report can say what the winner was measured under.
+/// Times are trace time (before `time_scale`), as `trace stats` prints them.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, serde::Deserialize)]
+pub struct TraceWindow {
+    /// Requests in the whole trace file (failed rows of the original service left out).
+    pub trace_requests: usize,
+    /// `window.start`, in seconds of trace time.
+    pub start_s: f64,
+    /// `window.duration`, in seconds of trace time; `None`: to the end of the trace.
+    pub duration_s: Option<f64>,
+    /// `max_requests`; `None`: no cap.
+    pub max_requests: Option<u32>,
+    /// First to last replayed arrival, in seconds of trace time.
+    pub span_s: f64,
+    /// Replayed requests over `span_s`, per second of trace time; `None` for a single instant.
+    pub mean_rate_per_s: Option<f64>,
+    /// Most replayed arrivals in any 1 s window of trace time.
+    pub peak_rate_1s_per_s: f64,
+    /// Prompt tokens the replayed rows ask for.
+    pub isl: Lengths,
+    /// Output tokens the replayed rows ask for.
+    pub osl: Lengths,
+    /// Share of the replayed rows' prefix blocks seen earlier in the window; `None` without `hash_ids`.
+    pub prefix_reuse: Option<f64>,
+    /// Tokens per `hash_ids` block.
+    pub block_size: u32,
+}
+
 /// TTFT as measured here (AIPerf/inference-perf style; vLLM also counts an empty first chunk).
 pub const TTFT: &str = "send (scheduled send in open loop) -> first streamed chunk with non-empty content";
 /// TPOT as in `vllm bench serve` (GuideLLM's includes the first token; this one does not).

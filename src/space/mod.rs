@@ -136,6 +136,15 @@ impl Space {
         let objective = goal::validate_objective(file.objective)?;
         let slos = goal::validate_slos(&file.slo)?;
         let capacity = goal::validate_capacity(file.capacity, &objective, &slos)?;
+        if capacity.is_some() && workload.trace.is_some() {
+            // A capacity search sets the load itself; a trace fixes it (issue 17).
+            return Err(Invalid::new(
+                "workload.trace",
+                "a capacity search varies the request rate or concurrency, while a trace replays its own arrivals; \
+                 to load the server harder with a trace, tune with a smaller time_scale (0.5 = twice as fast), \
+                 or search capacity with a dataset",
+            ));
+        }
         let output = output::validate_output(file.output, backend.kind)?;
         let quality = workload::validate_quality(file.quality, file.slo.quality_agreement_min, base);
         Ok(Space {

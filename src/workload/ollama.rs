@@ -26,8 +26,14 @@ pub fn request_body(prompt: &Prompt, target: &Target, spec: &WorkloadSpec) -> Js
     options.insert("num_predict".into(), json!(spec.max_tokens));
     options.insert("temperature".into(), json!(0));
     options.insert("seed".into(), json!(spec.seed));
+    let mut messages = Json::Array(messages);
     for (k, v) in &target.options {
-        options.insert(k.clone(), v.clone());
+        // A trace row's own `messages` (replay) replace the prompt; they are no model option.
+        if k == "messages" {
+            messages = v.clone();
+        } else {
+            options.insert(k.clone(), v.clone());
+        }
     }
     json!({"model": target.model, "messages": messages, "stream": true, "options": options})
 }
@@ -387,5 +393,12 @@ mod tests {
             json!({"model": "m:q4_0", "messages": [{"role": "user", "content": "hi"}], "stream": true,
                    "options": {"num_predict": 16, "temperature": 0, "seed": 7, "num_ctx": 2048}})
         );
+        // A replayed trace row's messages go to the top level, not into the options.
+        let mut with_messages = target.clone();
+        let turn = json!([{"role": "user", "content": "earlier"}, {"role": "assistant", "content": "ok"}]);
+        with_messages.options.insert("messages".into(), turn.clone());
+        let blank = Prompt { id: None, system: None, prompt: String::new(), answer: None, accept: Vec::new() };
+        let body = request_body(&blank, &with_messages, &spec);
+        assert_eq!((&body["messages"], body["options"].get("messages")), (&turn, None));
     }
 }

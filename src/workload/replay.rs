@@ -23,9 +23,10 @@ use rand::seq::IndexedRandom;
 use serde_json::{Value as Json, json};
 
 use super::open_loop::{OpenRun, Timed, send_on_schedule};
-use super::trace::{Format, Request, Text, Trace};
+use super::trace::{Format, Request, Stats, Text, Trace};
 use super::{Prompt, Protocol, Target};
 use crate::measure::ReplayFigure;
+use crate::measure::stamp::TraceWindow;
 use crate::space::{TraceSpec, WorkloadSpec};
 
 /// How a server is made to generate exactly a row's `output_length` tokens.
@@ -78,20 +79,23 @@ little young old long short high low strong simple open close quick slow happy";
 /// What replay needs from a running server, found once per server start.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Prepared {
-    /// Pieces that are one token each, with their leading space.
+    /// Words with their leading space: one token each (from the server's tokenizer), or, when
+    /// `chars_per_token` is set, ordinary words of unknown token count.
     pieces: Vec<String>,
     /// Tokens the chat template adds around a one-message chat.
     chat_overhead: u32,
+    /// Ollama (no tokenize endpoint): characters per token calibrated from `prompt_eval_count`;
+    /// a prompt of n tokens is words up to n × this many characters. `None`: exact tokens.
+    chars_per_token: Option<f64>,
 }
 
 impl Prepared {
     /// Ask `target`'s server for its tokenizer's one-token words (`/tokenize`, `/detokenize`)
     /// and measure the chat template's tokens with one short request (which warms the server).
+    /// Ollama has no tokenize endpoint: [`Prepared::calibrate`] instead.
     pub async fn on(client: &reqwest::Client, target: &Target, spec: &WorkloadSpec) -> anyhow::Result<Prepared> {
-        if target.protocol != Protocol::OpenAi {
-            bail!(
-                "replaying a trace with lengths needs a server with /tokenize and /detokenize (llama.cpp, vLLM); Ollama is not supported yet (issue 17)"
-            );
+        if target.protocol == Protocol::Ollama {
+            return Prepared::calibrate(client, target, spec).await;
         }
         let ids = tokenize(client, target, CORPUS).await?;
         let mut pieces = BTreeSet::new();
@@ -112,9 +116,58 @@ impl Prepared {
         if n != pieces.len() {
             bail!("{} one-token words joined make {n} tokens: the tokenizer merges across words", pieces.len());
         }
-        let chat_overhead = chat_overhead(client, target, spec, &pieces[..16].concat()).await?;
-        Ok(Prepared { pieces, chat_overhead })
+        let used = prompt_tokens(client, target, spec, &pieces[..16].concat()).await?;
+        Ok(Prepared { pieces, chat_overhead: used.saturating_sub(16), chars_per_token: None })
     }
+
+    /// Ollama: characters per token and the chat template's tokens from `prompt_eval_count`
+    /// of three requests of the corpus's words: a primer (so a prompt cache holds the template's
+    /// tokens for the next two as it will for the replay's), then a short and a long text. The
+    /// two give a line `tokens = overhead + chars / chars_per_token`.
+    pub async fn calibrate(client: &reqwest::Client, target: &Target, spec: &WorkloadSpec) -> anyhow::Result<Prepared> {
+        let pieces = corpus_words();
+        let text = |n: usize, seed: u64| {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ spec.draw);
+            (0..n).map(|_| pieces.choose(&mut rng).expect("a non-empty corpus").as_str()).collect::<String>()
+        };
+        prompt_tokens(client, target, spec, &text(8, 1)).await.context("calibrating characters per token")?;
+        let (short, long) = (text(CALIBRATION_WORDS.0, 2), text(CALIBRATION_WORDS.1, 3));
+        let p_short = prompt_tokens(client, target, spec, &short).await.context("calibrating characters per token")?;
+        let p_long = prompt_tokens(client, target, spec, &long).await.context("calibrating characters per token")?;
+        let (chars_per_token, chat_overhead) = fit((short.len(), p_short), (long.len(), p_long))?;
+        Ok(Prepared { pieces, chat_overhead, chars_per_token: Some(chars_per_token) })
+    }
+
+    /// Characters per token when calibrated (Ollama); `None` when prompts are exact tokens.
+    pub fn chars_per_token(&self) -> Option<f64> {
+        self.chars_per_token
+    }
+}
+
+/// Words of the two calibration texts (the primer has 8).
+const CALIBRATION_WORDS: (usize, usize) = (48, 400);
+
+/// The corpus's distinct words, each with its leading space.
+fn corpus_words() -> Vec<String> {
+    let words: BTreeSet<&str> = CORPUS.split_whitespace().collect();
+    words.into_iter().map(|w| format!(" {w}")).collect()
+}
+
+/// Characters per token and the template's tokens from two (characters, prompt tokens) points.
+fn fit(short: (usize, u32), long: (usize, u32)) -> anyhow::Result<(f64, u32)> {
+    let (dc, dp) = (long.0 as f64 - short.0 as f64, f64::from(long.1) - f64::from(short.1));
+    if dc <= 0.0 || dp <= 0.0 {
+        bail!(
+            "calibrating characters per token: prompt_eval_count {} for {} characters and {} for {}: the server must count more tokens for the longer prompt",
+            short.1,
+            short.0,
+            long.1,
+            long.0
+        );
+    }
+    let chars_per_token = dc / dp;
+    let overhead = (f64::from(short.1) - short.0 as f64 / chars_per_token).round().max(0.0);
+    Ok((chars_per_token, overhead as u32))
 }
 
 async fn post(client: &reqwest::Client, target: &Target, path: &str, body: Json) -> anyhow::Result<Json> {
@@ -153,8 +206,9 @@ async fn detokenize(client: &reqwest::Client, target: &Target, id: u64) -> anyho
         .with_context(|| format!("/detokenize answered without text: {}", super::truncate(&answer.to_string(), 200)))
 }
 
-/// `usage.prompt_tokens` of a one-message chat of `content` (16 one-token words) minus 16.
-async fn chat_overhead(
+/// The prompt tokens the server reports (`usage.prompt_tokens`, Ollama's `prompt_eval_count`)
+/// for a one-message chat of `content`, generating one token.
+async fn prompt_tokens(
     client: &reqwest::Client,
     target: &Target,
     spec: &WorkloadSpec,
@@ -166,10 +220,12 @@ async fn chat_overhead(
     if let Some(kind) = sample.error {
         bail!("measuring the chat template's tokens: {kind:?}: {}", sample.error_message.unwrap_or_default());
     }
-    let used = sample
-        .prompt_tokens
-        .context("measuring the chat template's tokens: the server reported no usage.prompt_tokens")?;
-    Ok(used.saturating_sub(16))
+    match sample.prompt_tokens {
+        Some(n) if n > 0 => Ok(n),
+        _ => bail!(
+            "measuring the chat template's tokens: the server reported no prompt token count (usage.prompt_tokens, prompt_eval_count)"
+        ),
+    }
 }
 
 /// A seed per (block id, draw), and one per (request, block) for blocks no other request has.
@@ -182,20 +238,30 @@ fn block_seed(hash_id: Option<u64>, request: usize, block: usize, draw: u64) -> 
     std::hash::Hasher::finish(&h)
 }
 
-/// A prompt of `request`'s length in `prepared`'s one-token words: block k from `hash_ids[k]`
-/// (or the request's own seed past its ids), cut to `input_length` minus the chat template.
+/// A prompt of `request`'s length in `prepared`'s words: block k from `hash_ids[k]` (or the
+/// request's own seed past its ids), cut to `input_length` minus the chat template. A word costs
+/// one token, or its characters over `chars_per_token` when calibrated; block k ends once the
+/// cost reaches (k + 1) × `block_size`, so requests sharing leading ids share those blocks' bytes.
 fn synthesize(prepared: &Prepared, request: &Request, index: usize, block_size: u32, draw: u64) -> String {
-    let want = request.input_length.unwrap_or(1).saturating_sub(prepared.chat_overhead).max(1) as usize;
-    let mut words: Vec<&str> = Vec::with_capacity(want);
+    let want = f64::from(request.input_length.unwrap_or(1).saturating_sub(prepared.chat_overhead).max(1));
+    let cost = |piece: &str| prepared.chars_per_token.map_or(1.0, |cpt| piece.len() as f64 / cpt);
+    let mut out = String::new();
+    let mut spent = 0.0;
     let mut block = 0;
-    while words.len() < want {
+    // Half a word's cost of slack: the calibrated length rounds to the nearest word.
+    let slack = prepared.chars_per_token.map_or(0.0, |cpt| 3.0 / cpt);
+    while spent + slack < want {
         let seed = block_seed(request.hash_ids.get(block).copied(), index, block, draw);
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let take = (block_size as usize).min(want - words.len());
-        words.extend((0..take).map(|_| prepared.pieces.choose(&mut rng).expect("at least 32 pieces").as_str()));
+        let end = (f64::from(block_size) * (block + 1) as f64).min(want);
+        while spent + slack < end {
+            let piece = prepared.pieces.choose(&mut rng).expect("at least 32 pieces");
+            out.push_str(piece);
+            spent += cost(piece);
+        }
         block += 1;
     }
-    words.concat()
+    out
 }
 
 /// Replay `trace` on `target` as `spec.trace` says: every planned request at its offset, lengths
@@ -248,7 +314,8 @@ pub async fn run(
     // Every request's future is built and asleep before the first send is due.
     let timed: Vec<Timed<'_>> = timed.into_iter().map(|t| Timed { offset: t.offset + SCHEDULE_LEAD, ..t }).collect();
     let open = send_on_schedule(client, target, spec, &timed, Instant::now()).await;
-    let figure = figure(trace, tspec, &open, prepared);
+    let mut figure = figure(trace, tspec, &open, prepared);
+    figure.window = Some(window(trace, tspec, &planned));
     Ok((open, figure))
 }
 
@@ -263,10 +330,16 @@ fn figure(trace: &Trace, spec: &TraceSpec, open: &OpenRun, prepared: Option<&Pre
     let n = pairs.len().max(1) as f64;
     let synthesized = open.run.samples.iter().any(|s| trace.requests[s.prompt_index].text.is_none());
     let with_text = open.run.samples.iter().any(|s| trace.requests[s.prompt_index].text.is_some());
+    let made = match prepared.and_then(|p| p.chars_per_token) {
+        Some(cpt) => format!(
+            "synthesized at {cpt:.2} characters per token, calibrated from the server's prompt_eval_count (Ollama has no tokenize endpoint; lengths are approximate)"
+        ),
+        None => "synthesized from the server's tokenizer (/tokenize, /detokenize)".to_string(),
+    };
     let prompts = match (synthesized, with_text) {
-        (true, true) => "synthesized from the server's tokenizer (/tokenize, /detokenize) and trace text",
-        (true, false) => "synthesized from the server's tokenizer (/tokenize, /detokenize)",
-        _ => "trace text",
+        (true, true) => format!("{made} and trace text"),
+        (true, false) => made,
+        _ => "trace text".to_string(),
     };
     ReplayFigure {
         source: spec.path.display().to_string(),
@@ -278,8 +351,36 @@ fn figure(trace: &Trace, spec: &TraceSpec, open: &OpenRun, prepared: Option<&Pre
         isl_trace_mean: pairs.iter().map(|p| p.0).sum::<f64>() / n,
         isl_measured_mean: pairs.iter().map(|p| p.1).sum::<f64>() / n,
         isl_error_pct: pairs.iter().map(|(want, got)| (got - want).abs() / want * 100.0).sum::<f64>() / n,
-        prompts: prompts.to_string(),
+        prompts,
         chat_overhead_tokens: prepared.filter(|_| synthesized).map(|p| p.chat_overhead),
+        chars_per_token: prepared.filter(|_| synthesized).and_then(|p| p.chars_per_token),
+        window: None,
+    }
+}
+
+/// The replayed part of `trace` (`planned`) as `trace stats` would describe it.
+fn window(trace: &Trace, spec: &TraceSpec, planned: &[(usize, Duration)]) -> TraceWindow {
+    let part = Trace {
+        format: trace.format,
+        requests: planned.iter().map(|&(i, _)| trace.requests[i].clone()).collect(),
+        skipped_failed: 0,
+    };
+    let first = part.requests.first().map_or(Duration::ZERO, |r| r.at);
+    let shifted =
+        Trace { requests: part.requests.iter().map(|r| Request { at: r.at - first, ..r.clone() }).collect(), ..part };
+    let stats = Stats::of(&shifted, spec.block_size);
+    TraceWindow {
+        trace_requests: trace.requests.len(),
+        start_s: spec.start.as_secs_f64(),
+        duration_s: spec.duration.map(|d| d.as_secs_f64()),
+        max_requests: spec.max_requests,
+        span_s: stats.span_s,
+        mean_rate_per_s: stats.mean_rate_per_s,
+        peak_rate_1s_per_s: stats.peak_rate_1s_per_s,
+        isl: stats.isl,
+        osl: stats.osl,
+        prefix_reuse: stats.prefix_reuse,
+        block_size: spec.block_size,
     }
 }
 
@@ -318,7 +419,8 @@ mod tests {
 
     #[test]
     fn shared_hash_ids_give_byte_identical_leading_blocks() {
-        let prepared = Prepared { pieces: (0..40).map(|i| format!(" w{i}")).collect(), chat_overhead: 2 };
+        let prepared =
+            Prepared { pieces: (0..40).map(|i| format!(" w{i}")).collect(), chat_overhead: 2, chars_per_token: None };
         let row = |ids: &[u64], len| Request {
             at: Duration::ZERO,
             input_length: Some(len),
@@ -339,5 +441,52 @@ mod tests {
         // another trial's draw shares nothing with this one's
         let a1 = words(&synthesize(&prepared, &row(&[1, 2, 3], 12), 0, 4, 1));
         assert_ne!(a[..4], a1[..4]);
+    }
+
+    #[test]
+    fn calibration_fits_characters_per_token_and_the_template() {
+        // 4 characters a token and 20 template tokens: 200 chars -> 70, 2000 chars -> 520.
+        let (cpt, overhead) = fit((200, 70), (2000, 520)).unwrap();
+        assert_eq!((cpt, overhead), (4.0, 20));
+        let err = fit((200, 70), (2000, 70)).unwrap_err().to_string();
+        assert!(err.contains("prompt_eval_count 70 for 200 characters and 70 for 2000"), "{err}");
+    }
+
+    #[test]
+    fn calibrated_prompts_have_the_length_and_share_blocks() {
+        let prepared = Prepared { pieces: corpus_words(), chat_overhead: 20, chars_per_token: Some(4.0) };
+        let row = |ids: &[u64], len| Request {
+            at: Duration::ZERO,
+            input_length: Some(len),
+            output_length: None,
+            hash_ids: ids.to_vec(),
+            text: None,
+            line: 1,
+        };
+        let a = synthesize(&prepared, &row(&[1, 2, 3], 620), 0, 200, 0);
+        let b = synthesize(&prepared, &row(&[1, 2, 9], 620), 1, 200, 0);
+        // 600 tokens at 4 characters each, within half a word
+        assert!((a.len() as f64 - 2400.0).abs() <= 6.0, "{}", a.len());
+        let common = a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count();
+        assert!((1597..1660).contains(&common), "two shared 200-token blocks: {common} common bytes");
+    }
+
+    #[test]
+    fn the_window_describes_the_replayed_rows() {
+        let text = (0..6)
+            .map(|i| {
+                format!(
+                    "{{\"timestamp\": {}, \"input_length\": {}, \"output_length\": 3, \"hash_ids\": [1, {i}]}}\n",
+                    i * 1000,
+                    100 * (i + 1)
+                )
+            })
+            .collect::<String>();
+        let trace = super::super::trace::parse(&text, "t", None).unwrap();
+        let spec = spec(2000, Some(3000), None, 0.5);
+        let w = window(&trace, &spec, &plan(&trace, &spec));
+        assert_eq!((w.trace_requests, w.start_s, w.duration_s, w.span_s), (6, 2.0, Some(3.0), 2.0));
+        assert_eq!((w.isl.n, w.isl.p50, w.osl.mean, w.mean_rate_per_s), (3, 400.0, 3.0, Some(1.5)));
+        assert_eq!((w.prefix_reuse, w.block_size), (Some(2.0 / 6.0), 4));
     }
 }

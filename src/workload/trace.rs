@@ -396,37 +396,7 @@ fn parse_burstgpt(text: &str, path: &str) -> Result<Vec<Option<Request>>, Error>
 /// Mooncake's prefix block, in tokens: the default `block_size` of a trace's `hash_ids`.
 pub const DEFAULT_BLOCK_SIZE: u32 = 512;
 
-/// Percentiles of a length (tokens); linear interpolation between closest ranks
-/// (`measure::percentile`). All zero with `n = 0`.
-#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
-pub struct Lengths {
-    /// Requests the length is known for.
-    pub n: usize,
-    pub mean: f64,
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
-    pub max: f64,
-}
-
-impl Lengths {
-    fn of(values: impl Iterator<Item = u32>) -> Lengths {
-        let mut sorted: Vec<f64> = values.map(f64::from).collect();
-        if sorted.is_empty() {
-            return Lengths::default();
-        }
-        sorted.sort_by(f64::total_cmp);
-        let p = |q| crate::measure::percentile(&sorted, q);
-        Lengths {
-            n: sorted.len(),
-            mean: sorted.iter().sum::<f64>() / sorted.len() as f64,
-            p50: p(50.0),
-            p90: p(90.0),
-            p99: p(99.0),
-            max: *sorted.last().expect("non-empty"),
-        }
-    }
-}
+pub use crate::measure::stamp::Lengths;
 
 /// What a trace asks of a server (`infertune trace stats`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
