@@ -24,6 +24,7 @@ pub(super) async fn run(store: &Store, args: StudyArgs, out: &mut dyn Write) -> 
         return Ok(());
     }
     print_best(&study, &trials, out)?;
+    super::trace::print_workload(trial::best(&trials, study.direction).map(|(t, _)| t), &study, out)?;
     if let Some(v) = store.latest_validation(study.id).await? {
         validate::print(&v, out)?;
     }

@@ -117,6 +117,21 @@ fn workload_block(file: &Path, s: &Stats) -> String {
     block
 }
 
+/// `best`'s workload lines (`report::workload::lines`): the trace a replay came from, its window,
+/// stats and time scale, or the dataset; nothing when neither the trial nor the space says.
+pub(super) fn print_workload(
+    best: Option<&crate::trial::Trial>,
+    study: &crate::trial::Study,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let base = study.space_dir.clone().unwrap_or_default();
+    let space = crate::space::Space::from_toml(&study.space_toml, "stored space", &base).ok();
+    for (label, text) in crate::report::workload::lines(best, space.as_ref()) {
+        writeln!(out, "{:<14} {text}", format!("{label}:"))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

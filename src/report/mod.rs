@@ -7,6 +7,7 @@
 //! still running shows the trials stored at the moment it is written.
 
 pub mod plot;
+pub mod workload;
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -169,6 +170,7 @@ pub fn render(study: &Study, trials: &[Trial], validation: Option<&Validation>, 
         head(study),
         header_section(&input, now_ms),
         best_section(&input, validation),
+        workload::section(input.best.map(|(t, _)| t), input.space.as_ref()),
         history_section(&input),
         pareto_section(trials),
         effects_section(&input),
