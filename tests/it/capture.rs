@@ -360,7 +360,7 @@ async fn capture_of_a_bench_run_on_the_real_engine_has_every_request() {
     stop.graceful.cancel();
     assert_eq!(serving.await.unwrap().lines, 10);
     let lines = read_lines(&trace);
-    drop(dir);
+    drop(engine);
     // Warm-up requests pass through the proxy too.
     assert_eq!(lines.len(), 8 + 2, "{lines:?}");
     for l in &lines {
@@ -373,4 +373,26 @@ async fn capture_of_a_bench_run_on_the_real_engine_has_every_request() {
     let mut stamps: Vec<u64> = lines.iter().map(|l| l["timestamp"].as_u64().unwrap()).collect();
     stamps.sort();
     assert!(stamps.windows(2).all(|w| w[0] <= w[1]));
+
+    // Issue 17's proof: the captured trace replays with its request count, its input lengths
+    // (the server's own count, within 2 %) and the client on schedule.
+    let space = crate::trace::trace_space(dir.path(), "captured", &trace, false, 512);
+    let t = crate::trace::tune_one(&dir.path().join("replay.db"), &space, "captured").await;
+    assert_eq!(t["state"], "complete", "{t:#}");
+    let r = &t["replay"];
+    eprintln!(
+        "captured bench run replayed: {} requests, ISL trace {} measured {} ({:.2} % off), lateness p50 {:.2} ms p99 {:.2} ms",
+        r["requests"],
+        r["isl_trace_mean"],
+        r["isl_measured_mean"],
+        r["isl_error_pct"].as_f64().unwrap(),
+        r["lateness_ms"]["p50"].as_f64().unwrap(),
+        r["lateness_ms"]["p99"].as_f64().unwrap()
+    );
+    assert_eq!((r["requests"].as_u64(), r["format"].as_str()), (Some(lines.len() as u64), Some("capture")), "{r:#}");
+    assert_eq!(t["samples"]["succeeded"].as_u64(), Some(lines.len() as u64), "{t:#}");
+    let want = lines.iter().map(|l| l["input_length"].as_f64().unwrap()).sum::<f64>() / lines.len() as f64;
+    assert_eq!(r["isl_trace_mean"].as_f64(), Some(want), "{r:#}");
+    assert!(r["isl_error_pct"].as_f64().unwrap() < 2.0, "{r:#}");
+    assert!(r["is_valid"].as_bool().unwrap() && r["lateness_ms"]["p99"].as_f64().unwrap() <= 5.0, "{r:#}");
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::common::{EngineLock, repo, require_engine, run_cli, trials_json};
 
 /// A one-point llama.cpp space replaying `trace` with `prompt_cache`.
-fn trace_space(dir: &Path, name: &str, trace: &Path, prompt_cache: bool, block_size: u32) -> PathBuf {
+pub(crate) fn trace_space(dir: &Path, name: &str, trace: &Path, prompt_cache: bool, block_size: u32) -> PathBuf {
     trace_space_with(dir, name, trace, prompt_cache, block_size, "")
 }
 
@@ -72,7 +72,7 @@ fn write_trace(dir: &Path, rows: &[(u64, u32, u32, &[u64])]) -> PathBuf {
 }
 
 /// The single trial of a `tune --max-trials 1` run of `space`.
-async fn tune_one(db: &Path, space: &Path, study: &str) -> serde_json::Value {
+pub(crate) async fn tune_one(db: &Path, space: &Path, study: &str) -> serde_json::Value {
     let out =
         run_cli(&["--db", db.to_str().unwrap(), "tune", space.to_str().unwrap(), "--max-trials", "1"]).await.unwrap();
     let trials = trials_json(db, study).await;
