@@ -377,7 +377,7 @@ async fn capture_of_a_bench_run_on_the_real_engine_has_every_request() {
     // Issue 17's proof: the captured trace replays with its request count, its input lengths
     // (the server's own count, within 2 %) and the client on schedule.
     let space = crate::trace::trace_space(dir.path(), "captured", &trace, false, 512);
-    let t = crate::trace::tune_one(&dir.path().join("replay.db"), &space, "captured").await;
+    let (_, t) = crate::trace::tune_on_schedule(dir.path(), &space, "captured").await;
     assert_eq!(t["state"], "complete", "{t:#}");
     let r = &t["replay"];
     eprintln!(

@@ -72,12 +72,29 @@ fn write_trace(dir: &Path, rows: &[(u64, u32, u32, &[u64])]) -> PathBuf {
 }
 
 /// The single trial of a `tune --max-trials 1` run of `space`.
-pub(crate) async fn tune_one(db: &Path, space: &Path, study: &str) -> serde_json::Value {
+async fn tune_one(db: &Path, space: &Path, study: &str) -> serde_json::Value {
     let out =
         run_cli(&["--db", db.to_str().unwrap(), "tune", space.to_str().unwrap(), "--max-trials", "1"]).await.unwrap();
     let trials = trials_json(db, study).await;
     assert_eq!(trials.len(), 1, "{out}");
     trials.into_iter().next().unwrap()
+}
+
+/// [`tune_one`] on a fresh database in `dir`, again (at most 3 studies) while the trial is
+/// `client-behind`: on this shared 2-core host a late wake-up of the test's own client spoils a
+/// replay now and then, twice in a row at times (seen: lateness p99 14.1 ms, then 6.4 ms, while
+/// other tests ran their engines). Every spoiled study is printed; the trial returned ran on
+/// schedule (p99 within 5 ms), and its database is returned with it.
+pub(crate) async fn tune_on_schedule(dir: &Path, space: &Path, study: &str) -> (PathBuf, serde_json::Value) {
+    for attempt in 1..=3 {
+        let db = dir.join(format!("{study}-{attempt}.db"));
+        let t = tune_one(&db, space, study).await;
+        if t["error_class"] != "client-behind" || attempt == 3 {
+            return (db, t);
+        }
+        eprintln!("study {attempt} of '{study}' spoiled by the client: {}", t["error_message"]);
+    }
+    unreachable!("the third attempt returns")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,8 +115,7 @@ async fn trace_study_replays_the_trace_on_real_engine() {
     let trace = write_trace(dir.path(), &rows);
     let window = "time_scale = 0.8\nwindow = { start = \"0s\", duration = \"5s\" }";
     let space = trace_space_with(dir.path(), "trace-e2e", &trace, false, 128, window);
-    let db = dir.path().join("t.db");
-    let t = tune_one(&db, &space, "trace-e2e").await;
+    let (db, t) = tune_on_schedule(dir.path(), &space, "trace-e2e").await;
     assert_eq!(t["state"], "complete", "{t:#}");
     assert_eq!(t["samples"]["requests"], 6, "{t:#}");
     assert_eq!(t["samples"]["succeeded"], 6, "{t:#}");
@@ -160,11 +176,10 @@ async fn a_shared_prefix_in_the_trace_reaches_the_prompt_cache() {
     rows.insert(4, (4 * 1200 + 600, 560, 4, vec![200, 201, 202]));
     let rows: Vec<(u64, u32, u32, &[u64])> = rows.iter().map(|(a, b, c, d)| (*a, *b, *c, d.as_slice())).collect();
     let trace = write_trace(dir.path(), &rows);
-    let db = dir.path().join("t.db");
     let mut ttft = Vec::new();
     for cache in [true, false] {
         let name = format!("prefix-cache-{cache}");
-        let t = tune_one(&db, &trace_space(dir.path(), &name, &trace, cache, 256), &name).await;
+        let (_, t) = tune_on_schedule(dir.path(), &trace_space(dir.path(), &name, &trace, cache, 256), &name).await;
         assert_eq!((t["state"].as_str(), t["samples"]["succeeded"].as_u64()), (Some("complete"), Some(10)), "{t:#}");
         assert!(t["replay"]["isl_error_pct"].as_f64().unwrap() < 2.0, "{t:#}");
         ttft.push(t["metrics"]["ttft_p50_ms"].as_f64().unwrap());
@@ -298,4 +313,75 @@ async fn ollama_replay_calibrates_characters_per_token_from_prompt_eval_count() 
     assert!(common(&a, &b) as f64 >= 2.0 * block_chars - 4.0, "{} common bytes", common(&a, &b));
     let one = common(&a, &d) as f64;
     assert!(one >= block_chars - 4.0 && one < 2.0 * block_chars - 4.0, "{one} common bytes");
+}
+
+/// The same calibration on the Ollama-protocol fixture (NOT Ollama: it speaks Ollama's API and
+/// generates with the real llama.cpp engine, so `prompt_eval_count` is the real tokenizer's
+/// count). A study with `trace =` runs end to end, and the trace's lengths reach the server
+/// within what a characters-per-token estimate allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ollama_fixture_study_replays_a_trace_with_calibrated_prompts() {
+    require_engine();
+    let _engine = EngineLock::acquire().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rows: &[(u64, u32, u32, &[u64])] = &[
+        (0, 300, 4, &[1]),
+        (700, 420, 4, &[2, 3]),
+        (1500, 180, 4, &[4]),
+        (2200, 360, 4, &[5, 6]),
+        (3000, 240, 4, &[7]),
+    ];
+    let trace = write_trace(dir.path(), rows);
+    let fixture = repo().join("tests/fixtures/ollama/ollama");
+    let text = format!(
+        r#"[study]
+name = "ollama-trace"
+strategy = "grid"
+seed = 3
+
+[backend]
+kind = "ollama"
+model = "smollm2:135m-instruct-{{quant}}"
+ready_timeout = "60s"
+command = ["{fixture}", "serve"]
+env = {{ OLLAMA_MODELS = "{store}" }}
+
+[params]
+quant = {{ values = ["q4_0"], template = "model" }}
+parallel = {{ values = [1], env = "OLLAMA_NUM_PARALLEL" }}
+
+[workload]
+trace = "{trace}"
+block_size = 128
+request_timeout = "60s"
+
+[slo]
+success_rate = 1.0
+"#,
+        fixture = fixture.display(),
+        store = dir.path().join("models").display(),
+        trace = trace.display(),
+    );
+    let space = dir.path().join("ollama-trace.toml");
+    std::fs::write(&space, text).unwrap();
+    let (_, t) = tune_on_schedule(dir.path(), &space, "ollama-trace").await;
+    assert_eq!((t["state"].as_str(), t["samples"]["succeeded"].as_u64()), (Some("complete"), Some(5)), "{t:#}");
+    let r = &t["replay"];
+    let cpt = r["chars_per_token"].as_f64().unwrap();
+    eprintln!(
+        "Ollama fixture replay: {cpt:.2} characters per token, template {} tokens, ISL trace {} measured {} ({:.2} % off per request), lateness p99 {:.2} ms",
+        r["chat_overhead_tokens"],
+        r["isl_trace_mean"],
+        r["isl_measured_mean"],
+        r["isl_error_pct"].as_f64().unwrap(),
+        r["lateness_ms"]["p99"].as_f64().unwrap()
+    );
+    assert!((2.0..10.0).contains(&cpt), "{r:#}");
+    assert!(r["prompts"].as_str().unwrap().contains("calibrated from the server's prompt_eval_count"), "{r:#}");
+    assert_eq!(r["isl_trace_mean"], 300.0, "{r:#}");
+    // No shared blocks here: the fixture, like Ollama, counts only the tokens it evaluates, so a
+    // prefix served from its cache would read as a shorter prompt (measured: a trace sharing
+    // 128-token blocks on two of five rows read 251 tokens against 300, the cached ones).
+    // A word-length estimate is not a tokenizer: 5 % per request is what this holds it to.
+    assert!(r["isl_error_pct"].as_f64().unwrap() < 5.0, "{r:#}");
 }
