@@ -80,6 +80,9 @@ pub use writer::{TraceWriter, rotated_path};
 
 use record::{Arrival, Observer};
 
+/// How long an idle upstream connection is kept for the next request.
+const UPSTREAM_IDLE: Duration = Duration::from_secs(2);
+
 /// What `capture` was asked to do.
 #[derive(Debug, Clone)]
 pub struct CaptureOptions {
@@ -145,7 +148,13 @@ impl Proxy {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(10)));
-        let client = Client::builder(TokioExecutor::new()).build(connector);
+        // Upstream servers close idle kept-alive connections on their own clock (5 s in
+        // llama.cpp's cpp-httplib and in uvicorn under vLLM); a request sent on one just as it
+        // closes would fail with a 502 the upstream never saw. Drop ours well before.
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(UPSTREAM_IDLE)
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .build(connector);
         let state = State {
             upstream,
             client,
