@@ -515,7 +515,7 @@ fn best_feasible(trials: &[Trial], space: &Space) -> Option<i64> {
 fn unfinished_params(trials: &[Trial]) -> Vec<Candidate> {
     let mut queue: Vec<Candidate> = Vec::new();
     for t in trials {
-        if t.state == TrialState::Interrupted {
+        if matches!(t.state, TrialState::Interrupted | TrialState::Lost) {
             if !queue.contains(&t.params) {
                 queue.push(t.params.clone());
             }

@@ -164,7 +164,7 @@ impl Anneal {
     }
 
     fn score(&mut self, trial: &Trial) -> Option<f64> {
-        if matches!(trial.state, TrialState::Running | TrialState::Interrupted) {
+        if matches!(trial.state, TrialState::Running | TrialState::Interrupted | TrialState::Lost) {
             return None;
         }
         let objective = trial.objective.filter(|v| v.is_finite());

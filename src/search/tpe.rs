@@ -420,7 +420,7 @@ impl Strategy for Tpe {
         self.seen.insert(key);
         let Some(point) = self.encoding.encode(&trial.params) else { return };
         let violation = match trial.state {
-            TrialState::Running | TrialState::Interrupted => return,
+            TrialState::Running | TrialState::Interrupted | TrialState::Lost => return,
             _ => trial.violation.unwrap_or(crate::trial::INFEASIBLE_VIOLATION),
         };
         let loss = match (trial.objective, self.direction) {
