@@ -10,7 +10,8 @@
 --   being dropped silently.
 -- - trials.run_id: the worker (run) that ran the trial, so its host fingerprint is known.
 -- - runs.host, runs.fingerprint_json: the worker's host name and fingerprint.
--- - studies.validation_run_id: the one worker that took the end-of-study validation.
+-- - studies.validation_run_id: the one worker that took the end-of-study validation;
+--   studies.host_class: the class of hosts the study admits.
 PRAGMA foreign_keys = OFF;
 
 BEGIN;
@@ -64,6 +65,8 @@ CREATE INDEX trials_by_run ON trials (run_id);
 ALTER TABLE runs ADD COLUMN host TEXT;
 ALTER TABLE runs ADD COLUMN fingerprint_json TEXT;
 ALTER TABLE studies ADD COLUMN validation_run_id INTEGER;
+-- The host class a study admits (`tune --host-class`): hosts of that class may differ in hardware.
+ALTER TABLE studies ADD COLUMN host_class TEXT;
 
 COMMIT;
 

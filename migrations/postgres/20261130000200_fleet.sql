@@ -9,3 +9,4 @@ CREATE INDEX trials_by_run ON trials (run_id);
 ALTER TABLE runs ADD COLUMN host TEXT;
 ALTER TABLE runs ADD COLUMN fingerprint_json TEXT;
 ALTER TABLE studies ADD COLUMN validation_run_id BIGINT;
+ALTER TABLE studies ADD COLUMN host_class TEXT;

@@ -434,6 +434,14 @@ impl Strategy for Tpe {
         self.refused += (trial.number == 0) as usize;
         self.observations.push(Observation { number: trial.number, point, violation, loss });
     }
+
+    fn pending(&mut self, candidate: &Candidate) {
+        let key = candidate.to_json();
+        self.seen.insert(key.clone());
+        if let Some(x) = self.encoding.encode(candidate) {
+            self.pending.insert(key, x);
+        }
+    }
 }
 
 #[cfg(test)]

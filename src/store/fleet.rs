@@ -95,6 +95,33 @@ impl Store {
         Ok(Claim { tx, study })
     }
 
+    /// The host class `study` admits, if it declares one.
+    pub async fn host_class(&self, study: StudyId) -> Result<Option<String>, Error> {
+        let (class,): (Option<String>,) = sqlx::query_as(
+            r#"SELECT host_class
+               FROM studies
+               WHERE id = $1"#,
+        )
+        .bind(study.0)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(class)
+    }
+
+    /// Declare the class of hosts `study` admits.
+    pub async fn set_host_class(&self, study: StudyId, class: &str) -> Result<(), Error> {
+        sqlx::query(
+            r#"UPDATE studies
+               SET host_class = $2
+               WHERE id = $1"#,
+        )
+        .bind(study.0)
+        .bind(class)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Take the study's end-of-study validation for `run`; `false` when another worker has it.
     pub async fn claim_validation(&self, study: StudyId, run: RunId) -> Result<bool, Error> {
         let done = sqlx::query(
