@@ -1,0 +1,185 @@
+//! Shared studies on PostgreSQL (issue 18): several worker processes run one study.
+//!
+//! Every test makes its own database on the test server (`store::testdb`: `$INFERTUNE_TEST_PG`,
+//! set by `scripts/test`, else a server on 127.0.0.1:5432) and drops it at the end. Workers are
+//! real processes of the built binary, so they can be killed with SIGKILL.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use infertune::store::Store;
+use infertune::store::testdb::TestDb;
+use infertune::trial::{Trial, TrialState};
+use rand::{RngExt, SeedableRng};
+
+use crate::common::{repo, run_cli};
+
+const STUDY: &str = "landscape-llamacpp-medium";
+
+/// The medium recording's own space searched by tpe (relative paths made absolute), and the
+/// recording; a study of it is created on `url` with no trial run yet.
+async fn replay_study(dir: &Path, url: &str) -> (PathBuf, PathBuf) {
+    let recording = repo().join("tests/fixtures/landscapes/llamacpp-medium.json");
+    let toml = std::fs::read_to_string(repo().join("tests/fixtures/landscapes/llamacpp-medium.toml")).unwrap();
+    let space = dir.join("replay.toml");
+    let toml = toml
+        .replace("strategy = \"grid\"", "strategy = \"tpe\"")
+        .replace("../../../", &format!("{}/", repo().display()));
+    std::fs::write(&space, toml).unwrap();
+    let out = run_cli(&[
+        "--db",
+        url,
+        "tune",
+        space.to_str().unwrap(),
+        "--replay",
+        recording.to_str().unwrap(),
+        "--max-trials",
+        "0",
+    ])
+    .await
+    .unwrap();
+    assert!(out.contains("stopped: budget (0 trials in the study)"), "{out}");
+    (space, recording)
+}
+
+/// A worker process on the replay backend; its output goes to `log`.
+fn spawn_worker(url: &str, recording: &Path, max_trials: u32, log: &Path) -> Child {
+    let file = std::fs::File::create(log).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_infertune"))
+        .args(["--db", url, "worker", STUDY, "--replay", recording.to_str().unwrap()])
+        .args(["--max-trials", &max_trials.to_string(), "--replay-speed", "10"])
+        .args(["--heartbeat", "200ms", "--grace", "1500ms"])
+        .env("INFERTUNE_LOG", "warn")
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Wait for every child to exit; their exit statuses.
+async fn wait_all(children: &mut [Child], timeout: Duration) -> Vec<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let done: Vec<_> = children.iter_mut().map(|c| c.try_wait().unwrap()).collect();
+        if done.iter().all(Option::is_some) {
+            return done.into_iter().flatten().collect();
+        }
+        assert!(Instant::now() < deadline, "workers did not finish within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn is_finished(t: &Trial) -> bool {
+    matches!(t.state, TrialState::Complete | TrialState::Infeasible | TrialState::Pruned)
+}
+
+/// What every shared study must hold: exactly `budget` finished trials, numbers 1..=n, and no
+/// candidate finished twice (a lost trial's retry replaces it, it does not add to it).
+fn check_study(trials: &[Trial], budget: usize) {
+    let numbers: Vec<i64> = trials.iter().map(|t| t.number).collect();
+    assert_eq!(numbers, (1..=trials.len() as i64).collect::<Vec<_>>(), "numbers unique and dense");
+    let finished: Vec<&Trial> = trials.iter().filter(|t| is_finished(t)).collect();
+    assert_eq!(finished.len(), budget, "the study-wide budget, exactly");
+    let distinct: BTreeSet<String> = finished.iter().map(|t| t.params.to_json()).collect();
+    assert_eq!(distinct.len(), finished.len(), "no candidate measured twice");
+    assert!(trials.iter().all(|t| t.state != TrialState::Running), "nothing left running");
+    // every lost or interrupted candidate was retried and finished by a later trial
+    for t in trials.iter().filter(|t| matches!(t.state, TrialState::Lost | TrialState::Interrupted)) {
+        assert!(
+            finished.iter().any(|f| f.params == t.params && f.number > t.number),
+            "trial {} ({:?}) was never retried",
+            t.number,
+            t.state
+        );
+    }
+}
+
+/// Three workers on the replay backend, each trial taking its recorded time / 10, reach the
+/// budget exactly; numbers are unique and dense, no candidate is measured twice, and every
+/// worker ran trials (they overlapped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_share_one_budget() {
+    let db = TestDb::create("three").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, recording) = replay_study(dir.path(), &db.url).await;
+    let mut workers: Vec<Child> =
+        (0..3).map(|i| spawn_worker(&db.url, &recording, 24, &dir.path().join(format!("w{i}.log")))).collect();
+    let statuses = wait_all(&mut workers, Duration::from_secs(120)).await;
+    let logs: Vec<String> =
+        (0..3).map(|i| std::fs::read_to_string(dir.path().join(format!("w{i}.log"))).unwrap()).collect();
+    assert!(statuses.iter().all(|s| s.success()), "{statuses:?}\n{}", logs.join("\n---\n"));
+    assert!(logs.iter().all(|l| l.contains("worker stopped: budget")), "{}", logs.join("\n---\n"));
+
+    let store = Store::open_postgres(&db.url).await.unwrap();
+    let study = store.study(STUDY).await.unwrap().unwrap();
+    let trials = store.trials(study.id).await.unwrap();
+    check_study(&trials, 24);
+    assert_eq!(trials.len(), 24, "no loss, no retry");
+    let workers = store.workers(study.id).await.unwrap();
+    // the study's creation (`tune --max-trials 0`) is a worker with no trial
+    let active: Vec<_> = workers.iter().filter(|w| w.trials_done > 0).collect();
+    assert_eq!(active.len(), 3, "every worker ran trials: {workers:#?}");
+    assert_eq!(active.iter().map(|w| w.trials_done).sum::<i64>(), 24);
+    assert!(workers.iter().all(|w| w.stop_reason.as_deref() == Some("budget") && w.in_flight.is_none()));
+    store.close().await;
+    db.drop_db().await;
+}
+
+/// Running trials of each worker process, by pid.
+async fn running_by_pid(store: &Store, study: infertune::trial::StudyId) -> BTreeMap<i64, i64> {
+    let workers = store.workers(study).await.unwrap();
+    workers.iter().filter_map(|w| w.in_flight.map(|n| (w.pid, n))).collect()
+}
+
+/// kill -9 of a worker mid-trial, at 10 random points: each trial it ran becomes `lost`, its
+/// candidate is retried by another worker, the study completes with exactly its budget, and
+/// nothing finished is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_workers_trials_are_lost_and_retried() {
+    let db = TestDb::create("kill").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, recording) = replay_study(dir.path(), &db.url).await;
+    let store = Store::open_postgres(&db.url).await.unwrap();
+    let study = store.study(STUDY).await.unwrap().unwrap();
+    let budget = 30;
+    let mut spawned = 0;
+    let mut spawn = |spawned: &mut usize| {
+        *spawned += 1;
+        spawn_worker(&db.url, &recording, budget, &dir.path().join(format!("w{spawned}.log")))
+    };
+    let mut workers: Vec<Child> = (0..3).map(|_| spawn(&mut spawned)).collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(18);
+    let mut killed_mid_trial = Vec::new();
+    while killed_mid_trial.len() < 10 {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(50..400))).await;
+        let running = running_by_pid(&store, study.id).await;
+        let Some(victim) = workers.iter().position(|c| running.contains_key(&i64::from(c.id()))) else {
+            let finished = store.trials(study.id).await.unwrap().iter().filter(|t| is_finished(t)).count();
+            assert!(finished < budget as usize, "the study ended before 10 kills");
+            continue;
+        };
+        let mut child = workers.swap_remove(victim);
+        let trial = running[&i64::from(child.id())];
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        // It may have written the trial between the look and the kill: then it was not mid-trial.
+        let state = store.trials(study.id).await.unwrap().into_iter().find(|t| t.number == trial).unwrap().state;
+        if matches!(state, TrialState::Running | TrialState::Lost) {
+            killed_mid_trial.push(trial);
+        }
+        workers.push(spawn(&mut spawned));
+    }
+    let statuses = wait_all(&mut workers, Duration::from_secs(180)).await;
+    assert!(statuses.iter().all(|s| s.success()), "{statuses:?}");
+    let trials = store.trials(study.id).await.unwrap();
+    check_study(&trials, budget as usize);
+    for number in &killed_mid_trial {
+        let t = trials.iter().find(|t| t.number == *number).unwrap();
+        assert_eq!(t.state, TrialState::Lost, "trial {number} of a killed worker");
+    }
+    store.close().await;
+    db.drop_db().await;
+}
