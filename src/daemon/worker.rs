@@ -416,11 +416,12 @@ impl Worker<'_> {
             let result = self.measure(source, &claimed).await?;
             let stored = self.record(claimed.id, number, &result).await?;
             let trials = retry("reading the trials", shutdown, || self.store.trials(self.study.id)).await?;
+            // Other workers move the best too; this trial is news only if it is the best now.
             let new_best = best_feasible(&trials, space);
-            let is_new_best = new_best.is_some() && new_best != best_number;
+            let is_new_best = new_best == Some(number) && new_best != best_number;
+            best_number = new_best;
             on_event(Event::TrialFinished { trial: &stored, elapsed: t0.elapsed(), is_new_best });
-            if is_new_best && new_best == Some(number) {
-                best_number = new_best;
+            if is_new_best {
                 write_outputs(space, self.study, &stored, on_event)?;
             }
             if matches!(result.outcome, Outcome::Interrupted) {

@@ -44,7 +44,12 @@ pub struct TestDb {
 impl TestDb {
     /// Create a fresh, empty database on the test server.
     pub async fn create(label: &str) -> TestDb {
-        let admin = server_url();
+        TestDb::create_on(&server_url(), label).await
+    }
+
+    /// Create a fresh, empty database on the server at `admin` (a URL).
+    pub async fn create_on(admin: &str, label: &str) -> TestDb {
+        let admin = admin.to_string();
         let name = format!(
             "infertune_test_{}_{}_{}",
             label.chars().filter(char::is_ascii_alphanumeric).collect::<String>().to_lowercase(),
