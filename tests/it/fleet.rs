@@ -101,16 +101,30 @@ fn check_study(trials: &[Trial], budget: usize) {
     }
 }
 
+/// The test server's URL for `db` with a password in it (the test server trusts local users, so
+/// any password is accepted): what must never be shown or stored.
+const PASSWORD: &str = "s3cret-Pw-18";
+
+fn with_password(url: &str) -> String {
+    let mut u = url::Url::parse(url).unwrap();
+    if u.password().is_none() {
+        u.set_password(Some(PASSWORD)).unwrap();
+    }
+    u.to_string()
+}
+
 /// Three workers on the replay backend, each trial taking its recorded time / 10, reach the
 /// budget exactly; numbers are unique and dense, no candidate is measured twice, and every
-/// worker ran trials (they overlapped).
+/// worker ran trials (they overlapped). Then every read command works on the shared study, and
+/// the URL's password appears in no output, log, report or stored row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_workers_share_one_budget() {
     let db = TestDb::create("three").await;
+    let url = with_password(&db.url);
     let dir = tempfile::tempdir().unwrap();
-    let (_, recording) = replay_study(dir.path(), &db.url).await;
+    let (_, recording) = replay_study(dir.path(), &url).await;
     let mut workers: Vec<Child> =
-        (0..3).map(|i| spawn_worker(&db.url, &recording, 24, &dir.path().join(format!("w{i}.log")))).collect();
+        (0..3).map(|i| spawn_worker(&url, &recording, 24, &dir.path().join(format!("w{i}.log")))).collect();
     let statuses = wait_all(&mut workers, Duration::from_secs(120)).await;
     let logs: Vec<String> =
         (0..3).map(|i| std::fs::read_to_string(dir.path().join(format!("w{i}.log"))).unwrap()).collect();
@@ -129,7 +143,60 @@ async fn three_workers_share_one_budget() {
     assert_eq!(active.iter().map(|w| w.trials_done).sum::<i64>(), 24);
     assert!(workers.iter().all(|w| w.stop_reason.as_deref() == Some("budget") && w.in_flight.is_none()));
     store.close().await;
+    let shown = read_commands(&url, dir.path()).await;
+    assert!(shown.contains("workers   4 (0 working)"), "{shown}");
+    assert!(shown.contains("stopped: budget"), "{shown}");
+    for text in logs.iter().chain([&shown]) {
+        assert!(!text.contains(PASSWORD), "the password leaked:\n{text}");
+    }
+    assert_eq!(stored_rows_containing(&db.url, PASSWORD).await, 0, "the password is stored");
     db.drop_db().await;
+}
+
+/// status, studies, trials, best, export and report on a shared study: their outputs (and the
+/// report file) joined, each checked for content.
+async fn read_commands(url: &str, dir: &Path) -> String {
+    let mut all = String::new();
+    let status = run_cli(&["--db", url, "status", STUDY]).await.unwrap();
+    assert!(status.contains("trials    24 (24 ") || status.contains("trials    24 ("), "{status}");
+    let status_json: serde_json::Value =
+        serde_json::from_str(&run_cli(&["--db", url, "status", STUDY, "--json"]).await.unwrap()).unwrap();
+    assert_eq!(status_json["workers"].as_array().unwrap().len(), 4, "{status_json:#}");
+    let studies = run_cli(&["--db", url, "studies"]).await.unwrap();
+    assert!(studies.contains(STUDY), "{studies}");
+    let trials = run_cli(&["--db", url, "trials", STUDY, "--json"]).await.unwrap();
+    assert_eq!(serde_json::from_str::<Vec<serde_json::Value>>(&trials).unwrap().len(), 24);
+    let best = run_cli(&["--db", url, "best", STUDY]).await.unwrap();
+    assert!(best.contains("best trial"), "{best}");
+    let export = run_cli(&["--db", url, "export", STUDY, "--format", "args"]).await.unwrap();
+    assert!(export.contains("-np"), "{export}");
+    let report = dir.join("report.html");
+    run_cli(&["--db", url, "report", STUDY, "-o", report.to_str().unwrap()]).await.unwrap();
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(html.contains(STUDY));
+    for text in [status, studies, trials, best, export, html] {
+        all.push_str(&text);
+    }
+    // A failing connection names the database without the password.
+    let bad = url.replace("infertune_test_", "no_such_db_");
+    let err = format!("{:#}", run_cli(&["--db", &bad, "studies"]).await.unwrap_err());
+    assert!(err.contains("opening the database 'postgres://") && err.contains(":***@"), "{err}");
+    all.push_str(&err);
+    all
+}
+
+/// Rows of the study's tables whose text holds `needle`, read straight from PostgreSQL.
+async fn stored_rows_containing(url: &str, needle: &str) -> i64 {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    let mut n = 0;
+    for table in ["studies", "trials", "runs", "samples", "validations"] {
+        let sql = format!("SELECT COUNT(*) FROM {table} t WHERE t::text LIKE '%' || $1 || '%'");
+        let (c,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(needle).fetch_one(&mut conn).await.unwrap();
+        n += c;
+    }
+    conn.close().await.unwrap();
+    n
 }
 
 /// Running trials of each worker process, by pid.
