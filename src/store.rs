@@ -9,12 +9,14 @@
 //! public methods return domain types from `crate::trial`. Each trial is written the moment it
 //! ends, in one transaction with its samples.
 
+mod copy;
 mod fleet;
 mod location;
 #[doc(hidden)]
 pub mod testdb;
 mod validation;
 
+pub use copy::{CopyReport, copy};
 pub use fleet::{Claim, Worker};
 pub use location::Location;
 pub use validation::Validation;
@@ -298,7 +300,8 @@ impl Store {
     pub async fn open_with(path: &Path, store_options: StoreOptions) -> Result<Store, Error> {
         let shown = path.display().to_string();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| Error::Open { path: shown.clone(), source: sqlx::Error::Io(e) })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::Open { path: shown.clone(), source: sqlx::Error::Io(e) })?;
         }
         let options = SqliteConnectOptions::new()
             .filename(path)
@@ -330,7 +333,8 @@ impl Store {
 
     /// A private in-memory database, for tests.
     pub async fn open_in_memory() -> Result<Store, Error> {
-        let options = any_options("sqlite::memory:").map_err(|source| Error::Open { path: ":memory:".into(), source })?;
+        let options =
+            any_options("sqlite::memory:").map_err(|source| Error::Open { path: ":memory:".into(), source })?;
         // One connection, never replaced: each in-memory connection would be its own database.
         let pool = AnyPoolOptions::new()
             .max_connections(1)

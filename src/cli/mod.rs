@@ -10,6 +10,7 @@ mod best;
 mod capacity;
 mod capture;
 mod compare;
+mod db;
 mod export;
 mod landscape;
 mod output;
@@ -110,6 +111,9 @@ pub enum Command {
     /// Work on a shared study from this host (--db postgres://...): claim trials, run them
     /// here, heartbeat; start one per host. `tune SPACE --db postgres://...` creates the study
     Worker(worker::WorkerArgs),
+    /// Databases: `db copy FROM TO` moves studies between SQLite and PostgreSQL
+    #[command(subcommand)]
+    Db(db::DbCommand),
     /// Write the trials of grid studies as a landscape file (for replay and bench-search)
     #[command(hide = true)]
     RecordLandscape(landscape::RecordLandscapeArgs),
@@ -163,6 +167,7 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
         Command::Validate(args) => validate::run(&open_store(&db).await?, args, out).await,
         Command::Capture(args) => capture::run(args, out).await,
         Command::Trace(command) => trace::run(command, out),
+        Command::Db(command) => db::run(command, out).await,
         Command::Worker(args) => worker::run(&open_store(&db).await?, args, out).await,
         Command::RecordLandscape(args) => landscape::run(&open_store(&db).await?, args, out).await,
     }

@@ -162,7 +162,9 @@ pub async fn tune(
 ) -> anyhow::Result<Report> {
     // A shared database: this process is one worker of the study (issue 18).
     let result = match store.is_shared() {
-        true => worker::tune(space, store, options, &worker::Fleet::default(), shutdown, on_event).await.map(|w| w.report),
+        true => {
+            worker::tune(space, store, options, &worker::Fleet::default(), shutdown, on_event).await.map(|w| w.report)
+        }
         false => tune_study(space, store, options, shutdown, on_event).await,
     };
     result.map_err(|e| {

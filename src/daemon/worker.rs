@@ -26,8 +26,8 @@ use super::{
     Event, Options, Report, Source, Stop, best_feasible, create_study, deadline, is_finished, line_diff, quality,
     stored_space, system_ms, take_fingerprint, unfinished_params, write_outputs,
 };
-use crate::backend::session::ServerSession;
 use crate::backend;
+use crate::backend::session::ServerSession;
 use crate::search;
 use crate::shutdown::Shutdown;
 use crate::space::{Candidate, Space};
@@ -203,7 +203,12 @@ async fn open_or_create(
 /// Refuse a worker whose fingerprint differs from the study's, naming the differences. A study
 /// that declares a host class admits a host of that class whose hardware differs; the engine
 /// and the model files must match in any case, or the figures would not be comparable.
-async fn admit(store: &Store, study: &Study, fingerprint: &Fingerprint, host_class: Option<&str>) -> anyhow::Result<()> {
+async fn admit(
+    store: &Store,
+    study: &Study,
+    fingerprint: &Fingerprint,
+    host_class: Option<&str>,
+) -> anyhow::Result<()> {
     let drift = fingerprint_drift(&study.fingerprint, fingerprint);
     if drift.is_empty() {
         return Ok(());
@@ -220,11 +225,7 @@ async fn admit(store: &Store, study: &Study, fingerprint: &Fingerprint, host_cla
         (Some(d), Some(h)) if d == h => "the host class matches, but engine and model files must too".to_string(),
         (Some(d), h) => format!("the study's host class is '{d}', this worker's is '{}'", h.unwrap_or("none")),
     };
-    bail!(
-        "this host is not comparable with study '{}': {}; {class_note}",
-        study.name,
-        drift.join("; ")
-    )
+    bail!("this host is not comparable with study '{}': {}; {class_note}", study.name, drift.join("; "))
 }
 
 /// This machine's name, as `status` shows it.
@@ -456,8 +457,12 @@ impl Worker<'_> {
     /// Write the trial (waiting out a database that went away: the measurement is not lost)
     /// and read it back.
     async fn record(&self, id: TrialId, number: i64, result: &TrialRun) -> anyhow::Result<Trial> {
-        let finished =
-            Finished { outcome: &result.outcome, plan: result.plan.as_ref(), stages: result.stages, samples: &result.samples };
+        let finished = Finished {
+            outcome: &result.outcome,
+            plan: result.plan.as_ref(),
+            stages: result.stages,
+            samples: &result.samples,
+        };
         let shutdown = self.bench.shutdown;
         let what = format!("recording trial {number} of study '{}'", self.study.name);
         retry(&what, shutdown, || self.store.finish_trial(id, &finished)).await?;

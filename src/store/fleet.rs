@@ -163,10 +163,8 @@ impl Claim {
     /// All trials of the study, in number order, as the claim sees them.
     pub async fn trials(&mut self) -> Result<Vec<Trial>, Error> {
         let sql = format!("SELECT {TRIAL_COLUMNS} FROM trials WHERE study_id = $1 ORDER BY number");
-        let rows = sqlx::query_as::<_, TrialRow>(sqlx::AssertSqlSafe(sql))
-            .bind(self.study.0)
-            .fetch_all(&mut *self.tx)
-            .await?;
+        let rows =
+            sqlx::query_as::<_, TrialRow>(sqlx::AssertSqlSafe(sql)).bind(self.study.0).fetch_all(&mut *self.tx).await?;
         rows.into_iter().map(TrialRow::into_trial).collect()
     }
 

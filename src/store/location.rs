@@ -79,7 +79,10 @@ mod tests {
         let loc = Location::from_arg(Path::new(url));
         assert_eq!(loc.to_string(), "postgres://tuner:***@db.example:5432/fleet?sslmode=require");
         assert!(!format!("{loc:?}").contains("s3cret"));
-        assert_eq!(redact("postgresql://u@h/d?password=s3cret&sslmode=require"), "postgresql://u@h/d?password=***&sslmode=require");
+        assert_eq!(
+            redact("postgresql://u@h/d?password=s3cret&sslmode=require"),
+            "postgresql://u@h/d?password=***&sslmode=require"
+        );
         assert_eq!(redact("postgres://u@h/d"), "postgres://u@h/d");
         assert_eq!(redact("not a url s3cret"), "<unparsable database URL>");
     }

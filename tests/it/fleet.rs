@@ -267,9 +267,8 @@ impl Cluster {
         let out = Command::new(repo().join("scripts/setup-postgres")).arg("--throwaway").output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let text = String::from_utf8(out.stdout).unwrap();
-        let var = |name: &str| {
-            text.lines().find_map(|l| l.strip_prefix(&format!("export {name}="))).unwrap().to_string()
-        };
+        let var =
+            |name: &str| text.lines().find_map(|l| l.strip_prefix(&format!("export {name}="))).unwrap().to_string();
         Cluster { dir: var("INFERTUNE_TEST_PG_CLUSTER"), url: var("INFERTUNE_TEST_PG") }
     }
 
