@@ -956,6 +956,22 @@ mod tests {
         db.drop_db().await;
     }
 
+    /// `sslmode=require`: the connection is encrypted (TLS through rustls), and the store works.
+    #[tokio::test]
+    async fn postgres_over_tls() {
+        let db = testdb::TestDb::create("tls").await;
+        let url = format!("{}?sslmode=require", db.url);
+        let store = Store::open_postgres(&url).await.unwrap();
+        let (is_ssl,): (bool,) = sqlx::query_as("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert!(is_ssl, "sslmode=require gave an unencrypted connection");
+        assert!(store.studies().await.unwrap().is_empty());
+        store.close().await;
+        db.drop_db().await;
+    }
+
     /// Every SQLite migration has a PostgreSQL counterpart of the same version and name, and
     /// none is left over (other branches add SQLite migrations; this names what to port).
     #[test]
