@@ -56,7 +56,7 @@ impl Default for Fleet {
         Fleet {
             heartbeat: Duration::from_secs(5),
             grace: Duration::from_secs(30),
-            poll: Duration::from_secs(1),
+            poll: Duration::from_millis(250),
             replay_speed: None,
             host_class: None,
         }
