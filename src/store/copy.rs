@@ -364,6 +364,26 @@ mod tests {
         (trials, counts, store.latest_validation(study.id).await.unwrap(), workers)
     }
 
+    /// A trial written again (a commit whose answer was lost with the connection, retried by
+    /// the worker) keeps its first record and its samples once, on both engines.
+    #[tokio::test]
+    async fn a_trial_written_twice_is_stored_once() {
+        let db = TestDb::create("twice").await;
+        for store in [Store::open_in_memory().await.unwrap(), Store::open_postgres(&db.url).await.unwrap()] {
+            fill(&store).await;
+            let study = store.study("copied").await.unwrap().unwrap();
+            let first = store.trials(study.id).await.unwrap()[0].clone();
+            let oom = Outcome::Infeasible { class: "oom".parse().unwrap(), message: "again".into() };
+            let samples: Vec<Sample> = (0..4).map(sample).collect();
+            let again = Finished { outcome: &oom, plan: None, stages: StageTimes::default(), samples: &samples };
+            store.finish_trial(first.id, &again).await.unwrap();
+            assert_eq!(store.trials(study.id).await.unwrap()[0], first);
+            assert_eq!(store.sample_count(first.id).await.unwrap(), 4);
+            store.close().await;
+        }
+        db.drop_db().await;
+    }
+
     /// SQLite → PostgreSQL → SQLite keeps everything, including the `lost` state SQLite only
     /// knows since the fleet migration; copying again adds nothing.
     #[tokio::test]

@@ -329,3 +329,51 @@ async fn workers_ride_out_a_postgres_restart() {
     store.close().await;
     db.drop_db().await;
 }
+
+/// Two real-engine workers on this machine, pinned to one core each (each starts its own
+/// llama.cpp server, which inherits the pin), run one study end to end: every trial measured
+/// on a real server with its samples stored, each worker ran some, none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_real_engine_workers_run_one_study() {
+    crate::common::require_engine();
+    let _engine = crate::common::EngineLock::acquire().await;
+    let db = TestDb::create("engine").await;
+    let dir = tempfile::tempdir().unwrap();
+    let params = r#"parallel = { values = [1, 2], flag = "-np", default = 2 }
+quant = { values = ["Q4_0", "Q4_1"], template = "model", default = "Q4_0" }
+threads = { values = [1], flag = "-t", default = 1 }"#;
+    let space = crate::common::engine_space(dir.path(), "fleet-engine", "grid", params, "");
+    let out = run_cli(&["--db", &db.url, "tune", space.to_str().unwrap(), "--max-trials", "0"]).await.unwrap();
+    assert!(out.contains("stopped: budget"), "{out}");
+    let mut workers: Vec<Child> = (0..2)
+        .map(|core| {
+            let log = std::fs::File::create(dir.path().join(format!("w{core}.log"))).unwrap();
+            Command::new("taskset")
+                .args(["-c", &core.to_string(), env!("CARGO_BIN_EXE_infertune")])
+                .args(["--db", &db.url, "worker", "fleet-engine", "--max-trials", "4", "--heartbeat", "1s"])
+                .env("INFERTUNE_LOG", "warn")
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let statuses = wait_all(&mut workers, Duration::from_secs(600)).await;
+    let logs: Vec<String> =
+        (0..2).map(|i| std::fs::read_to_string(dir.path().join(format!("w{i}.log"))).unwrap()).collect();
+    assert!(statuses.iter().all(|s| s.success()), "{statuses:?}\n{}", logs.join("\n---\n"));
+    let store = Store::open_postgres(&db.url).await.unwrap();
+    let study = store.study("fleet-engine").await.unwrap().unwrap();
+    let trials = store.trials(study.id).await.unwrap();
+    check_study(&trials, 4);
+    for t in &trials {
+        assert_eq!(t.state, TrialState::Complete, "{t:#?}\n{}", logs.join("\n---\n"));
+        assert!(t.stages.launch.is_some() && t.stages.ready_ms.is_some(), "a real server was started: {t:#?}");
+        assert!(store.sample_count(t.id).await.unwrap() >= 8, "samples stored");
+    }
+    let workers = store.workers(study.id).await.unwrap();
+    let done: Vec<i64> = workers.iter().map(|w| w.trials_done).filter(|&n| n > 0).collect();
+    assert_eq!(done.len(), 2, "both workers measured trials: {workers:#?}");
+    store.close().await;
+    db.drop_db().await;
+}
