@@ -519,6 +519,51 @@ mod tests {
         }
     }
 
+    /// A host that differs is refused with the differences named; a study that declares a host
+    /// class admits a host of that class whose hardware differs, never one whose engine does.
+    #[tokio::test]
+    async fn a_different_host_is_refused_unless_its_class_matches() {
+        let store = Store::open_in_memory().await.unwrap();
+        let fp = Fingerprint {
+            engine_version: "engine 1".into(),
+            model_sha256: [("m.gguf".to_string(), "aa".to_string())].into(),
+            host: crate::measure::system::host(),
+        };
+        let space = Landscape::synthetic().space().unwrap();
+        let study = create_study(&store, &space, "s", &fp).await.unwrap();
+        assert!(admit(&store, &study, &fp, None).await.is_ok());
+        let mut other = fp.clone();
+        other.host.cpu_model = "Other CPU".into();
+        other.host.logical_cores += 6;
+        let err = admit(&store, &study, &other, Some("cpu")).await.unwrap_err().to_string();
+        assert!(err.contains("-> 'Other CPU'") && err.contains("cores"), "{err}");
+        assert!(err.contains("declares no host class"), "{err}");
+        store.set_host_class(study.id, "cpu").await.unwrap();
+        assert!(admit(&store, &study, &other, Some("cpu")).await.is_ok());
+        let err = admit(&store, &study, &other, Some("gpu")).await.unwrap_err().to_string();
+        assert!(err.contains("the study's host class is 'cpu', this worker's is 'gpu'"), "{err}");
+        let newer = Fingerprint { engine_version: "engine 2".into(), ..other };
+        let err = admit(&store, &study, &newer, Some("cpu")).await.unwrap_err().to_string();
+        assert!(err.contains("engine version 'engine 1' -> 'engine 2'"), "{err}");
+    }
+
+    /// One worker takes the end-of-study validation; the others are told no.
+    #[tokio::test]
+    async fn validation_is_claimed_once() {
+        let store = Store::open_in_memory().await.unwrap();
+        let fp = Fingerprint {
+            engine_version: "e".into(),
+            model_sha256: Default::default(),
+            host: crate::measure::system::host(),
+        };
+        let study = create_study(&store, &Landscape::synthetic().space().unwrap(), "s", &fp).await.unwrap();
+        let a = store.begin_worker(study.id, 1, "a", &fp, None, None).await.unwrap();
+        let b = store.begin_worker(study.id, 2, "b", &fp, None, None).await.unwrap();
+        assert!(store.claim_validation(study.id, b).await.unwrap());
+        assert!(!store.claim_validation(study.id, a).await.unwrap());
+        assert!(!store.claim_validation(study.id, b).await.unwrap());
+    }
+
     /// Proposals never repeat a finished or running candidate, for every strategy rebuilt from
     /// the stored trials as a claim does.
     #[test]

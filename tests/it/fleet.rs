@@ -255,6 +255,46 @@ async fn killed_workers_trials_are_lost_and_retried() {
     db.drop_db().await;
 }
 
+/// SIGTERM stops a worker as it stops `tune`: its trial in flight is recorded `interrupted`
+/// (not lost), it exits 0, and another worker retries the candidate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminated_worker_records_its_trial_as_interrupted() {
+    let db = TestDb::create("sigterm").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, recording) = replay_study(dir.path(), &db.url).await;
+    let store = Store::open_postgres(&db.url).await.unwrap();
+    let study = store.study(STUDY).await.unwrap().unwrap();
+    let log = |i: usize| dir.path().join(format!("w{i}.log"));
+    let mut victim = spawn_worker(&db.url, &recording, 12, &log(0));
+    let mut other = spawn_worker(&db.url, &recording, 12, &log(1));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let number = loop {
+        assert!(Instant::now() < deadline, "the worker never ran a trial");
+        if let Some(&n) = running_by_pid(&store, study.id).await.get(&i64::from(victim.id())) {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // SAFETY: kill(2) on a child process of this test.
+    assert_eq!(unsafe { libc::kill(victim.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    let status = wait_all(std::slice::from_mut(&mut victim), Duration::from_secs(30)).await;
+    let text = std::fs::read_to_string(log(0)).unwrap();
+    assert!(status[0].success() && text.contains("worker stopped: interrupted"), "{status:?}\n{text}");
+    let t = store.trials(study.id).await.unwrap().into_iter().find(|t| t.number == number).unwrap();
+    assert!(
+        matches!(t.state, TrialState::Interrupted | TrialState::Complete | TrialState::Pruned | TrialState::Infeasible),
+        "{t:#?}"
+    );
+    let interrupted = t.state == TrialState::Interrupted;
+    assert!(wait_all(std::slice::from_mut(&mut other), Duration::from_secs(120)).await[0].success());
+    let trials = store.trials(study.id).await.unwrap();
+    check_study(&trials, 12);
+    // (It may have finished the trial in the instant before the signal; then nothing to retry.)
+    assert_eq!(trials.iter().filter(|t| t.state == TrialState::Interrupted).count(), usize::from(interrupted));
+    store.close().await;
+    db.drop_db().await;
+}
+
 /// A throwaway PostgreSQL cluster (scripts/setup-postgres --throwaway), stopped on drop: the
 /// restart test must never restart the shared server other tests use.
 struct Cluster {
