@@ -45,6 +45,9 @@ struct Args {
 /// Each trial's candidate and the index of the observed run, in the order trials finished.
 type Steps = Vec<(Candidate, usize)>;
 
+/// A row of the table: its name and how one seed runs (space with the seed set, seed).
+type Row<'a> = (String, Box<dyn Fn(&Space, u64) -> Steps + 'a>);
+
 /// One strategy across all trials (`tune` on SQLite).
 fn sequential(observed: &Landscape, space: &Space, seed: u64, budget: usize) -> Steps {
     let mut strategy: Box<dyn Strategy> = search::from_space(space);
@@ -142,7 +145,7 @@ fn main() -> Result<()> {
         let mut space = observed.space()?;
         space.strategy = StrategyKind::Tpe;
         let optimum = truth.optimum(space.objective.direction).context("no feasible point")?;
-        let rows: [(String, Box<dyn Fn(&Space, u64) -> Steps>); 3] = [
+        let rows: [Row; 3] = [
             ("sequential".into(), Box::new(|s, seed| sequential(&observed, s, seed, 60))),
             ("1 worker".into(), Box::new(|s, seed| fleet(&observed, s, seed, 60, 1))),
             (format!("{} workers", args.workers), Box::new(|s, seed| fleet(&observed, s, seed, 60, args.workers))),

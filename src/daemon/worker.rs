@@ -447,9 +447,10 @@ impl Worker<'_> {
                     _ = bench.shutdown.graceful.cancelled() => Ok(TrialRun { outcome: Outcome::Interrupted, ..answer }),
                 }
             }
+            // The server's PID is not recorded: the trial must go on while the database is away,
+            // and a killed worker's server dies with it (PR_SET_PDEATHSIG); its trial is lost.
             Source::Live(session) => {
-                let record = Some((self.store, claimed.id));
-                pipeline::run_trial(bench, session, &claimed.candidate, claimed.number as u64, record).await
+                pipeline::run_trial(bench, session, &claimed.candidate, claimed.number as u64, None).await
             }
         }
     }

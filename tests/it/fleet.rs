@@ -217,7 +217,7 @@ async fn killed_workers_trials_are_lost_and_retried() {
     let study = store.study(STUDY).await.unwrap().unwrap();
     let budget = 30;
     let mut spawned = 0;
-    let mut spawn = |spawned: &mut usize| {
+    let spawn = |spawned: &mut usize| {
         *spawned += 1;
         spawn_worker(&db.url, &recording, budget, &dir.path().join(format!("w{spawned}.log")))
     };
