@@ -6,7 +6,9 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_from_env("INFERTUNE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // PostgreSQL notices ("relation ... already exists, skipping" at every migration check) are noise.
+    let filter =
+        EnvFilter::try_from_env("INFERTUNE_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx::postgres::notice=warn"));
     let subscriber = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Json => subscriber.json().init(),

@@ -52,6 +52,9 @@ pub enum TrialState {
     Infeasible,
     Pruned,
     Interrupted,
+    /// A worker of a shared study stopped heartbeating while running it (killed, host gone);
+    /// another worker noticed and retries its candidate (issue 18).
+    Lost,
 }
 
 impl TrialState {
@@ -62,6 +65,7 @@ impl TrialState {
             TrialState::Infeasible => "infeasible",
             TrialState::Pruned => "pruned",
             TrialState::Interrupted => "interrupted",
+            TrialState::Lost => "lost",
         }
     }
 }
@@ -81,9 +85,10 @@ impl FromStr for TrialState {
             "infeasible" => TrialState::Infeasible,
             "pruned" => TrialState::Pruned,
             "interrupted" => TrialState::Interrupted,
+            "lost" => TrialState::Lost,
             other => {
                 return Err(format!(
-                    "unknown state '{other}' (expected running, complete, infeasible, pruned or interrupted)"
+                    "unknown state '{other}' (expected running, complete, infeasible, pruned, interrupted or lost)"
                 ));
             }
         })

@@ -10,6 +10,7 @@ mod best;
 mod capacity;
 mod capture;
 mod compare;
+mod db;
 mod export;
 mod landscape;
 mod output;
@@ -21,6 +22,7 @@ mod trace;
 mod trials;
 mod tune;
 mod validate;
+mod worker;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -50,8 +52,10 @@ pub use tune::TuneArgs;
 #[derive(Debug, Parser)]
 #[command(name = "infertune", version, propagate_version = true)]
 pub struct Cli {
-    /// SQLite database file [default: $XDG_DATA_HOME/infertune/infertune.db]
-    #[arg(long, global = true, env = "INFERTUNE_DB", value_name = "PATH")]
+    /// SQLite database file, or a PostgreSQL URL for a study shared by workers on several hosts
+    /// (postgres://user@host/db?sslmode=require; the password from PGPASSWORD or ~/.pgpass
+    /// rather than the URL) [default: $XDG_DATA_HOME/infertune/infertune.db]
+    #[arg(long, global = true, env = "INFERTUNE_DB", hide_env_values = true, value_name = "PATH|URL")]
     pub db: Option<PathBuf>,
 
     /// Log format on stderr (level from INFERTUNE_LOG, default info)
@@ -104,6 +108,12 @@ pub enum Command {
     /// Trace files (Mooncake, capture, Azure, BurstGPT): `trace stats FILE`
     #[command(subcommand)]
     Trace(trace::TraceCommand),
+    /// Work on a shared study from this host (--db postgres://...): claim trials, run them
+    /// here, heartbeat; start one per host. `tune SPACE --db postgres://...` creates the study
+    Worker(worker::WorkerArgs),
+    /// Databases: `db copy FROM TO` moves studies between SQLite and PostgreSQL
+    #[command(subcommand)]
+    Db(db::DbCommand),
     /// Write the trials of grid studies as a landscape file (for replay and bench-search)
     #[command(hide = true)]
     RecordLandscape(landscape::RecordLandscapeArgs),
@@ -157,12 +167,16 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
         Command::Validate(args) => validate::run(&open_store(&db).await?, args, out).await,
         Command::Capture(args) => capture::run(args, out).await,
         Command::Trace(command) => trace::run(command, out),
+        Command::Db(command) => db::run(command, out).await,
+        Command::Worker(args) => worker::run(&open_store(&db).await?, args, out).await,
         Command::RecordLandscape(args) => landscape::run(&open_store(&db).await?, args, out).await,
     }
 }
 
+/// Open `--db`: a SQLite file, or a PostgreSQL URL (named without its password).
 async fn open_store(db: &Path) -> anyhow::Result<Store> {
-    Store::open(db).await.with_context(|| format!("opening the database '{}'", db.display()))
+    let location = store::Location::from_arg(db);
+    Store::open_location(&location).await.with_context(|| format!("opening the database '{location}'"))
 }
 
 async fn find_study(store: &Store, name: &str) -> anyhow::Result<Study> {

@@ -1,6 +1,7 @@
 //! `infertune status STUDY`: a study's progress, also while `tune` runs in another process:
 //! whether its daemon is alive, the trial in flight, counts by state, the best trial and the
-//! budget left.
+//! budget left. A shared study (PostgreSQL) lists its workers too: host, PID, last heartbeat,
+//! trial in flight and trials done.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -9,7 +10,7 @@ use serde_json::json;
 
 use super::output::trial_json;
 use super::{StudyArgs, find_study};
-use crate::store::{self, Run, Store};
+use crate::store::{self, Run, Store, Worker};
 use crate::trial::{self, Study, Trial, TrialState};
 
 /// `status`: read the study, its trials and latest run once, then print them.
@@ -17,9 +18,15 @@ pub(super) async fn run(store: &Store, args: StudyArgs, out: &mut dyn Write) -> 
     let study = find_study(store, &args.study).await?;
     let trials = store.trials(study.id).await?;
     let run = store.latest_run(study.id).await?;
-    // Checked once, so every line of the output agrees on it.
-    let is_active = run.as_ref().is_some_and(|r| r.ended_at_ms.is_none() && crate::daemon::lock::is_alive(r.pid));
-    let snapshot = Snapshot { study, trials, run, is_active, now_ms: store::now_ms() };
+    let now_ms = store::now_ms();
+    let workers = if store.is_shared() { store.workers(study.id).await? } else { Vec::new() };
+    // Checked once, so every line of the output agrees on it. Workers on other hosts are alive
+    // while they heartbeat (their PIDs mean nothing here).
+    let is_active = match store.is_shared() {
+        true => workers.iter().any(|w| is_working(w, now_ms)),
+        false => run.as_ref().is_some_and(|r| r.ended_at_ms.is_none() && crate::daemon::lock::is_alive(r.pid)),
+    };
+    let snapshot = Snapshot { study, trials, run, is_active, now_ms, workers };
     if args.json { write_json(&snapshot, out) } else { write_text(&snapshot, out) }
 }
 
@@ -29,9 +36,31 @@ struct Snapshot {
     trials: Vec<Trial>,
     /// The latest run of the study; `None` if it never ran.
     run: Option<Run>,
-    /// Whether `run` has not ended and its process is alive.
+    /// Whether `run` has not ended and its process is alive (shared study: whether any worker
+    /// works).
     is_active: bool,
     now_ms: i64,
+    /// A shared study's workers, oldest first; empty on SQLite.
+    workers: Vec<Worker>,
+}
+
+/// A worker that heartbeats more rarely than this is reported silent: its trial is about to be
+/// lost (the workers' default grace period).
+const SILENT_AFTER_MS: i64 = 30_000;
+
+/// Not stopped, and heartbeating.
+fn is_working(w: &Worker, now_ms: i64) -> bool {
+    w.ended_at_ms.is_none() && now_ms - w.heartbeat_ms < SILENT_AFTER_MS
+}
+
+/// `working`, `silent`, or `stopped: REASON`.
+fn worker_state(w: &Worker, now_ms: i64) -> String {
+    match (&w.ended_at_ms, &w.stop_reason) {
+        (Some(_), Some(reason)) => format!("stopped: {reason}"),
+        (Some(_), None) => "stopped".to_string(),
+        (None, _) if is_working(w, now_ms) => "working".to_string(),
+        (None, _) => "silent (killed or cut off; its trial will be lost and retried)".to_string(),
+    }
 }
 
 impl Snapshot {
@@ -42,7 +71,7 @@ impl Snapshot {
 
     /// The running trial, when a live daemon runs it.
     fn in_flight(&self) -> Option<&Trial> {
-        self.trials.iter().find(|t| t.state == TrialState::Running).filter(|_| self.active().is_some())
+        self.trials.iter().find(|t| t.state == TrialState::Running).filter(|_| self.is_active)
     }
 
     /// Trial counts by state name.
@@ -104,6 +133,15 @@ fn write_json(s: &Snapshot, out: &mut dyn Write) -> anyhow::Result<()> {
         "best": trial::best(&s.trials, s.study.direction).map(|(t, feasible)| trial_json(t, feasible)),
         "trials_left": s.trials_left(),
         "time_left_s": s.time_left_s(),
+        "workers": s.workers.iter().map(|w| json!({
+            "host": w.host,
+            "pid": w.pid,
+            "state": worker_state(w, now),
+            "last_heartbeat_s_ago": (now - w.heartbeat_ms) as f64 / 1000.0,
+            "in_flight": w.in_flight,
+            "trials_done": w.trials_done,
+            "started_at_ms": w.started_at_ms,
+        })).collect::<Vec<_>>(),
     });
     writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
     Ok(())
@@ -153,5 +191,30 @@ fn write_text(s: &Snapshot, out: &mut dyn Write) -> anyhow::Result<()> {
             .join(", "),
     };
     writeln!(out, "left      {left}")?;
+    write_workers(s, out)
+}
+
+/// The workers table of a shared study (nothing on SQLite).
+fn write_workers(s: &Snapshot, out: &mut dyn Write) -> anyhow::Result<()> {
+    if s.workers.is_empty() {
+        return Ok(());
+    }
+    let working = s.workers.iter().filter(|w| is_working(w, s.now_ms)).count();
+    writeln!(out, "workers   {} ({working} working)", s.workers.len())?;
+    let rows: Vec<Vec<String>> = s
+        .workers
+        .iter()
+        .map(|w| {
+            vec![
+                w.host.clone().unwrap_or_else(|| "-".into()),
+                w.pid.to_string(),
+                format!("{} s ago", (s.now_ms - w.heartbeat_ms).max(0) / 1000),
+                w.in_flight.map_or("-".to_string(), |n| format!("trial {n}")),
+                w.trials_done.to_string(),
+                worker_state(w, s.now_ms),
+            ]
+        })
+        .collect();
+    write!(out, "{}", super::output::table(&["host", "pid", "last heartbeat", "in flight", "done", "state"], &rows))?;
     Ok(())
 }

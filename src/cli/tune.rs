@@ -67,6 +67,9 @@ pub struct TuneArgs {
     /// Print the final report as JSON instead of a table
     #[arg(long)]
     pub json: bool,
+    /// On a PostgreSQL database this process is the study's first worker (see `worker`)
+    #[command(flatten)]
+    pub fleet: super::worker::FleetArgs,
 }
 
 fn parse_validate_pairs(s: &str) -> Result<u32, String> {
@@ -82,11 +85,15 @@ pub(super) async fn run(db: &Path, args: TuneArgs, out: &mut (dyn Write + Send))
     let space = Space::load(&args.space)?;
     let name = args.name.clone().unwrap_or_else(|| space.name.clone());
     let store = open_store(db).await?;
-    let _lock = StudyLock::acquire(db, &name)?;
+    // On a shared database workers coordinate through it; the lock file is for SQLite.
+    let _lock = match store.is_shared() {
+        true => None,
+        false => Some(StudyLock::acquire(db, &name)?),
+    };
     let shutdown = Shutdown::listen().context("installing signal handlers")?;
     let options = options(&args, &space)?;
-    let report = run_study(&space, &store, &options, &shutdown, args.json, out).await?;
-    let validation = revalidate(&store, &report, &space, &args, &shutdown, out).await?;
+    let (report, run) = run_study(&space, &store, &options, &args.fleet, &shutdown, args.json, out).await?;
+    let validation = revalidate(&store, &report, run, &space, &args, &shutdown, out).await?;
     if args.json {
         print_json(&report, validation.as_ref(), out)?;
     } else {
@@ -129,14 +136,21 @@ async fn run_study(
     space: &Space,
     store: &Store,
     options: &daemon::Options,
+    fleet: &super::worker::FleetArgs,
     shutdown: &Shutdown,
     is_quiet: bool,
     out: &mut (dyn Write + Send),
-) -> anyhow::Result<Report> {
+) -> anyhow::Result<(Report, Option<crate::store::RunId>)> {
     let mut progress = Progress::new(is_quiet);
     let mut on_event = |event: Event<'_>| progress.show(&event, out);
+    // A shared database: the first worker of the study (issue 18); its run claims validation.
+    if store.is_shared() {
+        let done = daemon::worker::tune(space, store, options, &fleet.fleet(), shutdown, &mut on_event).await;
+        let run = done.as_ref().ok().map(|d| d.run);
+        return Ok((progress.finish(done.map(|d| d.report))?, run));
+    }
     let report = daemon::tune(space, store, options, shutdown, &mut on_event).await;
-    progress.finish(report)
+    Ok((progress.finish(report)?, None))
 }
 
 /// Where progress goes: in a terminal, a progress bar on stderr with the lines printed above it;
@@ -210,6 +224,7 @@ impl Progress {
 async fn revalidate(
     store: &Store,
     report: &Report,
+    worker: Option<crate::store::RunId>,
     space: &Space,
     args: &TuneArgs,
     shutdown: &Shutdown,
@@ -219,6 +234,12 @@ async fn revalidate(
     let ran_to_end = matches!(report.stop, daemon::Stop::Budget | daemon::Stop::Deadline | daemon::Stop::Exhausted);
     // (A replayed study has no server to re-measure.)
     if pairs == 0 || !ran_to_end || args.replay.is_some() || shutdown.graceful.is_cancelled() {
+        return Ok(None);
+    }
+    // A shared study is validated once: by the worker that claims it.
+    if let Some(run) = worker
+        && !store.claim_validation(report.study.id, run).await?
+    {
         return Ok(None);
     }
     if !args.json {
@@ -274,7 +295,7 @@ fn print_text(
 }
 
 /// One progress line (or a few) for a loop event.
-fn print_event(event: &Event<'_>, out: &mut dyn Write) -> std::io::Result<()> {
+pub(super) fn print_event(event: &Event<'_>, out: &mut dyn Write) -> std::io::Result<()> {
     match event {
         Event::Started { study, resumed, interrupted, .. } => {
             writeln!(out, "{}", started_line(study, *resumed, *interrupted))

@@ -23,6 +23,7 @@ mod remeasure;
 pub mod replay;
 pub mod signal;
 pub mod validate;
+pub mod worker;
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -159,7 +160,14 @@ pub async fn tune(
     shutdown: &Shutdown,
     on_event: &mut (dyn FnMut(Event<'_>) + Send),
 ) -> anyhow::Result<Report> {
-    tune_study(space, store, options, shutdown, on_event).await.map_err(|e| {
+    // A shared database: this process is one worker of the study (issue 18).
+    let result = match store.is_shared() {
+        true => {
+            worker::tune(space, store, options, &worker::Fleet::default(), shutdown, on_event).await.map(|w| w.report)
+        }
+        false => tune_study(space, store, options, shutdown, on_event).await,
+    };
+    result.map_err(|e| {
         if e.chain().any(|cause| cause.downcast_ref::<crate::store::Error>().is_some()) {
             e.context(format!("using the database '{}'", store.path()))
         } else {
@@ -515,7 +523,7 @@ fn best_feasible(trials: &[Trial], space: &Space) -> Option<i64> {
 fn unfinished_params(trials: &[Trial]) -> Vec<Candidate> {
     let mut queue: Vec<Candidate> = Vec::new();
     for t in trials {
-        if t.state == TrialState::Interrupted {
+        if matches!(t.state, TrialState::Interrupted | TrialState::Lost) {
             if !queue.contains(&t.params) {
                 queue.push(t.params.clone());
             }

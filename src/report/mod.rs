@@ -416,7 +416,7 @@ fn history_section(input: &Input<'_>) -> String {
     let history: Vec<HistoryPoint> = input
         .trials
         .iter()
-        .filter(|t| !matches!(t.state, TrialState::Running | TrialState::Interrupted))
+        .filter(|t| !matches!(t.state, TrialState::Running | TrialState::Interrupted | TrialState::Lost))
         .map(|t| HistoryPoint { number: t.number, objective: t.objective.filter(|v| v.is_finite()), mark: mark(t) })
         .collect();
     if history.iter().any(|p| p.objective.is_some()) {

@@ -64,6 +64,12 @@ impl Strategy for Anchored {
         }
         self.inner.observe(trial);
     }
+
+    fn pending(&mut self, candidate: &Candidate) {
+        // A running trial took a number: keep the anchor's rhythm.
+        self.proposed += 1;
+        self.inner.pending(candidate);
+    }
 }
 
 /// The anchor's history in `trials`: how often `anchor` was measured (complete, with an

@@ -164,7 +164,7 @@ impl Anneal {
     }
 
     fn score(&mut self, trial: &Trial) -> Option<f64> {
-        if matches!(trial.state, TrialState::Running | TrialState::Interrupted) {
+        if matches!(trial.state, TrialState::Running | TrialState::Interrupted | TrialState::Lost) {
             return None;
         }
         let objective = trial.objective.filter(|v| v.is_finite());
@@ -227,6 +227,14 @@ impl Strategy for Anneal {
                 let _ = tx.send(cost);
             }
         }
+    }
+
+    fn pending(&mut self, candidate: &Candidate) {
+        // Constant liar: the walk reads a running point as worse than anything measured, so it
+        // moves on instead of proposing it (the strategy is rebuilt for each claim, so the lie
+        // lasts one proposal).
+        let lie = self.worst.max(0.0) + 1.0;
+        self.known.entry(candidate.to_json()).or_insert(lie);
     }
 }
 

@@ -69,6 +69,10 @@ impl Strategy for Constrained {
     fn observe(&mut self, trial: &Trial) {
         self.inner.observe(trial);
     }
+
+    fn pending(&mut self, candidate: &Candidate) {
+        self.inner.pending(candidate);
+    }
 }
 
 #[cfg(test)]

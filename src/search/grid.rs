@@ -57,6 +57,10 @@ impl Strategy for Grid {
     fn observe(&mut self, trial: &Trial) {
         self.seen.insert(trial.params.to_json());
     }
+
+    fn pending(&mut self, candidate: &Candidate) {
+        self.seen.insert(candidate.to_json());
+    }
 }
 
 /// How many grid points the backend refuses before launch (known-invalid combinations), with

@@ -245,7 +245,7 @@ impl Landscape {
                     error_class: t.error_class,
                     ..Run::new(t.state, None, t.violation.unwrap_or(INFEASIBLE_VIOLATION))
                 },
-                TrialState::Running | TrialState::Interrupted => continue,
+                TrialState::Running | TrialState::Interrupted | TrialState::Lost => continue,
             };
             let key = t.params.to_json();
             let i = *index.entry(key).or_insert_with(|| {

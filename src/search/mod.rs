@@ -23,6 +23,12 @@ pub trait Strategy: Send {
     fn propose(&mut self, space: &Space) -> Option<Candidate>;
     /// Learn from a finished trial. Resume replays stored trials through this.
     fn observe(&mut self, trial: &Trial);
+    /// A trial of `candidate` is running (another worker of a shared study runs it): never
+    /// propose it again, and count it as not-yet-good (TPE's constant liar). Called after the
+    /// finished trials were observed, before `propose`.
+    fn pending(&mut self, candidate: &Candidate) {
+        let _ = candidate;
+    }
 }
 
 /// Build the strategy a space names: it never proposes what the space's backend refuses before

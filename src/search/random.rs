@@ -44,6 +44,10 @@ impl Strategy for Random {
     fn observe(&mut self, trial: &Trial) {
         self.seen.insert(trial.params.to_json());
     }
+
+    fn pending(&mut self, candidate: &Candidate) {
+        self.seen.insert(candidate.to_json());
+    }
 }
 
 #[cfg(test)]

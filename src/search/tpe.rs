@@ -420,7 +420,7 @@ impl Strategy for Tpe {
         self.seen.insert(key);
         let Some(point) = self.encoding.encode(&trial.params) else { return };
         let violation = match trial.state {
-            TrialState::Running | TrialState::Interrupted => return,
+            TrialState::Running | TrialState::Interrupted | TrialState::Lost => return,
             _ => trial.violation.unwrap_or(crate::trial::INFEASIBLE_VIOLATION),
         };
         let loss = match (trial.objective, self.direction) {
@@ -433,6 +433,14 @@ impl Strategy for Tpe {
             if loss.is_infinite() && violation == 0.0 { crate::trial::INFEASIBLE_VIOLATION } else { violation };
         self.refused += (trial.number == 0) as usize;
         self.observations.push(Observation { number: trial.number, point, violation, loss });
+    }
+
+    fn pending(&mut self, candidate: &Candidate) {
+        let key = candidate.to_json();
+        self.seen.insert(key.clone());
+        if let Some(x) = self.encoding.encode(candidate) {
+            self.pending.insert(key, x);
+        }
     }
 }
 

@@ -47,7 +47,7 @@ impl Store {
             r#"INSERT INTO validations
                  (study_id, winner_number, metric, baseline_json, default_values, winner_values,
                   ratio, ci_low, ci_high, created_at_ms)
-               VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"#,
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"#,
         )
         .bind(study.0)
         .bind(v.winner_number)
@@ -70,7 +70,7 @@ impl Store {
             r#"SELECT winner_number, metric, baseline_json, default_values, winner_values,
                       ratio, ci_low, ci_high, created_at_ms
                FROM validations
-               WHERE study_id = ?1
+               WHERE study_id = $1
                ORDER BY id DESC
                LIMIT 1"#,
         )

@@ -6,6 +6,7 @@ mod capture;
 mod common;
 mod engine;
 mod faults;
+mod fleet;
 mod measure;
 mod models;
 mod ollama;
