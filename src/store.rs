@@ -5,8 +5,10 @@
 //! public methods return domain types from `crate::trial`. Each trial is written the moment it
 //! ends, in one transaction with its samples.
 
+mod deployment;
 mod validation;
 
+pub use deployment::{DeployState, Deployment, Measured, WatchRun};
 pub use validation::Validation;
 
 use std::collections::BTreeMap;
