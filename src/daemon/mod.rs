@@ -10,6 +10,7 @@
 //! A bad configuration is a result: planning refusals, failed starts and crashes become
 //! `infeasible` trials. Only infrastructure failures (store, missing program, no port) end a study.
 
+pub mod apply;
 pub mod bench;
 pub mod capacity;
 pub mod clock;

@@ -5,7 +5,8 @@
 //! 1. every SLO of the study is met by the measurement (the study's own grading, `measure::judge`);
 //! 2. the objective is not significantly worse than the reference: the ratio measured/reference
 //!    has a 95 % CI from a percentile bootstrap over the measurement's requests (each resample
-//!    recomputes the objective from resampled requests over the same wall time), and the
+//!    recomputes the objective from resampled requests; the wall time scales with their summed
+//!    duration, so rates vary too), and the
 //!    measurement is "worse" only when that CI lies wholly on the worse side of 1 **and** the
 //!    ratio is at least 3 % worse (`measure::ratio::MIN_EFFECT`, as `compare` calls it).
 //!
@@ -114,7 +115,10 @@ fn call(verdict: &Verdict, ci: &RatioCi, better: Better, reference: f64) -> (Cal
 }
 
 /// Percentile bootstrap of objective/reference over the measured requests (warm-up excluded),
-/// seeded so a decision can be reproduced from the stored samples.
+/// seeded so a decision can be reproduced from the stored samples. A resample's wall time is the
+/// run's, scaled by its summed request time over the run's (closed loop: wall ≈ Σ e2e /
+/// concurrency): rates (tokens/s, goodput) then carry the spread of request durations instead of
+/// a fixed wall time that would make their interval a point.
 fn bootstrap(
     samples: &[Sample],
     wall: Duration,
@@ -124,18 +128,22 @@ fn bootstrap(
     seed: u64,
 ) -> RatioCi {
     let (objective, _, request_slo) = goal;
-    let value = |s: &[Sample]| objective.metric.value(&summarize(s, wall, server, request_slo)).unwrap_or(f64::NAN);
+    let value =
+        |s: &[Sample], w: Duration| objective.metric.value(&summarize(s, w, server, request_slo)).unwrap_or(f64::NAN);
     let measured: Vec<Sample> = samples.iter().filter(|s| !s.is_warmup).cloned().collect();
-    let point = value(&measured) / reference;
-    if measured.is_empty() || !point.is_finite() {
+    let point = value(&measured, wall) / reference;
+    let busy = |s: &[Sample]| s.iter().map(|x| x.e2e().as_secs_f64()).sum::<f64>();
+    let total = busy(&measured);
+    if measured.is_empty() || !point.is_finite() || total <= 0.0 {
         return RatioCi { ratio: point, lo: f64::NAN, hi: f64::NAN };
     }
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut ratios: Vec<f64> = (0..RESAMPLES)
-        .map(|_| {
+        .filter_map(|_| {
             let draw: Vec<Sample> =
                 (0..measured.len()).map(|_| measured[rng.random_range(0..measured.len())].clone()).collect();
-            value(&draw) / reference
+            let w = Duration::try_from_secs_f64(wall.as_secs_f64() * busy(&draw) / total).ok()?;
+            Some(value(&draw, w) / reference)
         })
         .filter(|r| r.is_finite())
         .collect();
