@@ -23,6 +23,7 @@ mod trace;
 mod trials;
 mod tune;
 mod validate;
+mod watch;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -113,6 +114,8 @@ pub enum Command {
     Apply(apply::ApplyArgs),
     /// List a study's applies (canary figures, kept or rolled back, why) and watch runs
     Deployments(deployments::DeploymentsArgs),
+    /// Check that the deployed configuration still holds on the live service (once, or --every)
+    Watch(watch::WatchArgs),
 }
 
 /// A command that finished and asks for this exit status (`apply` rolled back, `watch` found a
@@ -172,6 +175,7 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
         Command::RecordLandscape(args) => landscape::run(&open_store(&db).await?, args, out).await,
         Command::Apply(args) => apply::run(&open_store(&db).await?, args, out).await,
         Command::Deployments(args) => deployments::run(&open_store(&db).await?, args, out).await,
+        Command::Watch(args) => watch::run(&open_store(&db).await?, args, out).await,
     }
 }
 

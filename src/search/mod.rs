@@ -23,7 +23,17 @@ pub trait Strategy: Send {
     fn propose(&mut self, space: &Space) -> Option<Candidate>;
     /// Learn from a finished trial. Resume replays stored trials through this.
     fn observe(&mut self, trial: &Trial);
+    /// Learn from a trial of an earlier, related study (a re-tune's warm start, issue 19), counted
+    /// at `weight` (0..1) of one of this study's trials. Strategies without a model of the space
+    /// (grid, random, anneal) ignore it; `tpe` keeps it in its densities at that weight.
+    fn observe_prior(&mut self, trial: &Trial, weight: f64) {
+        let _ = (trial, weight);
+    }
 }
+
+/// The weight of a prior trial (`Strategy::observe_prior`) when a re-tune is warm-started: an
+/// older environment's measurement counts half as much as a new one.
+pub const PRIOR_WEIGHT: f64 = 0.5;
 
 /// Build the strategy a space names: it never proposes what the space's backend refuses before
 /// launch (`constrained`), and it is anchored on the default when `anchor_every` is set.

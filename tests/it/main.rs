@@ -9,6 +9,7 @@ mod faults;
 mod measure;
 mod models;
 mod ollama;
+mod operate;
 mod output;
 mod pipeline;
 mod remeasure;
