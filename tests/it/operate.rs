@@ -331,3 +331,216 @@ async fn apply_killed_at_random_points_leaves_the_old_or_the_new_file_and_a_reru
     drop(service);
     stop_servers_on(Service::new(dir.path()).port);
 }
+
+/// Copy the repo's model files for `quants` into `dir` (a test may then replace one).
+fn copy_models(dir: &Path, quants: &[&str]) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    for q in quants {
+        let name = format!("SmolLM2-135M-Instruct-{q}.gguf");
+        std::fs::copy(repo().join("models").join(&name), dir.join(&name)).unwrap();
+    }
+    dir.to_path_buf()
+}
+
+/// `watch STUDY ...` in-process: its stdout, and the exit status it asks for (0 when none).
+async fn watch(db: &str, study: &str, extra: &[&str]) -> (String, u8) {
+    let mut args = vec!["--db", db, "watch", study];
+    args.extend_from_slice(extra);
+    let cli = <infertune::cli::Cli as clap::Parser>::try_parse_from(std::iter::once("infertune").chain(args)).unwrap();
+    let mut out = Vec::new();
+    let code = match infertune::cli::run(cli, &mut out).await {
+        Ok(()) => 0,
+        Err(e) => e.downcast_ref::<ExitStatus>().map(|s| s.0).unwrap_or_else(|| panic!("watch failed: {e:#}")),
+    };
+    (String::from_utf8(out).unwrap(), code)
+}
+
+/// Issue 19 proof 3: a watch series on the real engine, then the deployed model file replaced by
+/// another quantization (Q8_0 bytes under the Q4_0 name) and the service restarted: the next
+/// watch reports the fingerprint change, writes it to the textfile, exits 3, and `--retune`
+/// starts a warm-started study whose first trial is the old best.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_reports_a_replaced_model_file_and_retunes_from_the_old_best() {
+    common::require_engine();
+    let _lock = EngineLock::acquire().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let db = db.to_str().unwrap();
+    let models = copy_models(&dir.path().join("models"), &["Q4_1", "Q4_0"]);
+    let (best, _) = study_of_two(dir.path(), db, "operate-watch", &models).await;
+    let service = Service::new(dir.path());
+    std::fs::create_dir_all(service.env.parent().unwrap()).unwrap();
+    std::fs::write(&service.env, "# nothing deployed yet: apply starts the service\n").unwrap();
+
+    apply(db, "operate-watch", best, &service).await.unwrap();
+    let textfile = dir.path().join("textfile");
+    let tf = textfile.to_str().unwrap();
+
+    // The series: the configuration as applied, on the same files.
+    for _ in 0..2 {
+        let (out, code) = watch(db, "operate-watch", &["--textfile", tf]).await;
+        assert!(code == 0 || code == 2, "no fingerprint change yet: {code} {out}");
+        assert!(!out.contains("fingerprint changed"), "{out}");
+    }
+    let prom = std::fs::read_to_string(textfile.join("infertune_watch_operate-watch.prom")).unwrap();
+    assert!(prom.contains("infertune_watch_fingerprint_changed{study=\"operate-watch\"} 0"), "{prom}");
+
+    // The model file under the deployed name becomes another quantization; the service restarts.
+    let trials = common::trials_json(Path::new(db), "operate-watch").await;
+    let best_trial = trials.iter().find(|t| t["number"] == best).unwrap();
+    let quant = best_trial["params"]["quant"].as_str().unwrap();
+    let deployed = models.join(format!("SmolLM2-135M-Instruct-{quant}.gguf"));
+    let replacement = dir.path().join("replacement.gguf");
+    std::fs::copy(repo().join("models/SmolLM2-135M-Instruct-Q8_0.gguf"), &replacement).unwrap();
+    std::fs::rename(&replacement, &deployed).unwrap();
+    service.restart().await;
+
+    let (out, code) = watch(db, "operate-watch", &["--textfile", tf, "--retune", "--retune-trials", "1"]).await;
+    assert_eq!(code, 3, "the fingerprint-change exit status: {out}");
+    assert!(
+        out.starts_with(&format!("drift: trial {best}: fingerprint changed: model '{}' sha256", deployed.display())),
+        "{out}"
+    );
+    let prom = std::fs::read_to_string(textfile.join("infertune_watch_operate-watch.prom")).unwrap();
+    assert!(prom.contains("infertune_watch_fingerprint_changed{study=\"operate-watch\"} 1"), "{prom}");
+    assert!(out.contains("re-tune: study 'operate-watch-retune-1', 1 trials"), "{out}");
+
+    let retuned = common::trials_json(Path::new(db), "operate-watch-retune-1").await;
+    assert_eq!(retuned.len(), 1);
+    assert_eq!(retuned[0]["params"], best_trial["params"], "the re-tune's first trial is the old best");
+    let doc = deployments(db, "operate-watch").await;
+    let runs = doc["watches"].as_array().unwrap();
+    assert_eq!(runs.len(), 3, "{doc}");
+    assert_eq!(runs[2]["status"], "drift");
+    assert_eq!(runs[2]["retune_study"], "operate-watch-retune-1");
+    assert_ne!(runs[2]["fingerprint"]["model_sha256"], runs[0]["fingerprint"]["model_sha256"]);
+    println!("{}", run_cli(&["--db", db, "deployments", "operate-watch"]).await.unwrap());
+}
+
+/// A fake llama-server (the test fixture) started by hand as the "service" on a free port.
+struct FakeService(std::process::Child, u16);
+
+impl FakeService {
+    async fn start(args: &[&str]) -> FakeService {
+        let port = Service::new(Path::new("/")).port;
+        let child = std::process::Command::new(repo().join("tests/fixtures/fake-llama-server"))
+            .args(args)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        for _ in 0..200 {
+            if client.get(format!("http://127.0.0.1:{port}/health")).send().await.is_ok_and(|r| r.status().is_success())
+            {
+                return FakeService(child, port);
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the fake server never answered");
+    }
+}
+
+impl Drop for FakeService {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `apply --dry-run` prints the file's diff and the commands (`--unit`: daemon-reload, restart),
+/// writes nothing, runs nothing, records nothing. Fast: the fake server fixture.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_dry_run_prints_the_diff_and_the_commands_and_touches_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let db = db.to_str().unwrap();
+    let space = common::fake_space(dir.path(), "dry", "grid", r#"np = { values = [1, 3], flag = "-np" }"#, "");
+    run_cli(&["--db", db, "tune", space.to_str().unwrap()]).await.unwrap();
+    let env = dir.path().join("svc.env");
+    std::fs::write(&env, "LLAMA_ARG_N_PARALLEL=1\n").unwrap();
+    let e = env.to_str().unwrap();
+    let out = run_cli(&[
+        "--db",
+        db,
+        "apply",
+        "dry",
+        "--trial",
+        "2",
+        "--env-file",
+        e,
+        "--url",
+        "http://127.0.0.1:9",
+        "--dry-run",
+        "--",
+        "systemctl",
+        "restart",
+        "llama",
+    ])
+    .await
+    .unwrap();
+    assert!(out.contains(&format!("--- {e}\n+++ {e} (new)\n- LLAMA_ARG_N_PARALLEL=1\n")), "{out}");
+    assert!(out.contains("+ # written by infertune apply: study 'dry', trial 2"), "{out}");
+    assert!(out.contains("would run: systemctl restart llama\n"), "{out}");
+    assert_eq!(std::fs::read_to_string(&env).unwrap(), "LLAMA_ARG_N_PARALLEL=1\n", "nothing written");
+    assert!(!infertune::deploy::file::backup_path(&env).exists());
+    let out = run_cli(&["--db", db, "apply", "dry", "--unit", "llama", "--url", "http://127.0.0.1:9", "--dry-run"])
+        .await
+        .unwrap();
+    assert!(out.contains("/etc/systemd/system/llama.service.d/infertune.conf (does not exist)"), "{out}");
+    assert!(
+        out.contains("+ [Service]")
+            && out.contains("would run: systemctl daemon-reload\nwould run: systemctl restart llama.service"),
+        "{out}"
+    );
+    assert_eq!(deployments(db, "dry").await["deployments"], serde_json::json!([]), "a dry run is not an apply");
+    // Bad input names what is missing.
+    let err = run_cli(&["--db", db, "apply", "dry", "--env-file", e, "--url", "http://x"]).await.unwrap_err();
+    assert!(format!("{err:#}").contains("need the restart command after `--`"), "{err:#}");
+    let err = run_cli(&["--db", db, "apply", "dry", "--dry-run"]).await.unwrap_err();
+    assert!(format!("{err:#}").contains("no service block"), "{err:#}");
+    // A flag without an environment form cannot go into an env file: refused, naming it.
+    let space = common::fake_space(dir.path(), "flags", "grid", r#"tok = { values = [3], flag = "--token-ms" }"#, "");
+    run_cli(&["--db", db, "tune", space.to_str().unwrap()]).await.unwrap();
+    let err =
+        run_cli(&["--db", db, "apply", "flags", "--env-file", e, "--url", "http://x", "--", "true"]).await.unwrap_err();
+    assert!(format!("{err:#}").contains("trial 1 sets flags with no environment form (--token-ms 3)"), "{err:#}");
+    assert_eq!(std::fs::read_to_string(&env).unwrap(), "LLAMA_ARG_N_PARALLEL=1\n", "nothing written");
+}
+
+/// The watch and re-tune flow on the fake server fixture (fast; the real-engine version is
+/// `watch_reports_a_replaced_model_file_and_retunes_from_the_old_best`): a run against the live
+/// fake server holds or regresses but sees no fingerprint change; after the model file changes it
+/// exits 3 and `--retune` runs the old best first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_on_a_fake_service_notices_a_changed_model_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let db = db.to_str().unwrap();
+    let params = r#"tok = { values = [1, 20], flag = "--token-ms", default = 20 }"#;
+    let space = common::fake_space(dir.path(), "wfast", "grid", params, "[slo]\nsuccess_rate = 1.0\n");
+    run_cli(&["--db", db, "tune", space.to_str().unwrap()]).await.unwrap();
+    let best: serde_json::Value =
+        serde_json::from_str(&run_cli(&["--db", db, "best", "wfast", "--json"]).await.unwrap()).unwrap();
+    let service = FakeService::start(&["--token-ms", "1"]).await;
+    let url = format!("http://127.0.0.1:{}", service.1);
+    let tf = dir.path().join("prom");
+    let (out, code) = watch(db, "wfast", &["--url", &url, "--textfile", tf.to_str().unwrap(), "--json"]).await;
+    let doc: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(code == 0 || code == 2, "{out}");
+    assert_eq!(doc["run"]["drift"], serde_json::Value::Null, "{out}");
+    assert_eq!(doc["trial"], best["number"]);
+    std::fs::write(dir.path().join("fake-a.gguf"), "other weights").unwrap();
+    let (out, code) = watch(db, "wfast", &["--url", &url, "--retune", "--retune-trials", "2"]).await;
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("fingerprint changed: model '") && out.contains("fake-a.gguf' sha256"), "{out}");
+    let retuned = common::trials_json(Path::new(db), "wfast-retune-1").await;
+    assert_eq!(retuned.len(), 2);
+    assert_eq!(retuned[0]["params"], best["params"], "the old best runs first");
+    let prom = std::fs::read_to_string(tf.join("infertune_watch_wfast.prom")).unwrap();
+    assert!(prom.contains("infertune_watch_slo_met{study=\"wfast\"} 1"), "{prom}");
+    let report = run_cli(&["--db", db, "report", "wfast"]).await.unwrap();
+    assert!(report.contains("<h2>Deployments and watch</h2>") && report.contains("aria-label=\"watch series\""));
+    assert!(!report.contains("://"), "the report holds no URL");
+}
