@@ -269,7 +269,7 @@ impl Deployment<'_> {
         }
         .with_context(|| format!("restoring '{}'", path.display()))?;
         self.restart(backend, on_event).await?;
-        answers(backend, self.space, &self.target.url, self.shutdown).await?;
+        answers(backend, self.space, self.plan, &self.target.url, self.shutdown).await?;
         Ok(match previous {
             Some((_, meta)) => format!("'{}' restored ({} bytes), the service answers", path.display(), meta.size()),
             None => format!("'{}' removed (there was none), the service answers", path.display()),
@@ -341,15 +341,17 @@ pub(super) fn judge(
     deploy::rule::judge(&run.samples, run.wall, server, goal, reference, seed)
 }
 
-/// One request of the study's dataset answered by the service at `url`.
-async fn answers(backend: &dyn Backend, space: &Space, url: &str, shutdown: &Shutdown) -> anyhow::Result<()> {
+/// One request of the study's dataset answered by the service at `url` (named by `plan`'s
+/// model, without its per-request options: the restored configuration's are not known).
+async fn answers(
+    backend: &dyn Backend,
+    space: &Space,
+    plan: &LaunchPlan,
+    url: &str,
+    shutdown: &Shutdown,
+) -> anyhow::Result<()> {
     let bench = Bench::new(space, backend, shutdown)?;
-    let target = Target {
-        protocol: backend.protocol(),
-        base_url: url.trim_end_matches('/').to_string(),
-        model: backend::model_file_stem(&space.backend.model),
-        options: Default::default(),
-    };
+    let target = Target { options: Default::default(), ..live_target(backend, plan, url) };
     let prompt = bench.prompts.first().context("the study's dataset has no prompt")?;
     let sample = workload::send(&bench.client, &target, prompt, &space.workload, Instant::now()).await;
     match sample.error {

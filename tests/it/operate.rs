@@ -430,11 +430,13 @@ impl FakeService {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
+        // Waited for on drop.
+        let service = FakeService(child, port);
         let client = reqwest::Client::builder().no_proxy().build().unwrap();
         for _ in 0..200 {
             if client.get(format!("http://127.0.0.1:{port}/health")).send().await.is_ok_and(|r| r.status().is_success())
             {
-                return FakeService(child, port);
+                return service;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
