@@ -218,3 +218,40 @@ pub fn next_wait(every: Duration, window: Option<clock::Window>, elapsed: Durati
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_run_is_every_after_the_last_start_then_inside_the_window() {
+        let h = |n: u64| Duration::from_secs(n * 3600);
+        assert_eq!(next_wait(h(24), None, h(1)), h(23));
+        assert_eq!(next_wait(h(1), None, h(2)), Duration::ZERO, "a run longer than --every starts the next at once");
+        // A window that opens 2 h after the due time: wait until it opens.
+        let due = SystemTime::now() + h(23);
+        let (m, _) = clock::local_minutes(due);
+        let start = clock::TimeOfDay { minutes: (m + 120) % 1440 };
+        let end = clock::TimeOfDay { minutes: (m + 180) % 1440 };
+        let wait = next_wait(h(24), Some(clock::Window { start, end }), h(1));
+        // 23 h to the due time, then 2 h until the window opens (a minute less if the clock's
+        // minute turned between the two readings).
+        assert!(wait <= h(25) && wait >= h(25) - Duration::from_secs(60), "{wait:?}");
+    }
+
+    #[test]
+    fn a_changed_fingerprint_wins_and_keeps_the_figures_reason() {
+        let drift = vec!["model '/m/a.gguf' sha256 aa -> bb".to_string()];
+        let (status, reason) = verdict(&Err("connection refused".into()), &drift);
+        assert_eq!(status, Status::FingerprintChanged);
+        assert_eq!(
+            reason,
+            "fingerprint changed: model '/m/a.gguf' sha256 aa -> bb; regression: the live service could not be measured: connection refused"
+        );
+        let (status, reason) = verdict(&Err("timeout".into()), &[]);
+        assert_eq!(
+            (status, reason.as_str()),
+            (Status::Regression, "regression: the live service could not be measured: timeout")
+        );
+    }
+}
