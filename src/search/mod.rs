@@ -32,8 +32,9 @@ pub trait Strategy: Send {
 }
 
 /// The weight of a prior trial (`Strategy::observe_prior`) when a re-tune is warm-started: an
-/// older environment's measurement counts half as much as a new one.
-pub const PRIOR_WEIGHT: f64 = 0.5;
+/// older environment's measurement counts a quarter of a new one (`scripts/bench-warmstart`:
+/// chosen among 0.1, 0.25, 0.5 and 1 on its default shift, checked on `--slots-scale 16`).
+pub const PRIOR_WEIGHT: f64 = 0.25;
 
 /// Build the strategy a space names: it never proposes what the space's backend refuses before
 /// launch (`constrained`), and it is anchored on the default when `anchor_every` is set.
