@@ -123,4 +123,22 @@ mod tests {
         assert!(u.path.ends_with("systemd/user/ollama.service.d/infertune.conf"), "{:?}", u.path);
         assert_eq!(u.shown_commands(), ["systemctl --user daemon-reload", "systemctl --user restart ollama.service"]);
     }
+
+    #[test]
+    fn a_space_service_block_is_a_target_as_it_stands() {
+        let spec = ServiceSpec {
+            url: "http://127.0.0.1:11434/".into(),
+            env_file: PathBuf::from("/etc/systemd/system/ollama.service.d/infertune.conf"),
+            format: EnvFileFormat::Systemd,
+            restart_command: vec!["systemctl".into(), "restart".into(), "ollama".into()],
+        };
+        let t = DeployTarget::from_service(&spec);
+        assert_eq!(
+            (t.path.clone(), t.format, t.url.as_str()),
+            (spec.env_file.clone(), EnvFileFormat::Systemd, "http://127.0.0.1:11434")
+        );
+        assert_eq!(t.shown_commands(), ["systemctl restart ollama"]);
+        let odd = DeployTarget { commands: vec![vec!["/opt/my tools/restart".into(), "it's".into()]], ..t };
+        assert_eq!(odd.shown_commands(), [r"'/opt/my tools/restart' 'it'\''s'"]);
+    }
 }
