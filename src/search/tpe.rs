@@ -365,10 +365,10 @@ impl Tpe {
     fn model_pick(&mut self) -> Option<Candidate> {
         let (below, above) = self.split();
         let mut above_pts: Vec<Vec<f64>> = above.iter().map(|o| o.point.clone()).collect();
-        let mut above_weights = weights(&above);
         // Running trials are the newest: they take the full weight at the end.
         above_pts.extend(self.pending.values().cloned());
-        above_weights.resize(above_pts.len(), 1.0);
+        let mut above_weights = default_weights(above_pts.len());
+        above_weights.iter_mut().zip(&above).for_each(|(w, o)| *w *= o.weight);
         let below_pts: Vec<Vec<f64>> = below.iter().map(|o| o.point.clone()).collect();
         let l = Parzen::build(&below_pts, &weights(&below), &self.encoding.dims);
         let g = Parzen::build(&above_pts, &above_weights, &self.encoding.dims);
