@@ -16,15 +16,18 @@
 //!        ─► measure::judge ─► measure::Verdict ─► trial::Outcome
 //!   ─► store::Store::finish_trial ─► search::Strategy::observe ─► … ─► trial::best
 //!   ─► export::render (env, args, json, systemd, modelfile, compose, yaml)
+//!   ─► daemon::apply (deploy::file write + backup, restart, canary judged by deploy::rule, rollback)
+//!   ─► daemon::watch (live measurement, fingerprint, deploy::textfile, re-tune)
 //! ```
 //!
 //! Layers, lowest first: `shutdown`, `envfile`, `measure`, `space`, `workload`, `capture`, `backend`,
-//! `trial`, `search`, `store`, `export`, `report`, `daemon`, `cli`.
+//! `trial`, `search`, `store`, `export`, `deploy`, `report`, `daemon`, `cli`.
 
 pub mod backend;
 pub mod capture;
 pub mod cli;
 pub mod daemon;
+pub mod deploy;
 pub mod envfile;
 pub mod export;
 pub mod measure;

@@ -24,9 +24,12 @@ fn main() -> ExitCode {
     let mut stdout = std::io::stdout();
     match runtime.block_on(cli::run(cli, &mut stdout)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
-        }
+        Err(err) => match err.downcast_ref::<cli::ExitStatus>() {
+            Some(status) => ExitCode::from(status.0),
+            None => {
+                eprintln!("error: {err:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

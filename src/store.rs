@@ -10,6 +10,7 @@
 //! ends, in one transaction with its samples.
 
 mod copy;
+mod deployment;
 mod fleet;
 mod location;
 #[doc(hidden)]
@@ -17,6 +18,7 @@ pub mod testdb;
 mod validation;
 
 pub use copy::{CopyReport, copy};
+pub use deployment::{DeployState, Deployment, Measured, WatchRun};
 pub use fleet::{Claim, Worker};
 pub use location::Location;
 pub use validation::Validation;

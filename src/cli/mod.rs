@@ -5,12 +5,14 @@
 //! JSON output is in `output`. Handlers write to `&mut dyn Write` so tests can capture them.
 //! Errors carry context naming the object at fault; `main` prints the whole chain.
 
+mod apply;
 mod bench;
 mod best;
 mod capacity;
 mod capture;
 mod compare;
 mod db;
+mod deployments;
 mod export;
 mod landscape;
 mod output;
@@ -23,6 +25,7 @@ mod trials;
 mod tune;
 mod validate;
 mod worker;
+mod watch;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -117,7 +120,19 @@ pub enum Command {
     /// Write the trials of grid studies as a landscape file (for replay and bench-search)
     #[command(hide = true)]
     RecordLandscape(landscape::RecordLandscapeArgs),
+    /// Deploy a trial to the running service; keep it only if a canary on the live service holds
+    Apply(apply::ApplyArgs),
+    /// List a study's applies (canary figures, kept or rolled back, why) and watch runs
+    Deployments(deployments::DeploymentsArgs),
+    /// Check that the deployed configuration still holds on the live service (once, or --every)
+    Watch(watch::WatchArgs),
 }
+
+/// A command that finished and asks for this exit status (`apply` rolled back, `watch` found a
+/// regression); `main` exits with it and prints nothing more (the command printed its result).
+#[derive(Debug, thiserror::Error)]
+#[error("exit status {0}")]
+pub struct ExitStatus(pub u8);
 
 /// Arguments of subcommands that take only `--json` (`studies`).
 #[derive(Debug, Args)]
@@ -170,6 +185,9 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
         Command::Db(command) => db::run(command, out).await,
         Command::Worker(args) => worker::run(&open_store(&db).await?, args, out).await,
         Command::RecordLandscape(args) => landscape::run(&open_store(&db).await?, args, out).await,
+        Command::Apply(args) => apply::run(&open_store(&db).await?, args, out).await,
+        Command::Deployments(args) => deployments::run(&open_store(&db).await?, args, out).await,
+        Command::Watch(args) => watch::run(&open_store(&db).await?, args, out).await,
     }
 }
 

@@ -25,6 +25,8 @@ pub(super) async fn run(store: &Store, args: ReportArgs, out: &mut dyn Write) ->
     let trials = store.trials(study.id).await?;
     let validation = store.latest_validation(study.id).await?;
     let html = crate::report::render(&study, &trials, validation.as_ref(), store::now_ms());
+    let (deployments, watches) = (store.deployments(study.id).await?, store.watches(study.id).await?);
+    let html = crate::report::with_operations(html, &deployments, &watches, &study.objective_metric);
     match &args.output {
         Some(path) => {
             export::write_atomic(path, &html)?;

@@ -128,6 +128,7 @@ fn options(args: &TuneArgs, space: &Space) -> anyhow::Result<daemon::Options> {
             Some(path) => Some(Arc::new(daemon::replay::Replay::load(path, space)?)),
             None => None,
         },
+        warm_start: None,
     })
 }
 

@@ -10,6 +10,7 @@
 //! A bad configuration is a result: planning refusals, failed starts and crashes become
 //! `infeasible` trials. Only infrastructure failures (store, missing program, no port) end a study.
 
+pub mod apply;
 pub mod bench;
 pub mod capacity;
 pub mod clock;
@@ -24,6 +25,7 @@ pub mod replay;
 pub mod signal;
 pub mod validate;
 pub mod worker;
+pub mod watch;
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -75,6 +77,9 @@ pub struct Options {
     /// Drop template values whose model file is missing (said once by `Event::ModelsSkipped`)
     /// instead of refusing to start.
     pub skip_missing: bool,
+    /// Warm-start from this stored study (`watch --retune`, issue 19): its best configurations
+    /// run first, and its finished trials prime the strategy as prior observations.
+    pub warm_start: Option<String>,
 }
 
 /// What a service-mode backend runs once the study stops (spawned servers are always stopped).
@@ -200,8 +205,9 @@ async fn tune_study(
         Some(replay) => replay.fingerprint(),
         None => take_fingerprint(space, backend.as_ref(), &bench.client, store, on_event).await?,
     };
-    let (study, seeds) = open_study(store, space, options, &fingerprint, on_event).await?;
-    let resumed = resume(store, &study, backend.as_ref(), space, seeds, on_event).await?;
+    let (study, mut seeds) = open_study(store, space, options, &fingerprint, on_event).await?;
+    let prior = warm_start(store, options, &mut seeds).await?;
+    let resumed = resume(store, &study, backend.as_ref(), space, (seeds, prior), on_event).await?;
     let max_trials = options.max_trials.or(space.max_trials);
     let deadline = deadline(options.max_duration.or(space.max_duration), options.until);
     let interrupted = resumed.interrupted;
@@ -321,7 +327,7 @@ async fn resume(
     study: &Study,
     backend: &dyn Backend,
     space: &Space,
-    seeds: Vec<Candidate>,
+    (seeds, prior): (Vec<Candidate>, Vec<Trial>),
     on_event: &mut (dyn FnMut(Event<'_>) + Send),
 ) -> anyhow::Result<Resumed> {
     let orphans = store.orphan_server_pids(study.id).await?;
@@ -332,6 +338,9 @@ async fn resume(
     let interrupted = store.mark_interrupted(study.id).await?;
     let trials = store.trials(study.id).await?;
     let mut strategy = search::from_space(space);
+    for t in &prior {
+        strategy.observe_prior(t, search::PRIOR_WEIGHT);
+    }
     for t in trials.iter().filter(|t| is_finished(t)) {
         strategy.observe(t);
     }
@@ -532,6 +541,20 @@ fn unfinished_params(trials: &[Trial]) -> Vec<Candidate> {
         }
     }
     queue
+}
+
+/// `Options::warm_start`: the old study's five best configurations join the seeds (the best
+/// first), and its finished trials are returned as priors.
+async fn warm_start(store: &Store, options: &Options, seeds: &mut Vec<Candidate>) -> anyhow::Result<Vec<Trial>> {
+    let Some(name) = &options.warm_start else { return Ok(Vec::new()) };
+    let old = store.study(name).await?.with_context(|| format!("no study named '{name}' to warm-start from"))?;
+    let trials: Vec<Trial> = store.trials(old.id).await?.into_iter().filter(is_finished).collect();
+    for c in top_candidates(&trials, &old, 5) {
+        if !seeds.contains(&c) {
+            seeds.push(c);
+        }
+    }
+    Ok(trials)
 }
 
 /// The `n` best finished configurations of a study (feasible first, then least violating).

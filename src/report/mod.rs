@@ -630,6 +630,120 @@ fn env_section(input: &Input<'_>) -> String {
     h
 }
 
+/// The "Deployments and watch" section (issue 19), inserted before `</body>` of a rendered
+/// report: every apply (kept or rolled back, the canary against the study's figure, why), and
+/// the watch series as a plot of the objective over time with the deploys marked, then a table
+/// with the SLO violation and fingerprint changes. `html` is [`render`]'s output.
+pub fn with_operations(
+    html: String,
+    deployments: &[crate::store::Deployment],
+    watches: &[crate::store::WatchRun],
+    metric: &str,
+) -> String {
+    if deployments.is_empty() && watches.is_empty() {
+        return html;
+    }
+    let f = |v: Option<f64>| v.filter(|x| x.is_finite()).map_or("-".to_string(), |x| format!("{x:.4}"));
+    let ci = |m: Option<&crate::store::Measured>| {
+        m.map_or("-".into(), |m| format!("{:.3} [{:.3}, {:.3}]", m.ratio, m.ci_low, m.ci_high))
+    };
+    let mut h = String::from("<section id=\"operations\">\n<h2>Deployments and watch</h2>\n");
+    let _ = writeln!(h, "<p>Rule: {}</p>", escape(crate::deploy::rule::RULE));
+    if !watches.is_empty() {
+        h.push_str(&operations_plot(deployments, watches, metric));
+    }
+    h.push_str("<table>\n<tr><th>when (UTC)</th><th>event</th><th>trial</th><th>state</th><th>study</th><th>measured</th><th>ratio [95 % CI]</th><th>violation</th><th>fingerprint change / why</th></tr>\n");
+    let mut rows: Vec<(i64, String)> = deployments
+        .iter()
+        .map(|d| {
+            let c = d.canary.as_ref();
+            let row = format!(
+                "<tr><td>{}</td><td>apply</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                utc_time(d.started_at_ms), d.trial_number, d.state.as_str(), f(d.study_objective), f(c.map(|c| c.objective)),
+                ci(c), f(c.map(|c| c.violation)), escape(d.reason.as_deref().unwrap_or(""))
+            );
+            (d.started_at_ms, row)
+        })
+        .collect();
+    rows.extend(watches.iter().map(|w| {
+        let m = w.measured.as_ref();
+        let why = w.drift.clone().unwrap_or_else(|| w.reason.clone());
+        let row = format!(
+            "<tr><td>{}</td><td>watch</td><td></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            utc_time(w.at_ms), escape(&w.status), f(w.baseline), f(m.map(|m| m.objective)), ci(m), f(m.map(|m| m.violation)), escape(&why)
+        );
+        (w.at_ms, row)
+    }));
+    rows.sort_by_key(|(at, _)| *at);
+    rows.into_iter().for_each(|(_, r)| h.push_str(&r));
+    h.push_str("</table>\n</section>\n");
+    html.replacen("</body>", &(h.replace("://", ":&#47;&#47;") + "</body>"), 1)
+}
+
+/// The watch series as a small inline SVG: objective over time (green: holds, orange:
+/// regression, red: fingerprint changed), a dashed line at each apply (kept or rolled back).
+fn operations_plot(
+    deployments: &[crate::store::Deployment],
+    watches: &[crate::store::WatchRun],
+    metric: &str,
+) -> String {
+    let (w, h, pad) = (720.0, 220.0, 40.0);
+    let times: Vec<i64> = watches.iter().map(|w| w.at_ms).chain(deployments.iter().map(|d| d.started_at_ms)).collect();
+    let (t0, t1) = (*times.iter().min().expect("watches"), *times.iter().max().expect("watches"));
+    let values: Vec<f64> =
+        watches.iter().filter_map(|w| w.measured.as_ref().map(|m| m.objective)).filter(|v| v.is_finite()).collect();
+    let (lo, hi) = plot::padded_range(values.iter().copied());
+    let x = |t: i64| pad + (w - 2.0 * pad) * if t1 > t0 { (t - t0) as f64 / (t1 - t0) as f64 } else { 0.5 };
+    let y = |v: f64| h - pad - (h - 2.0 * pad) * if hi > lo { (v - lo) / (hi - lo) } else { 0.5 };
+    let mut svg = format!(
+        "<svg xmlns=\"http:&#47;&#47;www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"watch series\">\n"
+    );
+    let _ = writeln!(
+        svg,
+        "<text x=\"4\" y=\"14\" font-size=\"12\">{} (watch runs); dashed: applies</text>",
+        escape(metric)
+    );
+    for d in deployments {
+        let color = if d.state == crate::store::DeployState::Kept { "#2ca02c" } else { "#d62728" };
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{1}\" y2=\"{2}\" stroke=\"{color}\" stroke-dasharray=\"4 3\"/><text x=\"{0:.1}\" y=\"{3}\" font-size=\"11\">trial {4} {5}</text>",
+            x(d.started_at_ms),
+            pad,
+            h - pad,
+            h - 8.0,
+            d.trial_number,
+            d.state.as_str()
+        );
+    }
+    for r in watches {
+        let Some(v) = r.measured.as_ref().map(|m| m.objective).filter(|v| v.is_finite()) else { continue };
+        let color = match r.status.as_str() {
+            "ok" => "#2ca02c",
+            "regression" => "#ff7f0e",
+            _ => "#d62728",
+        };
+        let _ = writeln!(
+            svg,
+            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"{color}\"><title>{} {} {}</title></circle>",
+            x(r.at_ms),
+            y(v),
+            utc_time(r.at_ms),
+            escape(&r.status),
+            plot::tick(v)
+        );
+    }
+    let _ = writeln!(
+        svg,
+        "<text x=\"4\" y=\"{:.1}\" font-size=\"11\">{}</text><text x=\"4\" y=\"{:.1}\" font-size=\"11\">{}</text>",
+        y(hi),
+        plot::tick(hi),
+        y(lo),
+        plot::tick(lo)
+    );
+    svg + "</svg>\n"
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,6 +42,10 @@ impl Strategy for Anchored {
         self.inner.propose(space)
     }
 
+    fn observe_prior(&mut self, trial: &Trial, weight: f64) {
+        self.inner.observe_prior(trial, weight);
+    }
+
     fn observe(&mut self, trial: &Trial) {
         // Resume replays stored trials: keep the anchor's rhythm by trial number.
         self.proposed = self.proposed.max(trial.number as usize);

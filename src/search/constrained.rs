@@ -66,6 +66,10 @@ impl Strategy for Constrained {
         None
     }
 
+    fn observe_prior(&mut self, trial: &Trial, weight: f64) {
+        self.inner.observe_prior(trial, weight);
+    }
+
     fn observe(&mut self, trial: &Trial) {
         self.inner.observe(trial);
     }

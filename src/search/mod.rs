@@ -29,7 +29,19 @@ pub trait Strategy: Send {
     fn pending(&mut self, candidate: &Candidate) {
         let _ = candidate;
     }
+
+    /// Learn from a trial of an earlier, related study (a re-tune's warm start, issue 19), counted
+    /// at `weight` (0..1) of one of this study's trials. Strategies without a model of the space
+    /// (grid, random, anneal) ignore it; `tpe` keeps it in its densities at that weight.
+    fn observe_prior(&mut self, trial: &Trial, weight: f64) {
+        let _ = (trial, weight);
+    }
 }
+
+/// The weight of a prior trial (`Strategy::observe_prior`) when a re-tune is warm-started: an
+/// older environment's measurement counts a quarter of a new one (`scripts/bench-warmstart`:
+/// chosen among 0.1, 0.25, 0.5 and 1 on its default shift, checked on `--slots-scale 16`).
+pub const PRIOR_WEIGHT: f64 = 0.25;
 
 /// Build the strategy a space names: it never proposes what the space's backend refuses before
 /// launch (`constrained`), and it is anchored on the default when `anchor_every` is set.

@@ -248,6 +248,17 @@ struct Observation {
     violation: f64,
     /// Objective as a loss (lower is better).
     loss: f64,
+    /// 1 for this study's trials; less for a prior study's (`Strategy::observe_prior`).
+    weight: f64,
+}
+
+/// Trial numbers of prior observations are shifted below every trial of the study, so that the
+/// age ramp of [`default_weights`] treats them as the oldest.
+const PRIOR_NUMBER_OFFSET: i64 = 1 << 40;
+
+/// Optuna's age weights for `obs` (in trial-number order), times each observation's own weight.
+fn weights(obs: &[&Observation]) -> Vec<f64> {
+    default_weights(obs.len()).iter().zip(obs).map(|(w, o)| w * o.weight).collect()
 }
 
 /// The constrained multivariate TPE sampler.
@@ -356,9 +367,11 @@ impl Tpe {
         let mut above_pts: Vec<Vec<f64>> = above.iter().map(|o| o.point.clone()).collect();
         // Running trials are the newest: they take the full weight at the end.
         above_pts.extend(self.pending.values().cloned());
+        let mut above_weights = default_weights(above_pts.len());
+        above_weights.iter_mut().zip(&above).for_each(|(w, o)| *w *= o.weight);
         let below_pts: Vec<Vec<f64>> = below.iter().map(|o| o.point.clone()).collect();
-        let l = Parzen::build(&below_pts, &default_weights(below_pts.len()), &self.encoding.dims);
-        let g = Parzen::build(&above_pts, &default_weights(above_pts.len()), &self.encoding.dims);
+        let l = Parzen::build(&below_pts, &weights(&below), &self.encoding.dims);
+        let g = Parzen::build(&above_pts, &above_weights, &self.encoding.dims);
         for _round in 0..8 {
             let mut scored: Vec<(f64, Candidate)> = Vec::with_capacity(EI_CANDIDATES);
             for _ in 0..EI_CANDIDATES {
@@ -418,6 +431,28 @@ impl Strategy for Tpe {
         let key = trial.params.to_json();
         self.pending.remove(&key);
         self.seen.insert(key);
+        self.refused += (trial.number == 0) as usize;
+        self.observe_weighted(trial, trial.number, 1.0);
+    }
+
+    /// A prior study's trial: in the densities at `weight`, and counted towards the startup (a
+    /// warm start skips the random probes), but not `seen`: the new environment may measure the
+    /// point again.
+    fn observe_prior(&mut self, trial: &Trial, weight: f64) {
+        self.observe_weighted(trial, trial.number - PRIOR_NUMBER_OFFSET, weight.clamp(0.0, 1.0));
+    }
+
+    fn pending(&mut self, candidate: &Candidate) {
+        let key = candidate.to_json();
+        self.seen.insert(key.clone());
+        if let Some(x) = self.encoding.encode(candidate) {
+            self.pending.insert(key, x);
+        }
+    }
+}
+
+impl Tpe {
+    fn observe_weighted(&mut self, trial: &Trial, number: i64, weight: f64) {
         let Some(point) = self.encoding.encode(&trial.params) else { return };
         let violation = match trial.state {
             TrialState::Running | TrialState::Interrupted | TrialState::Lost => return,
@@ -431,16 +466,7 @@ impl Strategy for Tpe {
         // A trial without a usable objective can't rank as feasible.
         let violation =
             if loss.is_infinite() && violation == 0.0 { crate::trial::INFEASIBLE_VIOLATION } else { violation };
-        self.refused += (trial.number == 0) as usize;
-        self.observations.push(Observation { number: trial.number, point, violation, loss });
-    }
-
-    fn pending(&mut self, candidate: &Candidate) {
-        let key = candidate.to_json();
-        self.seen.insert(key.clone());
-        if let Some(x) = self.encoding.encode(candidate) {
-            self.pending.insert(key, x);
-        }
+        self.observations.push(Observation { number, point, violation, loss, weight });
     }
 }
 
@@ -618,7 +644,13 @@ mod tests {
         for (why, trials, running, expect) in cases {
             let mut tpe = Tpe::new(&space);
             for (i, &(violation, loss)) in trials.iter().enumerate() {
-                tpe.observations.push(Observation { number: i as i64 + 1, point: Vec::new(), violation, loss });
+                tpe.observations.push(Observation {
+                    number: i as i64 + 1,
+                    point: Vec::new(),
+                    violation,
+                    loss,
+                    weight: 1.0,
+                });
             }
             for r in 0..running {
                 tpe.pending.insert(format!("running {r}"), Vec::new());

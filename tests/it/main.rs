@@ -10,6 +10,7 @@ mod fleet;
 mod measure;
 mod models;
 mod ollama;
+mod operate;
 mod output;
 mod pipeline;
 mod remeasure;
