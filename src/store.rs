@@ -5,6 +5,7 @@
 //! public methods return domain types from `crate::trial`. Each trial is written the moment it
 //! ends, in one transaction with its samples.
 
+mod purpose;
 mod validation;
 
 pub use validation::Validation;
@@ -172,6 +173,7 @@ struct TrialRow {
     error_message: Option<String>,
     started_at_ms: i64,
     ended_at_ms: Option<i64>,
+    purpose: String,
 }
 
 impl TrialRow {
@@ -214,11 +216,12 @@ impl TrialRow {
             },
             started_at_ms: self.started_at_ms,
             ended_at_ms: self.ended_at_ms,
+            purpose: self.purpose.parse().map_err(|e: String| Error::Corrupt(format!("trial {} {e}", self.number)))?,
         })
     }
 }
 
-const TRIAL_COLUMNS: &str = "id, number, state, params_json, plan_json, objective, violation, violations_json, summary_json, ready_ms, workload_ms, launch, load_ms, error_class, error_message, started_at_ms, ended_at_ms";
+const TRIAL_COLUMNS: &str = "id, number, state, params_json, plan_json, objective, violation, violations_json, summary_json, ready_ms, workload_ms, launch, load_ms, error_class, error_message, started_at_ms, ended_at_ms, purpose";
 
 /// Everything the daemon knows once a trial ends.
 #[derive(Debug, Clone)]
@@ -396,33 +399,10 @@ impl Store {
         Ok(done.rows_affected())
     }
 
-    /// Insert a `running` trial with the next number. Persisted before the server starts, so a
-    /// crash mid-trial leaves a trace.
+    /// Insert a `running` trial (a strategy's proposal) with the next number; see
+    /// [`Store::begin_trial_for`].
     pub async fn begin_trial(&self, study: StudyId, params: &Candidate) -> Result<(TrialId, i64), Error> {
-        let json = params.to_json();
-        let mut tx = self.pool.begin().await?;
-        let (number,): (i64,) = sqlx::query_as(
-            r#"SELECT COALESCE(MAX(number), 0) + 1
-               FROM trials
-               WHERE study_id = ?1"#,
-        )
-        .bind(study.0)
-        .fetch_one(&mut *tx)
-        .await?;
-        let id = sqlx::query(
-            r#"INSERT INTO trials (study_id, number, state, params_json, params_hash, started_at_ms)
-               VALUES (?1, ?2, 'running', ?3, ?4, ?5)"#,
-        )
-        .bind(study.0)
-        .bind(number)
-        .bind(&json)
-        .bind(sha256_hex(json.as_bytes()))
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?
-        .last_insert_rowid();
-        tx.commit().await?;
-        Ok((TrialId(id), number))
+        self.begin_trial_for(study, params, crate::trial::Purpose::Search).await
     }
 
     /// Write how a trial ended, with its samples, in one transaction.

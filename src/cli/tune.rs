@@ -297,10 +297,15 @@ fn print_event(event: &Event<'_>, out: &mut dyn Write) -> std::io::Result<()> {
             }
             Ok(())
         }
-        Event::TrialStarted { number, candidate, planned, is_retry } => {
+        Event::TrialStarted { number, candidate, planned, purpose } => {
             let of = planned.map(|p| format!("/{p}")).unwrap_or_default();
-            let retry = if *is_retry { " (retry of an interrupted trial)" } else { "" };
-            writeln!(out, "trial {number}{of}: {}{retry}", candidate.brief())?;
+            let why = match purpose {
+                crate::trial::Purpose::Search => "",
+                crate::trial::Purpose::Retry => " (retry of an interrupted trial)",
+                crate::trial::Purpose::Intensify => " (re-measure before it can be named)",
+                crate::trial::Purpose::Anchor => " (drift anchor: the default again)",
+            };
+            writeln!(out, "trial {number}{of}: {}{why}", candidate.brief())?;
             out.flush()
         }
         Event::TrialFinished { trial, elapsed, is_new_best } => {

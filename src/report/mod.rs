@@ -856,6 +856,7 @@ ttft_p95_ms = 1000
             stages: StageTimes::default(),
             started_at_ms: 0,
             ended_at_ms: None,
+            purpose: crate::trial::Purpose::Search,
         };
         let trials = [t(1, 3), t(2, 7)];
         assert_eq!(default_trial(&trials, &trials[1].params).map(|t| t.number), Some(2));
