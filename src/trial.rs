@@ -341,8 +341,13 @@ pub fn points(trials: &[Trial]) -> Vec<Point<'_>> {
 /// re-measures included), with how many repeated points it rests on. `None` until some point
 /// has two runs: noise is estimated, never assumed.
 pub fn noise(trials: &[Trial]) -> Option<Noise> {
+    noise_of(&points(trials))
+}
+
+/// [`noise`] over points already grouped.
+pub fn noise_of(points: &[Point<'_>]) -> Option<Noise> {
     let (mut sum_sq, mut dof, mut repeated) = (0.0, 0usize, 0usize);
-    for p in points(trials) {
+    for p in points {
         let v: Vec<f64> =
             p.runs.iter().filter(|t| t.state == TrialState::Complete).filter_map(|t| t.objective).collect();
         let v: Vec<f64> = v.into_iter().filter(|x| x.is_finite()).collect();
@@ -371,6 +376,9 @@ pub struct Noise {
 
 /// Runs before any repeat told the noise: enough to estimate it.
 pub const RUNS_WITHOUT_ESTIMATE: usize = 2;
+/// Repeated points before a low noise estimate is trusted enough to name points on one run: a
+/// spread from one or two pairs of runs is itself too noisy to stop re-measuring.
+pub const MIN_POINTS_FOR_QUIET: usize = 3;
 /// Most runs a point needs, however noisy the study.
 pub const MAX_RUNS: usize = 5;
 /// Standard error of a point's mean that counts as settled: a point is measured until its mean
@@ -379,12 +387,28 @@ pub const TARGET_RELATIVE_SE: f64 = 0.025;
 
 /// Runs a point needs before it can be named: `⌈(noise / 2.5 %)²⌉`, so that its mean's standard
 /// error is about 2.5 %, within 1 and [`MAX_RUNS`]; [`RUNS_WITHOUT_ESTIMATE`] while the noise
-/// is unknown. A quiet study (noise under 2.5 %) names points on one run.
+/// is unknown, and at least that until [`MIN_POINTS_FOR_QUIET`] points were repeated. A quiet
+/// study (noise under 2.5 %) then names points on one run.
 pub fn runs_needed(noise: Option<Noise>) -> usize {
     match noise {
         None => RUNS_WITHOUT_ESTIMATE,
-        Some(n) => ((n.relative_sd / TARGET_RELATIVE_SE).powi(2).ceil() as usize).clamp(1, MAX_RUNS),
+        Some(n) => {
+            let quiet_floor = if n.points < MIN_POINTS_FOR_QUIET { RUNS_WITHOUT_ESTIMATE } else { 1 };
+            ((n.relative_sd / TARGET_RELATIVE_SE).powi(2).ceil() as usize).clamp(quiet_floor, MAX_RUNS)
+        }
     }
+}
+
+/// Points searched per extra run the bar rises by (see [`study_runs_needed`]).
+pub const POINTS_PER_EXTRA_RUN: usize = 10;
+
+/// Runs a point of this study needs before it can be named: [`runs_needed`] for its noise, and
+/// at most `2 + points / 10`. The more points a study has compared, the more its best-looking
+/// one is a lucky draw (the winner's curse grows with the candidates), so the bar rises as the
+/// search goes on; early incumbents, soon beaten anyway, cost few re-measures.
+pub fn study_runs_needed(trials: &[Trial]) -> usize {
+    let pts = points(trials);
+    runs_needed(noise_of(&pts)).min(RUNS_WITHOUT_ESTIMATE + pts.len() / POINTS_PER_EXTRA_RUN)
 }
 
 /// The intensified incumbent among `points`: of the feasible points, the one with the most
@@ -447,7 +471,7 @@ pub fn winner(trials: &[Trial], direction: Direction, validated: Option<i64>) ->
     {
         return Some(of(p, WinnerRule::Validated));
     }
-    if let Some(p) = incumbent(&pts, direction, runs_needed(noise(trials))) {
+    if let Some(p) = incumbent(&pts, direction, study_runs_needed(trials)) {
         return Some(of(p, WinnerRule::Intensified));
     }
     trials
@@ -478,7 +502,7 @@ pub fn decode_agreement_median(trials: &[Trial]) -> Option<(f64, usize)> {
 /// intensified incumbent, then the others by runs (up to what the noise asks) and mean (ties:
 /// the earlier trial). The candidates re-validation measures again.
 pub fn top_feasible(trials: &[Trial], direction: Direction, n: usize) -> Vec<&Trial> {
-    let needed = runs_needed(noise(trials));
+    let needed = study_runs_needed(trials);
     let mut feasible: Vec<Point<'_>> = points(trials).into_iter().filter(Point::is_feasible).collect();
     feasible.sort_by(|a, b| {
         let (ra, rb) = (a.runs.len().min(needed), b.runs.len().min(needed));

@@ -87,6 +87,17 @@ pub(super) async fn run(db: &Path, args: TuneArgs, out: &mut (dyn Write + Send))
     let options = options(&args, &space)?;
     let report = run_study(&space, &store, &options, &shutdown, args.json, out).await?;
     let validation = revalidate(&store, &report, &space, &args, &shutdown, out).await?;
+    if let Some(Ok(v)) = &validation {
+        // What ships is what was validated: `[output]` follows the validated winner (issue 16).
+        let trials = store.trials(report.study.id).await?;
+        if let Some((number, paths)) = daemon::write_named_outputs(&space, &report.study, &trials, Some(v.winner_number))?
+            && !args.json
+        {
+            for p in paths {
+                writeln!(out, "  wrote {} (validated winner, trial {number})", p.display())?;
+            }
+        }
+    }
     if args.json {
         print_json(&report, validation.as_ref(), out)?;
     } else {

@@ -14,7 +14,9 @@
 //!
 //! 1. `N`, the runs a point needs, comes from the study's own noise ([`trial::noise`], the
 //!    pooled relative spread over points measured twice or more): `⌈(noise / 2.5 %)²⌉`
-//!    within 1..=5, and 2 while no point has been measured twice ([`trial::runs_needed`]).
+//!    within 1..=5, 2 while no point has been measured twice and at least 2 until three have
+//!    ([`trial::runs_needed`]); and at most `2 + points searched / 10`, since the best-looking
+//!    of more points is more likely a lucky draw ([`trial::study_runs_needed`]).
 //! 2. The *incumbent* is the feasible point (every run met every SLO) with the most runs,
 //!    counted up to `N`, then the better mean ([`trial::incumbent`]).
 //! 3. The *challenger* is the feasible point, other than the incumbent, with the best mean that
@@ -65,7 +67,7 @@ pub fn next(trials: &[Trial], strategy: &mut dyn Strategy, space: &Space, seeds:
 /// or `None` when the strategy should propose.
 pub fn remeasure(trials: &[Trial], direction: Direction) -> Option<Candidate> {
     let points = trial::points(trials);
-    let needed = trial::runs_needed(trial::noise(trials));
+    let needed = trial::study_runs_needed(trials);
     let incumbent = trial::incumbent(&points, direction, needed)?;
     if let Some(c) = challenger(&points, incumbent, direction, needed) {
         return (!c.is_running).then(|| c.first().params.clone());
@@ -135,6 +137,12 @@ mod tests {
 
     const MAX: Direction = Direction::Maximize;
 
+    /// `runs` after 30 poor single-run points (value 1): enough points searched that the bar
+    /// is the noise's `N` (2 + 30/10 = 5), not the early ramp.
+    fn searched(runs: &[(i64, f64, f64)]) -> Vec<(i64, f64, f64)> {
+        (100..130).map(|k| (k, 1.0, 0.0)).chain(runs.iter().copied()).collect()
+    }
+
     #[test]
     fn an_unrepeated_incumbent_is_measured_again_before_it_is_named() {
         // no repeat yet: N = 2, so the single run of the best point is not enough
@@ -147,23 +155,23 @@ mod tests {
         // incumbent 1: 3 runs around 10 (±10 %)
         let base = [(1, 10.0, 0.0), (1, 11.0, 0.0), (1, 9.0, 0.0)];
         // noise = 10 % → N = 5: the incumbent (3 runs) itself is short, but a challenger comes first
-        let mut runs = base.to_vec();
+        let mut runs = searched(&base);
         runs.push((2, 14.0, 0.0));
         let trials = study(&runs);
-        assert_eq!(trial::runs_needed(trial::noise(&trials)), 5);
+        assert_eq!(trial::study_runs_needed(&trials), 5);
         assert_eq!(remeasure(&trials, MAX), Some(point(2)), "the challenger is re-measured first");
         // its second run falls behind the incumbent's mean: it is dropped, the incumbent re-measured
         runs.push((2, 5.0, 0.0));
         let trials = study(&runs);
         assert_eq!(remeasure(&trials, MAX), Some(point(1)));
         // a challenger that keeps its lead up to equal runs becomes the incumbent
-        let mut runs = base.to_vec();
+        let mut runs = searched(&base);
         runs.extend([(2, 12.0, 0.0), (2, 11.0, 0.0), (2, 11.5, 0.0)]);
         let trials = study(&runs);
         let pts = trial::points(&trials);
-        let inc = trial::incumbent(&pts, MAX, trial::runs_needed(trial::noise(&trials))).unwrap();
+        let inc = trial::incumbent(&pts, MAX, trial::study_runs_needed(&trials)).unwrap();
         assert_eq!(inc.first().params, point(2));
-        assert_eq!(trial::winner(&trials, MAX, None).unwrap().trial.number, 4);
+        assert_eq!(trial::winner(&trials, MAX, None).unwrap().trial.number, 34);
     }
 
     #[test]
@@ -190,11 +198,31 @@ mod tests {
 
     #[test]
     fn quiet_studies_name_points_on_one_run() {
-        // two identical runs of point 1: noise 0 → N = 1; the better single run wins outright
-        let trials = study(&[(1, 10.0, 0.0), (1, 10.0, 0.0), (2, 12.0, 0.0)]);
+        // three points measured twice, identically: noise 0 → N = 1; the better single run wins
+        let quiet = [(1, 10.0, 0.0), (1, 10.0, 0.0), (2, 9.0, 0.0), (2, 9.0, 0.0), (3, 8.0, 0.0), (3, 8.0, 0.0)];
+        let mut runs = quiet.to_vec();
+        runs.push((4, 12.0, 0.0));
+        let trials = study(&runs);
         assert_eq!(trial::runs_needed(trial::noise(&trials)), 1);
         assert_eq!(remeasure(&trials, MAX), None);
-        assert_eq!(trial::winner(&trials, MAX, None).unwrap().trial.params, point(2));
+        assert_eq!(trial::winner(&trials, MAX, None).unwrap().trial.params, point(4));
+        // one identical pair is not enough to call a study quiet: the challenger is re-measured
+        let trials = study(&[(1, 10.0, 0.0), (1, 10.0, 0.0), (2, 12.0, 0.0)]);
+        assert_eq!(trial::runs_needed(trial::noise(&trials)), 2);
+        assert_eq!(remeasure(&trials, MAX), Some(point(2)));
+    }
+
+    #[test]
+    fn the_bar_rises_with_the_points_searched() {
+        // noisy (±10 %), but only 3 points so far: 2 runs are enough to name one
+        let base = [(1, 10.0, 0.0), (1, 11.0, 0.0), (1, 9.0, 0.0), (2, 5.0, 0.0), (3, 4.0, 0.0)];
+        let trials = study(&base);
+        assert_eq!((trial::runs_needed(trial::noise(&trials)), trial::study_runs_needed(&trials)), (5, 2));
+        assert_eq!(remeasure(&trials, MAX), None, "point 1 has its 2 runs");
+        // 30 more points searched: it needs 5
+        let trials = study(&searched(&base));
+        assert_eq!(trial::study_runs_needed(&trials), 5);
+        assert_eq!(remeasure(&trials, MAX), Some(point(1)));
     }
 
     #[test]
@@ -221,10 +249,11 @@ mod tests {
         assert_eq!(n.points, 2);
         assert!((n.relative_sd - 0.02f64.sqrt()).abs() < 1e-12, "{n:?}");
         assert!(trial::noise(&study(&[(1, 9.0, 0.0), (2, 11.0, 0.0)])).is_none(), "estimated, never assumed");
-        // ±14 % → (0.1414/0.025)² = 32 → capped at 5; 2 % → 1
+        // ±14 % → (0.1414/0.025)² = 32 → capped at 5; 2 % → 1 (once 3 points were repeated)
         assert_eq!(trial::runs_needed(Some(n)), 5);
-        assert_eq!(trial::runs_needed(Some(trial::Noise { relative_sd: 0.02, points: 1 })), 1);
-        assert_eq!(trial::runs_needed(Some(trial::Noise { relative_sd: 0.04, points: 1 })), 3);
+        assert_eq!(trial::runs_needed(Some(trial::Noise { relative_sd: 0.02, points: 3 })), 1);
+        assert_eq!(trial::runs_needed(Some(trial::Noise { relative_sd: 0.02, points: 1 })), 2, "one pair says little");
+        assert_eq!(trial::runs_needed(Some(trial::Noise { relative_sd: 0.04, points: 3 })), 3);
         assert_eq!(trial::runs_needed(None), 2);
     }
 }

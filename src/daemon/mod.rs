@@ -41,6 +41,7 @@ use output::write_outputs;
 use pipeline::{Bench, TrialRun};
 
 pub use fingerprint::SkippedModel;
+pub use output::write_named_outputs;
 pub use signal::Shutdown;
 
 /// How often a paused daemon (outside its window) wakes to check signals and the clock.

@@ -141,6 +141,8 @@ struct Input<'a> {
     space: Option<Space>,
     /// The best trial and whether it meets every SLO; `None` before any trial finished.
     best: Option<(&'a Trial, bool)>,
+    /// The named winner (`trial::winner`, as `best` and `export` name it) behind `best`.
+    winner: Option<trial::Winner<'a>>,
     is_max: bool,
     /// `maximize` or `minimize`.
     direction: &'static str,
@@ -148,13 +150,15 @@ struct Input<'a> {
 }
 
 impl<'a> Input<'a> {
-    fn new(study: &'a Study, trials: &'a [Trial]) -> Self {
+    fn new(study: &'a Study, trials: &'a [Trial], validation: Option<&Validation>) -> Self {
         let is_max = study.direction == Direction::Maximize;
+        let winner = trial::winner(trials, study.direction, validation.map(|v| v.winner_number));
         Input {
             study,
             trials,
             space: stored_space(study),
-            best: trial::best(trials, study.direction),
+            best: winner.map(|w| (w.trial, w.feasible)),
+            winner,
             is_max,
             direction: if is_max { "maximize" } else { "minimize" },
             metric: study.objective_metric.as_str(),
@@ -164,7 +168,7 @@ impl<'a> Input<'a> {
 
 /// Render the report of `study` with its `trials` as they are stored at `now_ms`.
 pub fn render(study: &Study, trials: &[Trial], validation: Option<&Validation>, now_ms: i64) -> String {
-    let input = Input::new(study, trials);
+    let input = Input::new(study, trials, validation);
     let html = [
         head(study),
         header_section(&input, now_ms),
@@ -299,6 +303,7 @@ fn best_section(input: &Input<'_>, validation: Option<&Validation>) -> String {
     };
     if feasible {
         let _ = writeln!(h, "<p>Trial #{} is the best trial that meets every SLO.</p>", b.number);
+        h.push_str(&winner_line(input));
     } else {
         note(
             &mut h,
@@ -338,6 +343,43 @@ fn best_section(input: &Input<'_>, validation: Option<&Validation>) -> String {
     h.push_str(&validation_line(validation));
     h.push_str("</section>\n");
     h
+}
+
+/// Which rule named the winner, its runs and mean, and the study's own noise (issue 16).
+fn winner_line(input: &Input<'_>) -> String {
+    let mut h = String::new();
+    if let Some(w) = input.winner {
+        let _ = writeln!(
+            h,
+            "<p>Named by the rule: {} ({} run{} of this configuration, mean {} {}).</p>",
+            escape(w.rule.describe()),
+            w.runs,
+            if w.runs == 1 { "" } else { "s" },
+            escape(input.metric),
+            fmt_opt(w.mean, 3),
+        );
+    }
+    let _ = writeln!(h, "<p>{}</p>", escape(&noise_sentence(input.trials)));
+    h
+}
+
+/// "Runs of one configuration vary by ±x % here", from the study's repeated runs, or why not.
+pub fn noise_sentence(trials: &[Trial]) -> String {
+    let repeats = trial::points(trials).iter().filter(|p| p.runs.len() > 1).count();
+    match trial::noise(trials) {
+        Some(n) => format!(
+            "Runs of one configuration vary by ±{:.1} % here (pooled relative standard deviation over {} configuration{} measured more than once); a challenger needs {} run{} before it can be named.",
+            n.relative_sd * 100.0,
+            n.points,
+            if n.points == 1 { "" } else { "s" },
+            trial::study_runs_needed(trials),
+            if trial::study_runs_needed(trials) == 1 { "" } else { "s" },
+        ),
+        None if repeats == 0 => {
+            "Noise unknown: no configuration was measured twice, so every figure here is a single run.".to_string()
+        }
+        None => "Noise unknown: no configuration has two complete runs.".to_string(),
+    }
 }
 
 /// Settings, then figures, of the best trial `b` and (when another trial) the default `d`.

@@ -6,6 +6,7 @@ mod capture;
 mod common;
 mod engine;
 mod faults;
+mod intensify;
 mod measure;
 mod models;
 mod ollama;
