@@ -380,7 +380,7 @@ pub const RUNS_WITHOUT_ESTIMATE: usize = 2;
 /// spread from one or two pairs of runs is itself too noisy to stop re-measuring.
 pub const MIN_POINTS_FOR_QUIET: usize = 3;
 /// Most runs a point needs, however noisy the study.
-pub const MAX_RUNS: usize = 5;
+pub const MAX_RUNS: usize = 3;
 /// Standard error of a point's mean that counts as settled: a point is measured until its mean
 /// is known to about this fraction (half the 5 % by which configurations are told apart).
 pub const TARGET_RELATIVE_SE: f64 = 0.025;
