@@ -50,7 +50,12 @@ fn winner_json(w: &Winner<'_>, trials: &[Trial]) -> serde_json::Value {
 }
 
 /// The named configuration, the rule that named it, its row and its command line.
-fn print_winner(study: &Study, trials: &[Trial], winner: Option<Winner<'_>>, out: &mut dyn Write) -> anyhow::Result<()> {
+fn print_winner(
+    study: &Study,
+    trials: &[Trial],
+    winner: Option<Winner<'_>>,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let Some(w) = winner else {
         writeln!(out, "no finished trials yet in study '{}'", study.name)?;
         return Ok(());

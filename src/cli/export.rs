@@ -36,7 +36,10 @@ pub(super) async fn run(store: &Store, args: ExportArgs, out: &mut dyn Write) ->
     let trials = store.trials(study.id).await?;
     let (trial, rule) = match args.trial {
         Some(n) => (
-            trials.iter().find(|t| t.number == n).with_context(|| format!("study '{}' has no trial {n}", study.name))?,
+            trials
+                .iter()
+                .find(|t| t.number == n)
+                .with_context(|| format!("study '{}' has no trial {n}", study.name))?,
             "--trial",
         ),
         None => {

@@ -90,7 +90,8 @@ pub(super) async fn run(db: &Path, args: TuneArgs, out: &mut (dyn Write + Send))
     if let Some(Ok(v)) = &validation {
         // What ships is what was validated: `[output]` follows the validated winner (issue 16).
         let trials = store.trials(report.study.id).await?;
-        if let Some((number, paths)) = daemon::write_named_outputs(&space, &report.study, &trials, Some(v.winner_number))?
+        if let Some((number, paths)) =
+            daemon::write_named_outputs(&space, &report.study, &trials, Some(v.winner_number))?
             && !args.json
         {
             for p in paths {

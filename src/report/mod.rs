@@ -360,6 +360,39 @@ fn winner_line(input: &Input<'_>) -> String {
         );
     }
     let _ = writeln!(h, "<p>{}</p>", escape(&noise_sentence(input.trials)));
+    h.push_str(&remeasured_table(input));
+    h
+}
+
+/// Every configuration measured more than once (re-measures, the anchor): its runs and spread.
+fn remeasured_table(input: &Input<'_>) -> String {
+    let points = trial::points(input.trials);
+    let repeated: Vec<&trial::Point<'_>> = points.iter().filter(|p| p.runs.len() > 1).collect();
+    if repeated.is_empty() {
+        return String::new();
+    }
+    let mut h = format!(
+        "<table>\n<tr><th>first #</th><th>params</th><th>runs (trial numbers)</th><th>mean {}</th><th>min</th><th>max</th><th>every run meets the SLOs</th></tr>\n",
+        escape(input.metric)
+    );
+    for p in repeated {
+        let values = p.values();
+        let numbers: Vec<String> = p.runs.iter().map(|t| t.number.to_string()).collect();
+        let (min, max) = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(*v), b.max(*v)));
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{} ({})</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            p.first().number,
+            escape(&p.first().params.brief()),
+            p.runs.len(),
+            numbers.join(", "),
+            fmt_opt(p.mean(), 3),
+            fmt_opt(values.first().map(|_| min), 3),
+            fmt_opt(values.first().map(|_| max), 3),
+            if p.is_feasible() { "yes" } else { "no" },
+        );
+    }
+    h.push_str("</table>\n");
     h
 }
 
@@ -784,6 +817,27 @@ ttft_p95_ms = 1000
         }
         let trials = store.trials(study.id).await.unwrap();
         (study, trials)
+    }
+
+    /// Issue 16: a lucky single run is not the named configuration; the report names the
+    /// re-measured one, says which rule named it, shows its runs and the study's noise.
+    #[tokio::test]
+    async fn the_report_names_the_intensified_winner_with_its_runs_and_the_noise() {
+        let (study, trials) = study_with(&[
+            (4, "Q4_1", Kind::Ok(1.0, 500.0, 20.0)),
+            (4, "Q4_1", Kind::Ok(1.1, 500.0, 20.0)),
+            (2, "Q4_0", Kind::Ok(1.5, 500.0, 20.0)),
+        ])
+        .await;
+        let html = render(&study, &trials, None, 0);
+        assert!(html.contains("Trial #1 is the best trial that meets every SLO"), "{html}");
+        assert!(html.contains("intensified incumbent"), "{html}");
+        assert!(html.contains("2 runs of this configuration, mean goodput_rps 1.050"), "{html}");
+        // runs 1.0 and 1.1: ±0.05/1.05 each, one degree of freedom: √(2·0.0476²) = 6.7 %
+        assert!(html.contains("Runs of one configuration vary by ±6.7 % here"), "{html}");
+        assert!(html.contains("<td>2 (1, 2)</td>"), "{html}");
+        // env section exports the same configuration
+        assert!(html.contains("LLAMA_ARG_N_PARALLEL=4"), "{html}");
     }
 
     fn svg_count(html: &str) -> usize {

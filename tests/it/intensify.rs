@@ -45,7 +45,8 @@ async fn replayed_study_remeasures_in_budget_and_names_the_intensified_winner() 
     let remeasures: Vec<&serde_json::Value> = trials.iter().filter(|t| t["purpose"] == "intensify").collect();
     assert!(!remeasures.is_empty(), "{trials:#?}");
     for r in &remeasures {
-        let earlier = trials.iter().filter(|t| t["params"] == r["params"] && t["number"].as_i64() < r["number"].as_i64());
+        let earlier =
+            trials.iter().filter(|t| t["params"] == r["params"] && t["number"].as_i64() < r["number"].as_i64());
         assert!(earlier.count() >= 1, "{r:#}");
     }
     // `runs` is the count of finished trials of the same configuration.
@@ -65,9 +66,8 @@ async fn replayed_study_remeasures_in_budget_and_names_the_intensified_winner() 
     assert!(runs.len() >= 2, "{best:#}");
     assert_eq!(best["runs"].as_u64().unwrap() as usize, runs.len());
     assert!(runs.iter().all(|t| t["meets_slos"] == true), "{runs:#?}");
-    let mean = |rs: &[&serde_json::Value]| {
-        rs.iter().map(|t| t["objective"].as_f64().unwrap()).sum::<f64>() / rs.len() as f64
-    };
+    let mean =
+        |rs: &[&serde_json::Value]| rs.iter().map(|t| t["objective"].as_f64().unwrap()).sum::<f64>() / rs.len() as f64;
     assert!((best["mean_objective"].as_f64().unwrap() - mean(&runs)).abs() < 1e-9);
     for t in &trials {
         let other = runs_of(&trials, &t["params"]);
@@ -82,6 +82,7 @@ async fn replayed_study_remeasures_in_budget_and_names_the_intensified_winner() 
 
     // `export` names the same configuration, and says by which rule.
     let env = dir.path().join("best.env");
-    let wrote = run_cli(&["--db", db_s, "export", study, "--format", "env", "-o", env.to_str().unwrap()]).await.unwrap();
+    let wrote =
+        run_cli(&["--db", db_s, "export", study, "--format", "env", "-o", env.to_str().unwrap()]).await.unwrap();
     assert!(wrote.contains(&format!("(trial {}; named by intensified incumbent", best["number"])), "{wrote}");
 }
