@@ -400,15 +400,17 @@ pub fn runs_needed(noise: Option<Noise>) -> usize {
 }
 
 /// Points searched per extra run the bar rises by (see [`study_runs_needed`]).
-pub const POINTS_PER_EXTRA_RUN: usize = 10;
+pub const POINTS_PER_EXTRA_RUN: usize = 5;
 
 /// Runs a point of this study needs before it can be named: [`runs_needed`] for its noise, and
-/// at most `2 + points / 10`. The more points a study has compared, the more its best-looking
+/// at most `1 + points / 5`. The more points a study has compared, the more its best-looking
 /// one is a lucky draw (the winner's curse grows with the candidates), so the bar rises as the
-/// search goes on; early incumbents, soon beaten anyway, cost few re-measures.
+/// search goes on: the best of fewer than 5 configurations is named on its runs as they are,
+/// from 5 it needs 2 runs, from 10 up to 3; early incumbents, soon beaten anyway, cost few
+/// re-measures.
 pub fn study_runs_needed(trials: &[Trial]) -> usize {
     let pts = points(trials);
-    runs_needed(noise_of(&pts)).min(RUNS_WITHOUT_ESTIMATE + pts.len() / POINTS_PER_EXTRA_RUN)
+    runs_needed(noise_of(&pts)).min(1 + pts.len() / POINTS_PER_EXTRA_RUN)
 }
 
 /// The intensified incumbent among `points`: of the feasible points, the one with the most

@@ -15,8 +15,9 @@
 //! 1. `N`, the runs a point needs, comes from the study's own noise ([`trial::noise`], the
 //!    pooled relative spread over points measured twice or more): `⌈(noise / 2.5 %)²⌉`
 //!    within 1..=3, 2 while no point has been measured twice and at least 2 until three have
-//!    ([`trial::runs_needed`]); and at most `2 + points searched / 10`, since the best-looking
-//!    of more points is more likely a lucky draw ([`trial::study_runs_needed`]).
+//!    ([`trial::runs_needed`]); and at most `1 + points searched / 5`, since the best-looking
+//!    of more points is more likely a lucky draw ([`trial::study_runs_needed`]): the best of
+//!    fewer than 5 configurations is named on its runs as they are.
 //! 2. The *incumbent* is the feasible point (every run met every SLO) with the most runs,
 //!    counted up to `N`, then the better mean ([`trial::incumbent`]).
 //! 3. The *challenger* is the feasible point, other than the incumbent, with the best mean that
@@ -138,16 +139,18 @@ mod tests {
     const MAX: Direction = Direction::Maximize;
 
     /// `runs` after 30 poor single-run points (value 1): enough points searched that the bar
-    /// is the noise's `N` (up to 3; the ramp allows 2 + 30/10 = 5).
+    /// is the noise's `N` (up to 3; the ramp allows 1 + 30/5 = 7).
     fn searched(runs: &[(i64, f64, f64)]) -> Vec<(i64, f64, f64)> {
         (100..130).map(|k| (k, 1.0, 0.0)).chain(runs.iter().copied()).collect()
     }
 
     #[test]
     fn an_unrepeated_incumbent_is_measured_again_before_it_is_named() {
-        // no repeat yet: N = 2, so the single run of the best point is not enough
-        let trials = study(&[(1, 10.0, 0.0), (2, 8.0, 0.0)]);
-        assert_eq!(remeasure(&trials, MAX), Some(point(1)));
+        // five points, no repeat yet: N = 2, so the single run of the best point is not enough
+        let five = [(1, 10.0, 0.0), (2, 8.0, 0.0), (3, 7.0, 0.0), (4, 6.0, 0.0), (5, 5.0, 0.0)];
+        assert_eq!(remeasure(&study(&five), MAX), Some(point(1)));
+        // the best of fewer than five is named on its runs as they are (little winner's curse)
+        assert_eq!(remeasure(&study(&five[..4]), MAX), None);
     }
 
     #[test]
@@ -180,7 +183,7 @@ mod tests {
         let runs = [(1, 10.0, 0.0), (1, 10.5, 0.0), (2, 20.0, 0.0), (2, 21.0, 0.3)];
         let trials = study(&runs);
         assert_eq!(trial::winner(&trials, MAX, None).unwrap().trial.params, point(1));
-        // and it is not raced any further: the incumbent has the N = 2 runs this noise asks
+        // and it is not raced any further
         assert_eq!(remeasure(&trials, MAX), None);
     }
 
@@ -188,13 +191,13 @@ mod tests {
     fn a_lucky_single_run_is_not_named_over_a_measured_point() {
         // point 1 measured 3 times at ~10 (±10 %); point 2 seen once at 13: a challenger, not
         // the winner, until it has as many runs
-        let trials = study(&[(1, 10.0, 0.0), (1, 11.0, 0.0), (1, 9.0, 0.0), (2, 13.0, 0.0)]);
+        let trials = study(&searched(&[(1, 10.0, 0.0), (1, 11.0, 0.0), (1, 9.0, 0.0), (2, 13.0, 0.0)]));
         let w = trial::winner(&trials, MAX, None).unwrap();
-        assert_eq!((w.trial.number, w.runs, w.rule), (1, 3, trial::WinnerRule::Intensified));
+        assert_eq!((w.trial.number, w.runs, w.rule), (31, 3, trial::WinnerRule::Intensified));
         assert_eq!(w.mean, Some(10.0));
         // a stored validation names its own pick
-        let w = trial::winner(&trials, MAX, Some(4)).unwrap();
-        assert_eq!((w.trial.number, w.rule), (4, trial::WinnerRule::Validated));
+        let w = trial::winner(&trials, MAX, Some(34)).unwrap();
+        assert_eq!((w.trial.number, w.rule), (34, trial::WinnerRule::Validated));
     }
 
     #[test]
@@ -208,18 +211,23 @@ mod tests {
         assert_eq!(remeasure(&trials, MAX), None);
         assert_eq!(trial::winner(&trials, MAX, None).unwrap().trial.params, point(4));
         // one identical pair is not enough to call a study quiet: the challenger is re-measured
-        let trials = study(&[(1, 10.0, 0.0), (1, 10.0, 0.0), (2, 12.0, 0.0)]);
+        let trials = study(&searched(&[(1, 10.0, 0.0), (1, 10.0, 0.0), (2, 12.0, 0.0)]));
         assert_eq!(trial::runs_needed(trial::noise(&trials)), 2);
         assert_eq!(remeasure(&trials, MAX), Some(point(2)));
     }
 
     #[test]
     fn the_bar_rises_with_the_points_searched() {
-        // noisy (±7 %), but only 3 points so far: 2 runs are enough to name one
+        // noisy (±7 %), but only 3 points so far: the best is named on its runs
         let base = [(1, 10.0, 0.0), (1, 11.0, 0.0), (2, 5.0, 0.0), (3, 4.0, 0.0)];
         let trials = study(&base);
-        assert_eq!((trial::runs_needed(trial::noise(&trials)), trial::study_runs_needed(&trials)), (3, 2));
-        assert_eq!(remeasure(&trials, MAX), None, "point 1 has its 2 runs");
+        assert_eq!((trial::runs_needed(trial::noise(&trials)), trial::study_runs_needed(&trials)), (3, 1));
+        assert_eq!(remeasure(&trials, MAX), None);
+        // 5 points: 2 runs, which point 1 has
+        let mut five = base.to_vec();
+        five.extend([(4, 3.0, 0.0), (5, 2.0, 0.0)]);
+        assert_eq!(trial::study_runs_needed(&study(&five)), 2);
+        assert_eq!(remeasure(&study(&five), MAX), None, "point 1 has its 2 runs");
         // 30 more points searched: it needs 3
         let trials = study(&searched(&base));
         assert_eq!(trial::study_runs_needed(&trials), 3);
@@ -228,16 +236,17 @@ mod tests {
 
     #[test]
     fn a_point_in_flight_is_not_remeasured_twice_and_retries_come_first() {
-        let mut trials = study(&[(1, 10.0, 0.0)]);
-        let mut running = Landscape::trial(2, &point(1), &Run::new(TrialState::Complete, None, 0.0));
+        let mut trials = study(&searched(&[(1, 10.0, 0.0)]));
+        assert_eq!(remeasure(&trials, MAX), Some(point(1)), "it needs a second run");
+        let mut running = Landscape::trial(32, &point(1), &Run::new(TrialState::Complete, None, 0.0));
         running.state = TrialState::Running;
         trials.push(running);
         assert_eq!(remeasure(&trials, MAX), None, "its re-measure is already running");
-        let mut interrupted = Landscape::trial(3, &point(7), &Run::new(TrialState::Complete, None, 0.0));
+        let mut interrupted = Landscape::trial(33, &point(7), &Run::new(TrialState::Complete, None, 0.0));
         interrupted.state = TrialState::Interrupted;
         trials.push(interrupted);
         assert_eq!(retries(&trials), vec![point(7)]);
-        let finished = Landscape::trial(4, &point(7), &Run::new(TrialState::Complete, Some(1.0), 0.0));
+        let finished = Landscape::trial(34, &point(7), &Run::new(TrialState::Complete, Some(1.0), 0.0));
         trials.push(finished);
         assert!(retries(&trials).is_empty());
     }

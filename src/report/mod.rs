@@ -827,8 +827,12 @@ ttft_p95_ms = 1000
             (4, "Q4_1", Kind::Ok(1.0, 500.0, 20.0)),
             (4, "Q4_1", Kind::Ok(1.1, 500.0, 20.0)),
             (2, "Q4_0", Kind::Ok(1.5, 500.0, 20.0)),
+            (1, "Q4_0", Kind::Ok(0.5, 500.0, 20.0)),
+            (1, "Q4_1", Kind::Ok(0.4, 500.0, 20.0)),
+            (2, "Q4_1", Kind::Ok(0.3, 500.0, 20.0)),
         ])
         .await;
+        // five configurations compared: the single 1.5 is a challenger that needs a second run
         let html = render(&study, &trials, None, 0);
         assert!(html.contains("Trial #1 is the best trial that meets every SLO"), "{html}");
         assert!(html.contains("intensified incumbent"), "{html}");

@@ -628,10 +628,6 @@ async fn resume_stops_a_surviving_server_by_its_recorded_pid_and_spares_a_reused
     assert!(decoy_status.is_none(), "a process that is no server was killed: {decoy_status:?}");
     let trials = trials_json(&db, "reap").await;
     let states: Vec<&str> = trials.iter().map(|t| t["state"].as_str().unwrap()).collect();
-    // The retry of the interrupted point, then (issue 16) one re-measure of it before it can be
-    // named: no point was measured twice yet, so the study's noise is unknown and it needs 2 runs.
-    assert_eq!(states, ["interrupted", "interrupted", "complete", "complete"], "{out}");
-    let purposes: Vec<&str> = trials.iter().map(|t| t["purpose"].as_str().unwrap()).collect();
-    assert_eq!(&purposes[2..], ["retry", "intensify"], "{out}");
+    assert_eq!(states, ["interrupted", "interrupted", "complete"], "{out}");
     assert!(out.contains("stopped: exhausted"), "{out}");
 }
