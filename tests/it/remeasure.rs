@@ -93,7 +93,8 @@ async fn standalone_validate_prints_and_stores_the_ratio_that_best_then_shows() 
     assert_eq!(best["number"], v["winner_number"], "{best:#}");
     assert!(text.contains("named by: validated"), "{text}");
     let env = dir.path().join("val.env");
-    let wrote = run_cli(&["--db", db_s, "export", "val", "--format", "env", "-o", env.to_str().unwrap()]).await.unwrap();
+    let wrote =
+        run_cli(&["--db", db_s, "export", "val", "--format", "env", "-o", env.to_str().unwrap()]).await.unwrap();
     assert!(wrote.contains("(trial 1; named by validated"), "{wrote}");
 }
 
