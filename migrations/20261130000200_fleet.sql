@@ -52,6 +52,8 @@ CREATE TABLE trials_new (
     server_pid              INTEGER,
     launch                  TEXT,
     load_ms                 REAL,
+    purpose                 TEXT    NOT NULL DEFAULT 'search'
+        CHECK (purpose IN ('search', 'intensify', 'anchor', 'retry')),
     run_id                  INTEGER REFERENCES runs (id),
     UNIQUE (study_id, number)
 );
@@ -61,6 +63,7 @@ DROP TABLE trials;
 ALTER TABLE trials_new RENAME TO trials;
 CREATE INDEX trials_by_study_state ON trials (study_id, state);
 CREATE INDEX trials_by_run ON trials (run_id);
+CREATE INDEX trials_by_params ON trials (study_id, params_hash);
 
 ALTER TABLE runs ADD COLUMN host TEXT;
 ALTER TABLE runs ADD COLUMN fingerprint_json TEXT;

@@ -14,7 +14,9 @@
 //!           over load levels) ─► Vec<measure::Sample> ─► Probe::finish ─► measure::probe::ServerSide
 //!        ─► ServerSession::crash_after_workload ─► measure::summarize_trial ─► measure::Summary
 //!        ─► measure::judge ─► measure::Verdict ─► trial::Outcome
-//!   ─► store::Store::finish_trial ─► search::Strategy::observe ─► … ─► trial::best
+//!   ─► store::Store::finish_trial ─► search::Strategy::observe (per-point means)
+//!   ─► daemon::intensify::next (re-measure the challenger or incumbent, else propose) ─► …
+//!   ─► trial::winner (validated, else intensified incumbent)
 //!   ─► export::render (env, args, json, systemd, modelfile, compose, yaml)
 //!   ─► daemon::apply (deploy::file write + backup, restart, canary judged by deploy::rule, rollback)
 //!   ─► daemon::watch (live measurement, fingerprint, deploy::textfile, re-tune)

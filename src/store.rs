@@ -13,6 +13,7 @@ mod copy;
 mod deployment;
 mod fleet;
 mod location;
+mod purpose;
 #[doc(hidden)]
 pub mod testdb;
 mod validation;
@@ -226,6 +227,7 @@ struct TrialRow {
     error_message: Option<String>,
     started_at_ms: i64,
     ended_at_ms: Option<i64>,
+    purpose: String,
 }
 
 impl TrialRow {
@@ -268,11 +270,12 @@ impl TrialRow {
             },
             started_at_ms: self.started_at_ms,
             ended_at_ms: self.ended_at_ms,
+            purpose: self.purpose.parse().map_err(|e: String| Error::Corrupt(format!("trial {} {e}", self.number)))?,
         })
     }
 }
 
-const TRIAL_COLUMNS: &str = "id, number, state, params_json, plan_json, objective, violation, violations_json, summary_json, ready_ms, workload_ms, launch, load_ms, error_class, error_message, started_at_ms, ended_at_ms";
+const TRIAL_COLUMNS: &str = "id, number, state, params_json, plan_json, objective, violation, violations_json, summary_json, ready_ms, workload_ms, launch, load_ms, error_class, error_message, started_at_ms, ended_at_ms, purpose";
 
 /// Everything the daemon knows once a trial ends.
 #[derive(Debug, Clone)]
@@ -503,13 +506,10 @@ impl Store {
         Ok(done.rows_affected())
     }
 
-    /// Insert a `running` trial with the next number. Persisted before the server starts, so a
-    /// crash mid-trial leaves a trace.
+    /// Insert a `running` trial (a strategy's proposal) with the next number; see
+    /// [`Store::begin_trial_for`].
     pub async fn begin_trial(&self, study: StudyId, params: &Candidate) -> Result<(TrialId, i64), Error> {
-        let mut tx = self.pool.begin().await?;
-        let begun = insert_trial(&mut tx, study, params, None).await?;
-        tx.commit().await?;
-        Ok(begun)
+        self.begin_trial_for(study, params, crate::trial::Purpose::Search).await
     }
 
     /// Write how a trial ended, with its samples, in one transaction.
@@ -640,6 +640,7 @@ async fn insert_trial(
     study: StudyId,
     params: &Candidate,
     run: Option<RunId>,
+    purpose: crate::trial::Purpose,
 ) -> Result<(TrialId, i64), Error> {
     let json = params.to_json();
     let (number,): (i64,) = sqlx::query_as(
@@ -651,8 +652,8 @@ async fn insert_trial(
     .fetch_one(&mut **tx)
     .await?;
     let (id,): (i64,) = sqlx::query_as(
-        r#"INSERT INTO trials (study_id, number, state, params_json, params_hash, started_at_ms, run_id)
-           VALUES ($1, $2, 'running', $3, $4, $5, $6)
+        r#"INSERT INTO trials (study_id, number, state, params_json, params_hash, started_at_ms, run_id, purpose)
+           VALUES ($1, $2, 'running', $3, $4, $5, $6, $7)
            RETURNING id"#,
     )
     .bind(study.0)
@@ -661,6 +662,7 @@ async fn insert_trial(
     .bind(sha256_hex(json.as_bytes()))
     .bind(now_ms())
     .bind(run.map(|r| r.0))
+    .bind(purpose.as_str())
     .fetch_one(&mut **tx)
     .await?;
     Ok((TrialId(id), number))

@@ -221,6 +221,55 @@ pub struct Trial {
     pub stages: StageTimes,
     pub started_at_ms: i64,
     pub ended_at_ms: Option<i64>,
+    /// Why the trial ran: the strategy's proposal, a re-measure of a point already measured
+    /// (intensification, the drift anchor), or the retry of an interrupted trial.
+    pub purpose: Purpose,
+}
+
+/// Why a trial ran. A re-measure is its own trial with the same params (a new number), so it
+/// counts toward the budget and the runs of a point are its finished trials with those params.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Purpose {
+    /// The strategy's proposal (or a re-tune's seed).
+    #[default]
+    Search,
+    /// A re-measure of the challenger or the incumbent before it can be named (issue 16).
+    Intensify,
+    /// The drift anchor: the default configuration measured again (`anchor_every`).
+    Anchor,
+    /// An interrupted trial run again on resume.
+    Retry,
+}
+
+impl Purpose {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Purpose::Search => "search",
+            Purpose::Intensify => "intensify",
+            Purpose::Anchor => "anchor",
+            Purpose::Retry => "retry",
+        }
+    }
+}
+
+impl fmt::Display for Purpose {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Purpose {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "search" => Purpose::Search,
+            "intensify" => Purpose::Intensify,
+            "anchor" => Purpose::Anchor,
+            "retry" => Purpose::Retry,
+            other => return Err(format!("unknown purpose '{other}' (expected search, intensify, anchor or retry)")),
+        })
+    }
 }
 
 impl Trial {
@@ -230,22 +279,223 @@ impl Trial {
     }
 }
 
-/// The best trial: the best objective among feasible trials; if none is feasible, the least
-/// violating finished trial. Ties go to the earlier trial. The bool says whether it is feasible.
-pub fn best(trials: &[Trial], direction: Direction) -> Option<(&Trial, bool)> {
-    let feasible =
-        trials.iter().filter(|t| t.is_feasible() && t.objective.is_some_and(f64::is_finite)).reduce(|a, b| {
-            let (x, y) = (a.objective.expect("filtered"), b.objective.expect("filtered"));
-            if crate::measure::is_better(direction, y, x) { b } else { a }
+/// The runs of one configuration: the finished trials with the same params (issue 16). A point
+/// is what a strategy learns from and what a study names, never a single draw.
+#[derive(Debug, Clone)]
+pub struct Point<'a> {
+    /// Its finished trials, in trial order (the first one names the point: "trial 10").
+    pub runs: Vec<&'a Trial>,
+    /// Whether a trial of it is running now (a re-measure in flight, here or on another worker).
+    pub is_running: bool,
+}
+
+impl<'a> Point<'a> {
+    /// The trial that names the point: its first finished run.
+    pub fn first(&self) -> &'a Trial {
+        self.runs[0]
+    }
+
+    /// Every run complete, meeting every SLO, with a finite objective: a point that missed an
+    /// SLO in any run loses.
+    pub fn is_feasible(&self) -> bool {
+        self.runs.iter().all(|t| t.is_feasible() && t.objective.is_some_and(f64::is_finite))
+    }
+
+    /// Mean objective over its runs that have one; `None` when none has.
+    pub fn mean(&self) -> Option<f64> {
+        let v: Vec<f64> = self.values();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    }
+
+    /// Mean graded violation over its runs (0 only when every run met every SLO).
+    pub fn mean_violation(&self) -> Option<f64> {
+        let v: Vec<f64> = self.runs.iter().filter_map(|t| t.violation).collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    }
+
+    /// The finite objective values of its runs, in trial order.
+    pub fn values(&self) -> Vec<f64> {
+        self.runs.iter().filter_map(|t| t.objective).filter(|v| v.is_finite()).collect()
+    }
+}
+
+/// The study's points (finished trials grouped by params), in order of each point's first run.
+pub fn points(trials: &[Trial]) -> Vec<Point<'_>> {
+    let mut out: Vec<Point<'_>> = Vec::new();
+    let mut index: BTreeMap<String, usize> = BTreeMap::new();
+    for t in trials {
+        let finished = matches!(t.state, TrialState::Complete | TrialState::Infeasible | TrialState::Pruned);
+        if !finished && t.state != TrialState::Running {
+            continue;
+        }
+        let i = *index.entry(t.params.to_json()).or_insert_with(|| {
+            out.push(Point { runs: Vec::new(), is_running: false });
+            out.len() - 1
         });
-    if let Some(t) = feasible {
-        return Some((t, true));
+        match finished {
+            true => out[i].runs.push(t),
+            false => out[i].is_running = true,
+        }
+    }
+    out.retain(|p| !p.runs.is_empty());
+    out
+}
+
+/// The study's own noise: the pooled relative standard deviation of the objective over points
+/// measured at least twice (complete runs with a finite, non-zero mean; the drift anchor's
+/// re-measures included), with how many repeated points it rests on. `None` until some point
+/// has two runs: noise is estimated, never assumed.
+pub fn noise(trials: &[Trial]) -> Option<Noise> {
+    noise_of(&points(trials))
+}
+
+/// [`noise`] over points already grouped.
+pub fn noise_of(points: &[Point<'_>]) -> Option<Noise> {
+    let (mut sum_sq, mut dof, mut repeated) = (0.0, 0usize, 0usize);
+    for p in points {
+        let v: Vec<f64> =
+            p.runs.iter().filter(|t| t.state == TrialState::Complete).filter_map(|t| t.objective).collect();
+        let v: Vec<f64> = v.into_iter().filter(|x| x.is_finite()).collect();
+        if v.len() < 2 {
+            continue;
+        }
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        if mean == 0.0 {
+            continue;
+        }
+        sum_sq += v.iter().map(|x| ((x - mean) / mean).powi(2)).sum::<f64>();
+        dof += v.len() - 1;
+        repeated += 1;
+    }
+    (dof > 0).then(|| Noise { relative_sd: (sum_sq / dof as f64).sqrt(), points: repeated })
+}
+
+/// How much runs of one configuration vary in a study.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Noise {
+    /// Pooled relative standard deviation of the objective (0.08 = ±8 %).
+    pub relative_sd: f64,
+    /// Points with at least two complete runs it was estimated from.
+    pub points: usize,
+}
+
+/// Runs before any repeat told the noise: enough to estimate it.
+pub const RUNS_WITHOUT_ESTIMATE: usize = 2;
+/// Repeated points before a low noise estimate is trusted enough to name points on one run: a
+/// spread from one or two pairs of runs is itself too noisy to stop re-measuring.
+pub const MIN_POINTS_FOR_QUIET: usize = 3;
+/// Most runs a point needs, however noisy the study.
+pub const MAX_RUNS: usize = 3;
+/// Standard error of a point's mean that counts as settled: a point is measured until its mean
+/// is known to about this fraction (half the 5 % by which configurations are told apart).
+pub const TARGET_RELATIVE_SE: f64 = 0.025;
+
+/// Runs a point needs before it can be named: `⌈(noise / 2.5 %)²⌉`, so that its mean's standard
+/// error is about 2.5 %, within 1 and [`MAX_RUNS`]; [`RUNS_WITHOUT_ESTIMATE`] while the noise
+/// is unknown, and at least that until [`MIN_POINTS_FOR_QUIET`] points were repeated. A quiet
+/// study (noise under 2.5 %) then names points on one run.
+pub fn runs_needed(noise: Option<Noise>) -> usize {
+    match noise {
+        None => RUNS_WITHOUT_ESTIMATE,
+        Some(n) => {
+            let quiet_floor = if n.points < MIN_POINTS_FOR_QUIET { RUNS_WITHOUT_ESTIMATE } else { 1 };
+            ((n.relative_sd / TARGET_RELATIVE_SE).powi(2).ceil() as usize).clamp(quiet_floor, MAX_RUNS)
+        }
+    }
+}
+
+/// Points searched per extra run the bar rises by (see [`study_runs_needed`]).
+pub const POINTS_PER_EXTRA_RUN: usize = 5;
+
+/// Runs a point of this study needs before it can be named: [`runs_needed`] for its noise, and
+/// at most `1 + points / 5`. The more points a study has compared, the more its best-looking
+/// one is a lucky draw (the winner's curse grows with the candidates), so the bar rises as the
+/// search goes on: the best of fewer than 5 configurations is named on its runs as they are,
+/// from 5 it needs 2 runs, from 10 up to 3; early incumbents, soon beaten anyway, cost few
+/// re-measures.
+pub fn study_runs_needed(trials: &[Trial]) -> usize {
+    let pts = points(trials);
+    runs_needed(noise_of(&pts)).min(1 + pts.len() / POINTS_PER_EXTRA_RUN)
+}
+
+/// The intensified incumbent among `points`: of the feasible points, the one with the most
+/// runs (counted up to `needed`), then the better mean, then the earlier first run. A
+/// challenger takes its place only once it has as many runs and a better mean.
+pub fn incumbent<'p, 'a>(points: &'p [Point<'a>], direction: Direction, needed: usize) -> Option<&'p Point<'a>> {
+    points.iter().filter(|p| p.is_feasible()).reduce(|a, b| {
+        let (ra, rb) = (a.runs.len().min(needed), b.runs.len().min(needed));
+        let (ma, mb) = (a.mean().expect("feasible"), b.mean().expect("feasible"));
+        if rb > ra || (rb == ra && crate::measure::is_better(direction, mb, ma)) { b } else { a }
+    })
+}
+
+/// Which rule named a study's winner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WinnerRule {
+    /// The end-of-study validation re-measured the top trials against the default and picked it.
+    Validated,
+    /// The intensified incumbent: most runs (up to what the noise asks), then the best mean.
+    Intensified,
+    /// No point met every SLO: the least violating trial.
+    LeastViolating,
+}
+
+impl WinnerRule {
+    /// How the CLI and the report say it.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            WinnerRule::Validated => "validated: re-measured against the default, best confidence bound",
+            WinnerRule::Intensified => "intensified incumbent: most runs, then the best mean over its runs",
+            WinnerRule::LeastViolating => "no configuration met every SLO: the least violating trial",
+        }
+    }
+}
+
+/// The configuration a study names: what `best`, `export`, `[output]` and the report ship.
+#[derive(Debug, Clone, Copy)]
+pub struct Winner<'a> {
+    /// The trial that names it (the point's first run); its plan is what is exported.
+    pub trial: &'a Trial,
+    /// Finished runs of its params.
+    pub runs: usize,
+    /// Mean objective over those runs.
+    pub mean: Option<f64>,
+    pub feasible: bool,
+    pub rule: WinnerRule,
+}
+
+/// Name the study's winner: the validated winner (`validated` = the trial number a stored
+/// validation picked, when it is a trial of this study), else the intensified incumbent, else
+/// the least violating trial.
+pub fn winner(trials: &[Trial], direction: Direction, validated: Option<i64>) -> Option<Winner<'_>> {
+    let pts = points(trials);
+    fn of<'a>(p: &Point<'a>, rule: WinnerRule) -> Winner<'a> {
+        Winner { trial: p.first(), runs: p.runs.len(), mean: p.mean(), feasible: p.is_feasible(), rule }
+    }
+    if let Some(n) = validated
+        && let Some(p) = pts.iter().find(|p| p.runs.iter().any(|t| t.number == n))
+    {
+        return Some(of(p, WinnerRule::Validated));
+    }
+    if let Some(p) = incumbent(&pts, direction, study_runs_needed(trials)) {
+        return Some(of(p, WinnerRule::Intensified));
     }
     trials
         .iter()
         .filter(|t| t.violation.is_some())
         .reduce(|a, b| if b.violation.expect("filtered") < a.violation.expect("filtered") { b } else { a })
-        .map(|t| (t, false))
+        .map(|t| {
+            let runs = pts.iter().find(|p| p.first().params == t.params).map_or(1, |p| p.runs.len());
+            Winner { trial: t, runs, mean: t.objective, feasible: false, rule: WinnerRule::LeastViolating }
+        })
+}
+
+/// The best trial: the named winner without a validation (the intensified incumbent's first
+/// run; with one run a point, the best objective among feasible trials), else the least
+/// violating finished trial. Ties go to the earlier trial. The bool says whether it is feasible.
+pub fn best(trials: &[Trial], direction: Direction) -> Option<(&Trial, bool)> {
+    winner(trials, direction, None).map(|w| (w.trial, w.feasible))
 }
 
 /// Median over a study's trials of the client/server decode-rate agreement, with the trial count;
@@ -255,23 +505,28 @@ pub fn decode_agreement_median(trials: &[Trial]) -> Option<(f64, usize)> {
     (!v.is_empty()).then(|| (crate::measure::ratio::median(&v), v.len()))
 }
 
-/// The `n` best trials that met every SLO with a finite objective, best first (ties: the
-/// earlier trial): the candidates re-validation measures again.
+/// The `n` best points that met every SLO in every run, best first, each by its first trial: the
+/// intensified incumbent, then the others by runs (up to what the noise asks) and mean (ties:
+/// the earlier trial). The candidates re-validation measures again.
 pub fn top_feasible(trials: &[Trial], direction: Direction, n: usize) -> Vec<&Trial> {
-    let mut feasible: Vec<&Trial> =
-        trials.iter().filter(|t| t.is_feasible() && t.objective.is_some_and(f64::is_finite)).collect();
+    let needed = study_runs_needed(trials);
+    let mut feasible: Vec<Point<'_>> = points(trials).into_iter().filter(Point::is_feasible).collect();
     feasible.sort_by(|a, b| {
-        let (x, y) = (a.objective.expect("filtered"), b.objective.expect("filtered"));
-        if crate::measure::is_better(direction, x, y) {
-            std::cmp::Ordering::Less
-        } else if x == y {
-            a.number.cmp(&b.number)
-        } else {
-            std::cmp::Ordering::Greater
-        }
+        let (ra, rb) = (a.runs.len().min(needed), b.runs.len().min(needed));
+        let (x, y) = (a.mean().expect("feasible"), b.mean().expect("feasible"));
+        rb.cmp(&ra)
+            .then_with(|| {
+                if crate::measure::is_better(direction, x, y) {
+                    std::cmp::Ordering::Less
+                } else if x == y {
+                    std::cmp::Ordering::Equal
+                } else {
+                    std::cmp::Ordering::Greater
+                }
+            })
+            .then(a.first().number.cmp(&b.first().number))
     });
-    feasible.truncate(n);
-    feasible
+    feasible.into_iter().take(n).map(|p| p.first()).collect()
 }
 
 /// Facts that make a study's figures comparable; a change means the figures no longer are.
@@ -314,7 +569,8 @@ mod tests {
             id: TrialId(number),
             number,
             state,
-            params: Candidate::default(),
+            // one point a trial: runs of one point share their params (see `points`)
+            params: Candidate([("k".to_string(), crate::space::Value::Int(number))].into()),
             plan: None,
             objective,
             violation,
@@ -325,6 +581,7 @@ mod tests {
             stages: StageTimes::default(),
             started_at_ms: 0,
             ended_at_ms: None,
+            purpose: Purpose::Search,
         }
     }
 

@@ -16,6 +16,12 @@
 //! recording with one run a point has no `/validated` rows. `synthetic-noisy` knows its true
 //! values (the noise-free synthetic landscape) and draws every measurement with its own noise.
 //!
+//! The `/intensified` rows run each strategy as the daemon does (issue 16): what runs next is
+//! `daemon::intensify::next` (a re-measure of the challenger or the incumbent, else the
+//! strategy's proposal), every re-measure is a fresh draw that costs a trial, and the row is
+//! judged by the configuration the study names after each trial (`trial::winner`), by its true
+//! value. There the `repeat%` column is the share of trials spent on re-measures.
+//!
 //! Every strategy plays by [`RULES`]: the same trial accounting for ours and Optuna's.
 
 use std::collections::BTreeMap;
@@ -27,10 +33,12 @@ use anyhow::{Context, Result, bail};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
+use infertune::daemon::intensify;
 use infertune::daemon::validate::pick_winner;
 use infertune::search::landscape::Landscape;
 use infertune::search::{self, Strategy};
 use infertune::space::{Candidate, Direction, Space, StrategyKind};
+use infertune::trial::{self, Trial};
 
 const CHECKPOINTS: [usize; 4] = [20, 40, 60, 100];
 const BUDGET: usize = 100;
@@ -194,6 +202,54 @@ fn run_strategy(landscape: &Landscape, space: &Space, kind: StrategyKind, seed: 
         steps.push((c, run_idx));
     }
     steps
+}
+
+/// One seed's study as the daemon runs it with intensification (issue 16): each trial is what
+/// `intensify::next` picks (a re-measure of the challenger or the incumbent, else the strategy's
+/// proposal), every re-measure is a fresh draw of the point's observed runs and costs a trial.
+/// Returns the trials (each a draw from the observed runs) and the steps for `repeat_share`.
+fn run_intensified(
+    landscape: &Landscape,
+    space: &Space,
+    kind: StrategyKind,
+    seed: u64,
+    budget: usize,
+) -> (Vec<Trial>, Steps) {
+    let mut space = space.clone();
+    space.seed = seed;
+    space.strategy = kind;
+    let mut strategy: Box<dyn Strategy> = search::from_space(&space);
+    let mut answers = StdRng::seed_from_u64(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xbe4c);
+    let (mut trials, mut steps) = (Vec::new(), Vec::new());
+    for n in 1..=budget {
+        let Some(next) = intensify::next(&trials, strategy.as_mut(), &space, &[]) else { break };
+        let point = landscape.point(&next.candidate).expect("strategies propose grid points of the landscape's space");
+        let run_idx = rand::RngExt::random_range(&mut answers, 0..point.runs.len());
+        let mut t = Landscape::trial(n as i64, &next.candidate, &point.runs[run_idx]);
+        t.purpose = next.purpose;
+        strategy.observe(&t);
+        trials.push(t);
+        steps.push((next.candidate, run_idx));
+    }
+    (trials, steps)
+}
+
+/// The winner the study names after each trial (`trial::winner`: the intensified incumbent),
+/// judged by its true value.
+fn trace_named(bench: &Bench, direction: Direction, trials: &[Trial]) -> Trace {
+    (1..=trials.len())
+        .map(|k| {
+            let w = trial::winner(&trials[..k], direction, None).filter(|w| w.feasible)?;
+            bench.truth.true_value(&w.trial.params)
+        })
+        .collect()
+}
+
+/// Share of trials (over all seeds) that re-measured a point for intensification.
+fn intensify_share(runs: &[Vec<Trial>]) -> f64 {
+    let all: usize = runs.iter().map(Vec::len).sum();
+    let re = runs.iter().flatten().filter(|t| t.purpose == trial::Purpose::Intensify).count();
+    100.0 * re as f64 / all.max(1) as f64
 }
 
 /// The space with `c` as every parameter's default: tpe's first trial and anneal's start.
@@ -459,11 +515,12 @@ fn run_bench(bench: &Bench, args: &Args, tmp: &Path, figures: &mut Figures) -> R
             summary.insert(format!("noisy_{name}_within5_at60"), cells[2].clone());
         } else if name != "grid" {
             real.push(format!(
-                "{}_{name}_within5_at20={} {}_{name}_median_n={median}",
-                landscape.name, cells[0], landscape.name
+                "{}_{name}_within5_at20={} {}_{name}_within5_at60={} {}_{name}_median_n={median}",
+                landscape.name, cells[0], landscape.name, cells[2], landscape.name
             ));
         }
     }
+    run_intensified_rows(bench, args, real)?;
     if !bench.validated {
         return Ok(());
     }
@@ -478,6 +535,38 @@ fn run_bench(bench: &Bench, args: &Args, tmp: &Path, figures: &mut Figures) -> R
         } else if !synthetic {
             real.push(format!("{label}_{name}_within5_at20={} {label}_{name}_median_n={median}", cells[0]));
         }
+    }
+    Ok(())
+}
+
+/// The `/intensified` rows: every strategy run as the daemon runs it (issue 16), judged by the
+/// configuration it names after each trial, re-measures included in the budget (no free runs),
+/// by the point's true value. The column `repeat%` is then the share of trials that were
+/// re-measures for intensification.
+fn run_intensified_rows(bench: &Bench, args: &Args, figures: &mut Vec<String>) -> Result<()> {
+    let landscape = &bench.observed;
+    let space = landscape.space()?;
+    let direction = space.objective.direction;
+    let optimum = bench.truth.optimum(direction).context("landscape has no feasible point")?;
+    let label = format!("{}/intensified", landscape.name);
+    for (name, kind) in [("random", StrategyKind::Random), ("anneal", StrategyKind::Anneal), ("tpe", StrategyKind::Tpe)]
+    {
+        let runs: Vec<(Vec<Trial>, Steps)> =
+            (0..args.seeds).map(|s| run_intensified(landscape, &space, kind, s, BUDGET)).collect();
+        let traces: Vec<Trace> = runs.iter().map(|(t, _)| trace_named(bench, direction, t)).collect();
+        let row = summarize(&traces, direction, optimum);
+        let cells: Vec<String> = row.share_at.iter().map(|s| format!("{s:.2}")).collect();
+        let median = row.median_needed.map_or(format!(">{BUDGET}"), |n| n.to_string());
+        let trials: Vec<Vec<Trial>> = runs.into_iter().map(|(t, _)| t).collect();
+        println!(
+            "{label:<40} {name:<8} {:>6} {:>6} {:>6} {:>6} {median:>8} {:>7.1}",
+            cells[0],
+            cells[1],
+            cells[2],
+            cells[3],
+            intensify_share(&trials)
+        );
+        figures.push(format!("{label}_{name}_within5_at60={}", cells[2]));
     }
     Ok(())
 }

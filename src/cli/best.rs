@@ -1,33 +1,97 @@
-//! `infertune best STUDY`: the best trial meeting every SLO (or the least violating one), with
-//! the latest stored validation against the default.
+//! `infertune best STUDY`: the configuration the study names (the validated winner, else the
+//! intensified incumbent, else the least violating trial; `trial::winner`, the rule `export`,
+//! `[output]` and the report use too), which rule named it, how often it was measured, the
+//! study's own noise, and the latest stored validation against the default.
 
 use std::io::Write;
 
-use super::output::{print_best, trial_json};
+use super::output::{TRIAL_HEADERS, table, trial_json, trial_row};
 use super::{StudyArgs, find_study, validate};
+use crate::report::noise_sentence;
 use crate::store::Store;
-use crate::trial;
+use crate::trial::{self, Study, Trial, Winner};
 
-/// `best`: as a summary and table, or (`--json`) the trial's JSON with its validation.
+/// `best`: as a summary and table, or (`--json`) the trial's JSON with its runs, rule, noise
+/// and validation.
 pub(super) async fn run(store: &Store, args: StudyArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let study = find_study(store, &args.study).await?;
     let trials = store.trials(study.id).await?;
+    let validation = store.latest_validation(study.id).await?;
+    let winner = trial::winner(&trials, study.direction, validation.as_ref().map(|v| v.winner_number));
     if args.json {
-        let mut doc = match trial::best(&trials, study.direction) {
-            Some((t, feasible)) => trial_json(t, feasible),
+        let mut doc = match winner {
+            Some(w) => winner_json(&w, &trials),
             None => serde_json::Value::Null,
         };
-        if let (Some(obj), Some(v)) = (doc.as_object_mut(), store.latest_validation(study.id).await?) {
-            obj.insert("validation".into(), serde_json::to_value(&v)?);
+        if let (Some(obj), Some(v)) = (doc.as_object_mut(), &validation) {
+            obj.insert("validation".into(), serde_json::to_value(v)?);
         }
         writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
         return Ok(());
     }
-    print_best(&study, &trials, out)?;
-    super::trace::print_workload(trial::best(&trials, study.direction).map(|(t, _)| t), &study, out)?;
-    if let Some(v) = store.latest_validation(study.id).await? {
-        validate::print(&v, out)?;
+    let measured_under = winner.as_ref().map(|w| w.trial);
+    print_winner(&study, &trials, winner, out)?;
+    super::trace::print_workload(measured_under, &study, out)?;
+    if let Some(v) = &validation {
+        validate::print(v, out)?;
     }
     validate::print_anchor(&study, &trials, out)?;
+    Ok(())
+}
+
+/// The trial's JSON plus `runs`, `mean_objective`, `named_by` and the study's `noise`.
+fn winner_json(w: &Winner<'_>, trials: &[Trial]) -> serde_json::Value {
+    let mut doc = trial_json(w.trial, w.feasible);
+    if let Some(obj) = doc.as_object_mut() {
+        obj.insert("runs".into(), w.runs.into());
+        obj.insert("mean_objective".into(), serde_json::json!(w.mean));
+        obj.insert("named_by".into(), serde_json::json!(w.rule));
+        obj.insert("noise".into(), serde_json::json!(trial::noise(trials)));
+    }
+    doc
+}
+
+/// The named configuration, the rule that named it, its row and its command line.
+fn print_winner(
+    study: &Study,
+    trials: &[Trial],
+    winner: Option<Winner<'_>>,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let Some(w) = winner else {
+        writeln!(out, "no finished trials yet in study '{}'", study.name)?;
+        return Ok(());
+    };
+    let t = w.trial;
+    if w.feasible {
+        writeln!(
+            out,
+            "named configuration: trial #{} ({} {}: mean {:.3} over {} run{})",
+            t.number,
+            format!("{:?}", study.direction).to_lowercase(),
+            study.objective_metric,
+            w.mean.unwrap_or(f64::NAN),
+            w.runs,
+            if w.runs == 1 { "" } else { "s" }
+        )?;
+    } else {
+        writeln!(
+            out,
+            "no configuration meets every SLO; least violating: #{} (violation {:.3})",
+            t.number,
+            t.violation.unwrap_or(f64::NAN)
+        )?;
+        for (metric, v) in t.violations.iter().filter(|(_, v)| **v > 0.0) {
+            writeln!(out, "  misses {metric} by {:.0}%", v * 100.0)?;
+        }
+    }
+    writeln!(out, "named by: {}", w.rule.describe())?;
+    writeln!(out, "{}", noise_sentence(trials))?;
+    write!(out, "{}", table(TRIAL_HEADERS, &[trial_row(t)]))?;
+    if let Some(plan) = &t.plan {
+        let words: Vec<String> =
+            std::iter::once(&plan.program).chain(&plan.args).map(|w| crate::export::shell_quote(w)).collect();
+        writeln!(out, "command: {}", words.join(" "))?;
+    }
     Ok(())
 }

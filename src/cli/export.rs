@@ -1,5 +1,7 @@
-//! `infertune export STUDY --format F`: write the best trial (or `--trial N`) as an env file,
-//! a command line, JSON or a systemd drop-in, to stdout or atomically to a file.
+//! `infertune export STUDY --format F`: write the configuration the study names (or `--trial N`)
+//! as an env file, a command line, JSON or a systemd drop-in, to stdout or atomically to a file.
+//! The named configuration is `trial::winner`'s, as `best`, `[output]` and the report name it:
+//! the validated winner, else the intensified incumbent, else the least violating trial.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -22,7 +24,8 @@ pub struct ExportArgs {
     /// Write to this file (atomically) instead of stdout
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// Export this trial instead of the best one
+    /// Export this trial instead of the named one (the validated winner, else the intensified
+    /// incumbent: the configuration with the most runs, then the best mean over its runs)
     #[arg(long, value_name = "N")]
     pub trial: Option<i64>,
 }
@@ -31,24 +34,29 @@ pub struct ExportArgs {
 pub(super) async fn run(store: &Store, args: ExportArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let study = find_study(store, &args.study).await?;
     let trials = store.trials(study.id).await?;
-    let trial = match args.trial {
-        Some(n) => {
-            trials.iter().find(|t| t.number == n).with_context(|| format!("study '{}' has no trial {n}", study.name))?
-        }
+    let (trial, rule) = match args.trial {
+        Some(n) => (
+            trials
+                .iter()
+                .find(|t| t.number == n)
+                .with_context(|| format!("study '{}' has no trial {n}", study.name))?,
+            "--trial",
+        ),
         None => {
-            let (t, feasible) = trial::best(&trials, study.direction)
+            let validated = store.latest_validation(study.id).await?.map(|v| v.winner_number);
+            let w = trial::winner(&trials, study.direction, validated)
                 .with_context(|| format!("study '{}' has no finished trial to export", study.name))?;
-            if !feasible {
-                eprintln!("warning: no trial meets every SLO; exporting the least violating, trial {}", t.number);
+            if !w.feasible {
+                eprintln!("warning: no trial meets every SLO; exporting the least violating, trial {}", w.trial.number);
             }
-            t
+            (w.trial, w.rule.describe())
         }
     };
     let text = export::render(&study, trial, args.format)?;
     match &args.output {
         Some(path) => {
             export::write_atomic(path, &text)?;
-            writeln!(out, "wrote {} (trial {})", path.display(), trial.number)?;
+            writeln!(out, "wrote {} (trial {}; named by {rule})", path.display(), trial.number)?;
         }
         None => write!(out, "{text}")?,
     }

@@ -87,18 +87,22 @@ fn truncate(s: &str, n: usize) -> String {
 /// The best trial meeting every SLO (or the least violating, with what it misses), its row and
 /// its command line.
 pub(super) fn print_best(study: &Study, trials: &[Trial], out: &mut dyn Write) -> anyhow::Result<()> {
-    let Some((t, feasible)) = trial::best(trials, study.direction) else {
+    let Some(w) = trial::winner(trials, study.direction, None) else {
         writeln!(out, "no finished trials yet in study '{}'", study.name)?;
         return Ok(());
     };
+    let (t, feasible) = (w.trial, w.feasible);
     if feasible {
+        // The named configuration (issue 16): its mean over its runs, not one draw.
         writeln!(
             out,
-            "best trial meeting every SLO: #{} ({} {} = {:.3})",
+            "best trial meeting every SLO: #{} ({} {} = {:.3}, mean over {} run{})",
             t.number,
             format!("{:?}", study.direction).to_lowercase(),
             study.objective_metric,
-            t.objective.unwrap_or(f64::NAN)
+            w.mean.unwrap_or(f64::NAN),
+            w.runs,
+            if w.runs == 1 { "" } else { "s" }
         )?;
     } else {
         writeln!(

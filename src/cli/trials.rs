@@ -1,5 +1,7 @@
 //! `infertune trials STUDY`: list a study's trials, optionally filtered by state and sorted by
-//! a metric, as a table or JSON.
+//! a metric, as a table or JSON. Each row says how many finished runs its configuration has
+//! (`runs`: a re-measure is its own trial with the same params) and why it ran (`why`: search,
+//! intensify, anchor or retry).
 
 use std::cmp::Ordering;
 use std::io::Write;
@@ -29,7 +31,7 @@ pub struct TrialsArgs {
     /// Only trials in this state
     #[arg(long, value_name = "STATE", value_parser = parse_state)]
     pub state: Option<TrialState>,
-    /// Print JSON instead of a table
+    /// Print JSON instead of a table (each trial with its configuration's `runs` and its `purpose`)
     #[arg(long)]
     pub json: bool,
 }
@@ -64,19 +66,45 @@ impl SortColumn {
 /// `trials`: the study's trials in `--state`, in trial order or by `--sort`.
 pub(super) async fn run(store: &Store, args: TrialsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let study = find_study(store, &args.study).await?;
-    let mut trials: Vec<Trial> =
-        store.trials(study.id).await?.into_iter().filter(|t| args.state.is_none_or(|s| t.state == s)).collect();
+    let all = store.trials(study.id).await?;
+    let mut trials: Vec<Trial> = all.iter().filter(|t| args.state.is_none_or(|s| t.state == s)).cloned().collect();
     if let Some(column) = args.sort {
         sort(&mut trials, column, study.direction);
     }
+    let runs = run_counts(&all);
+    let runs_of = |t: &Trial| runs.get(&t.params.to_json()).copied().unwrap_or(0);
     if args.json {
-        let rows: Vec<_> = trials.iter().map(|t| trial_json(t, t.is_feasible())).collect();
+        let rows: Vec<_> = trials
+            .iter()
+            .map(|t| {
+                let mut doc = trial_json(t, t.is_feasible());
+                if let Some(obj) = doc.as_object_mut() {
+                    obj.insert("runs".into(), runs_of(t).into());
+                    obj.insert("purpose".into(), serde_json::json!(t.purpose));
+                }
+                doc
+            })
+            .collect();
         writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
         return Ok(());
     }
-    let rows: Vec<Vec<String>> = trials.iter().map(trial_row).collect();
-    write!(out, "{}", table(TRIAL_HEADERS, &rows))?;
+    let headers: Vec<&str> = TRIAL_HEADERS.iter().copied().chain(["runs", "why"]).collect();
+    let rows: Vec<Vec<String>> = trials
+        .iter()
+        .map(|t| {
+            let mut row = trial_row(t);
+            row.extend([runs_of(t).to_string(), t.purpose.to_string()]);
+            row
+        })
+        .collect();
+    write!(out, "{}", table(&headers, &rows))?;
     Ok(())
+}
+
+/// Finished runs of each point (by params JSON): a point's runs are its finished trials with
+/// the same params (issue 16).
+fn run_counts(trials: &[Trial]) -> std::collections::HashMap<String, usize> {
+    crate::trial::points(trials).iter().map(|p| (p.first().params.to_json(), p.runs.len())).collect()
 }
 
 /// Sort by `column`, best first: higher first for metrics where higher is better (and the

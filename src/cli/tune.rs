@@ -94,6 +94,18 @@ pub(super) async fn run(db: &Path, args: TuneArgs, out: &mut (dyn Write + Send))
     let options = options(&args, &space)?;
     let (report, run) = run_study(&space, &store, &options, &args.fleet, &shutdown, args.json, out).await?;
     let validation = revalidate(&store, &report, run, &space, &args, &shutdown, out).await?;
+    if let Some(Ok(v)) = &validation {
+        // What ships is what was validated: `[output]` follows the validated winner (issue 16).
+        let trials = store.trials(report.study.id).await?;
+        if let Some((number, paths)) =
+            daemon::write_named_outputs(&space, &report.study, &trials, Some(v.winner_number))?
+            && !args.json
+        {
+            for p in paths {
+                writeln!(out, "  wrote {} (validated winner, trial {number})", p.display())?;
+            }
+        }
+    }
     if args.json {
         print_json(&report, validation.as_ref(), out)?;
     } else {
@@ -319,10 +331,15 @@ pub(super) fn print_event(event: &Event<'_>, out: &mut dyn Write) -> std::io::Re
             }
             Ok(())
         }
-        Event::TrialStarted { number, candidate, planned, is_retry } => {
+        Event::TrialStarted { number, candidate, planned, purpose } => {
             let of = planned.map(|p| format!("/{p}")).unwrap_or_default();
-            let retry = if *is_retry { " (retry of an interrupted trial)" } else { "" };
-            writeln!(out, "trial {number}{of}: {}{retry}", candidate.brief())?;
+            let why = match purpose {
+                crate::trial::Purpose::Search => "",
+                crate::trial::Purpose::Retry => " (retry of an interrupted trial)",
+                crate::trial::Purpose::Intensify => " (re-measure before it can be named)",
+                crate::trial::Purpose::Anchor => " (drift anchor: the default again)",
+            };
+            writeln!(out, "trial {number}{of}: {}{why}", candidate.brief())?;
             out.flush()
         }
         Event::TrialFinished { trial, elapsed, is_new_best } => {

@@ -16,6 +16,7 @@ pub mod capacity;
 pub mod clock;
 pub mod compare;
 mod fingerprint;
+pub mod intensify;
 pub mod lock;
 mod output;
 mod pipeline;
@@ -37,12 +38,13 @@ use crate::backend::{self, Backend, Pull};
 use crate::search::{self, Strategy};
 use crate::space::{Candidate, Space};
 use crate::store::{Finished, NewStudy, RunId, Store};
-use crate::trial::{self, Fingerprint, Outcome, Study, Trial, TrialState};
+use crate::trial::{self, Fingerprint, Outcome, Purpose, Study, Trial, TrialState};
 use fingerprint::{Watch, check_model_files, drift_before_trial, fingerprint, fingerprint_drift};
 use output::write_outputs;
 use pipeline::{Bench, TrialRun};
 
 pub use fingerprint::SkippedModel;
+pub use output::write_named_outputs;
 pub use signal::Shutdown;
 
 /// How often a paused daemon (outside its window) wakes to check signals and the clock.
@@ -131,8 +133,8 @@ pub enum Event<'a> {
     OrphansReaped { pids: &'a [u32] },
     /// Outside the window: no trial starts for `wait`.
     Paused { wait: Duration, window: clock::Window },
-    /// A trial is about to launch.
-    TrialStarted { number: i64, candidate: &'a Candidate, planned: Option<u32>, is_retry: bool },
+    /// A trial is about to launch, and why (a proposal, a re-measure, the anchor, a retry).
+    TrialStarted { number: i64, candidate: &'a Candidate, planned: Option<u32>, purpose: Purpose },
     /// A trial is stored.
     TrialFinished { trial: &'a Trial, elapsed: Duration, is_new_best: bool },
     /// An output file was rewritten because the best trial changed.
@@ -311,12 +313,12 @@ async fn open_or_create_study(
 }
 
 /// Where a study picks up: its trials, a strategy that has observed the finished ones, and the
-/// queue of candidates to run before asking the strategy.
+/// seeds of a re-tune (interrupted trials are retried by `intensify::next`, from the trials).
 struct Resumed {
     trials: Vec<Trial>,
     strategy: Box<dyn Strategy>,
-    /// Interrupted trials first, then the seeds of a re-tune.
-    queue: Vec<Candidate>,
+    /// The old study's best configurations, run before the strategy's proposals.
+    seeds: Vec<Candidate>,
     interrupted: u64,
 }
 
@@ -344,9 +346,7 @@ async fn resume(
     for t in trials.iter().filter(|t| is_finished(t)) {
         strategy.observe(t);
     }
-    let mut queue: Vec<Candidate> = unfinished_params(&trials);
-    queue.extend(seeds.into_iter().filter(|c| !trials.iter().any(|t| &t.params == c && is_finished(t))));
-    Ok(Resumed { trials, strategy, queue, interrupted })
+    Ok(Resumed { trials, strategy, seeds, interrupted })
 }
 
 /// Where trials get their answers: the live backend through a server session, or a recorded
@@ -376,7 +376,7 @@ impl StudyLoop<'_> {
         resumed: Resumed,
         on_event: &mut (dyn FnMut(Event<'_>) + Send),
     ) -> anyhow::Result<(Stop, Vec<Trial>)> {
-        let Resumed { mut trials, mut strategy, mut queue, .. } = resumed;
+        let Resumed { mut trials, mut strategy, seeds, .. } = resumed;
         let space = self.bench.space;
         let mut best_number = best_feasible(&trials, space);
         let mut watch = Watch::snapshot(space);
@@ -394,15 +394,11 @@ impl StudyLoop<'_> {
                 on_event(Event::Drift { what: &what });
                 break Stop::Drift;
             }
-            let is_retry = !queue.is_empty();
-            let candidate = match is_retry {
-                true => queue.remove(0),
-                false => match strategy.propose(space) {
-                    Some(c) => c,
-                    None => break Stop::Exhausted,
-                },
+            // A re-measure of the challenger or incumbent, else the strategy's proposal.
+            let Some(next) = intensify::next(&trials, strategy.as_mut(), space, &seeds) else {
+                break Stop::Exhausted;
             };
-            let (stored, result) = self.trial(source, &candidate, is_retry, on_event).await?;
+            let (stored, result) = self.trial(source, &next.candidate, next.purpose, on_event).await?;
             trials = self.store.trials(self.study.id).await?;
             if is_finished(&stored) {
                 strategy.observe(&stored);
@@ -412,7 +408,8 @@ impl StudyLoop<'_> {
             on_event(Event::TrialFinished { trial: &stored, elapsed: result.1, is_new_best });
             if is_new_best {
                 best_number = new_best;
-                write_outputs(space, self.study, &stored, on_event)?;
+                let named = trials.iter().find(|t| Some(t.number) == new_best).expect("the best is a stored trial");
+                write_outputs(space, self.study, named, on_event)?;
             }
             if matches!(result.0, Outcome::Interrupted) {
                 break Stop::Interrupted;
@@ -454,16 +451,16 @@ impl StudyLoop<'_> {
         &self,
         source: &mut Source<'_>,
         candidate: &Candidate,
-        is_retry: bool,
+        purpose: Purpose,
         on_event: &mut (dyn FnMut(Event<'_>) + Send),
     ) -> anyhow::Result<(Trial, (Outcome, Duration))> {
         let (trial_id, number) = self
             .store
-            .begin_trial(self.study.id, candidate)
+            .begin_trial_for(self.study.id, candidate, purpose)
             .await
             .with_context(|| format!("recording the start of a trial of study '{}'", self.study.name))?;
         self.store.heartbeat(self.run).await?;
-        on_event(Event::TrialStarted { number, candidate, planned: self.max_trials, is_retry });
+        on_event(Event::TrialStarted { number, candidate, planned: self.max_trials, purpose });
         let t0 = Instant::now();
         let span = info_span!("trial", study = %self.study.name, number, backend = %self.bench.backend.kind());
         let result: TrialRun = match source {
@@ -526,21 +523,6 @@ fn is_finished(t: &Trial) -> bool {
 
 fn best_feasible(trials: &[Trial], space: &Space) -> Option<i64> {
     trial::best(trials, space.objective.direction).filter(|(_, feasible)| *feasible).map(|(t, _)| t.number)
-}
-
-/// Params of interrupted trials that no later trial finished, in order: resume retries them.
-fn unfinished_params(trials: &[Trial]) -> Vec<Candidate> {
-    let mut queue: Vec<Candidate> = Vec::new();
-    for t in trials {
-        if matches!(t.state, TrialState::Interrupted | TrialState::Lost) {
-            if !queue.contains(&t.params) {
-                queue.push(t.params.clone());
-            }
-        } else if is_finished(t) {
-            queue.retain(|c| c != &t.params);
-        }
-    }
-    queue
 }
 
 /// `Options::warm_start`: the old study's five best configurations join the seeds (the best

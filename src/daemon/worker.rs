@@ -21,10 +21,11 @@ use anyhow::{Context, bail};
 use tracing::{info, warn};
 
 use super::fingerprint::{check_model_files, fingerprint_drift};
+use super::intensify::{self, Next};
 use super::pipeline::{self, Bench, TrialRun};
 use super::{
     Event, Options, Report, Source, Stop, best_feasible, create_study, deadline, is_finished, line_diff, quality,
-    stored_space, system_ms, take_fingerprint, unfinished_params, write_outputs,
+    stored_space, system_ms, take_fingerprint, write_outputs,
 };
 use crate::backend;
 use crate::backend::session::ServerSession;
@@ -32,7 +33,7 @@ use crate::search;
 use crate::shutdown::Shutdown;
 use crate::space::{Candidate, Space};
 use crate::store::{self, Finished, RunId, Store};
-use crate::trial::{Fingerprint, Outcome, Study, Trial, TrialId, TrialState};
+use crate::trial::{Fingerprint, Outcome, Purpose, Study, Trial, TrialId, TrialState};
 
 /// How a worker takes part in a shared study.
 #[derive(Debug, Clone)]
@@ -264,8 +265,9 @@ impl Drop for Heartbeat {
 /// What the claim decided.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
-    /// Run this candidate (`is_retry`: of a lost or interrupted trial).
-    Run { candidate: Candidate, is_retry: bool },
+    /// Run this candidate, for this purpose (a retry of a lost or interrupted trial, a
+    /// re-measure, a proposal).
+    Run { candidate: Candidate, purpose: Purpose },
     /// Nothing to start now: every remaining trial of the budget (or the last candidates) is
     /// running elsewhere and may still be lost and need a retry.
     Wait,
@@ -278,7 +280,7 @@ struct Claimed {
     id: TrialId,
     number: i64,
     candidate: Candidate,
-    is_retry: bool,
+    purpose: Purpose,
 }
 
 /// Claim the next trial in one transaction under the study's lock: trials of silent workers
@@ -299,13 +301,13 @@ async fn claim_next(
     }
     let trials = claim.trials().await?;
     let decision = decide(&trials, space, max_trials);
-    let Decision::Run { candidate, is_retry } = decision else {
+    let Decision::Run { candidate, purpose } = decision else {
         claim.commit().await?;
         return Ok(Err(decision));
     };
-    let (id, number) = claim.begin_trial(&candidate, run).await?;
+    let (id, number) = claim.begin_trial(&candidate, run, purpose).await?;
     claim.commit().await?;
-    Ok(Ok(Claimed { id, number, candidate, is_retry }))
+    Ok(Ok(Claimed { id, number, candidate, purpose }))
 }
 
 /// What to do next, from every trial of the study: stop on the budget; wait while the rest of
@@ -320,11 +322,11 @@ pub fn decide(trials: &[Trial], space: &Space, max_trials: Option<u32>) -> Decis
     if max_trials.is_some_and(|m| finished + running.len() >= m as usize) {
         return Decision::Wait;
     }
-    if let Some(candidate) = unfinished_params(trials).into_iter().find(|c| !running.contains(&c)) {
-        return Decision::Run { candidate, is_retry: true };
+    if let Some(candidate) = intensify::retries(trials).into_iter().find(|c| !running.contains(&c)) {
+        return Decision::Run { candidate, purpose: Purpose::Retry };
     }
-    match propose(trials, space) {
-        Some(candidate) if !running.contains(&&candidate) => Decision::Run { candidate, is_retry: false },
+    match next(trials, space) {
+        Some(Next { candidate, purpose }) if !running.contains(&&candidate) => Decision::Run { candidate, purpose },
         _ if !running.is_empty() => Decision::Wait,
         _ => Decision::Stop(Stop::Exhausted),
     }
@@ -333,6 +335,12 @@ pub fn decide(trials: &[Trial], space: &Space, max_trials: Option<u32>) -> Decis
 /// Propose the next candidate: the space's strategy rebuilt from the stored trials (finished
 /// ones observed in number order, as resume does), with every running trial pending.
 pub fn propose(trials: &[Trial], space: &Space) -> Option<Candidate> {
+    next(trials, space).map(|n| n.candidate)
+}
+
+/// What the study loop would run next ([`intensify::next`]: a re-measure of the challenger or
+/// the incumbent, else the proposal), decided from the stored trials alone.
+fn next(trials: &[Trial], space: &Space) -> Option<Next> {
     let mut strategy = search::from_space(space);
     for t in trials.iter().filter(|t| is_finished(t)) {
         strategy.observe(t);
@@ -340,7 +348,7 @@ pub fn propose(trials: &[Trial], space: &Space) -> Option<Candidate> {
     for t in trials.iter().filter(|t| t.state == TrialState::Running) {
         strategy.pending(&t.params);
     }
-    strategy.propose(space)
+    intensify::next(trials, strategy.as_mut(), space, &[])
 }
 
 /// Call the store until it answers, waiting 0.2 s, 0.4 s, ... up to 5 s between tries while the
@@ -412,18 +420,21 @@ impl Worker<'_> {
                 }
             };
             let (number, candidate) = (claimed.number, &claimed.candidate);
-            on_event(Event::TrialStarted { number, candidate, planned: self.max_trials, is_retry: claimed.is_retry });
+            on_event(Event::TrialStarted { number, candidate, planned: self.max_trials, purpose: claimed.purpose });
             let t0 = Instant::now();
             let result = self.measure(source, &claimed).await?;
             let stored = self.record(claimed.id, number, &result).await?;
             let trials = retry("reading the trials", shutdown, || self.store.trials(self.study.id)).await?;
-            // Other workers move the best too; this trial is news only if it is the best now.
+            // Other workers move the named winner too (a point's first trial names it, so a
+            // re-measure can make an earlier trial the winner): this trial is news when it is
+            // the winner now, or made its point the winner.
             let new_best = best_feasible(&trials, space);
-            let is_new_best = new_best == Some(number) && new_best != best_number;
+            let named = trials.iter().find(|t| Some(t.number) == new_best);
+            let is_new_best = new_best != best_number && named.is_some_and(|t| t.params == stored.params);
             best_number = new_best;
             on_event(Event::TrialFinished { trial: &stored, elapsed: t0.elapsed(), is_new_best });
-            if is_new_best {
-                write_outputs(space, self.study, &stored, on_event)?;
+            if let Some(named) = named.filter(|_| is_new_best) {
+                write_outputs(space, self.study, named, on_event)?;
             }
             if matches!(result.outcome, Outcome::Interrupted) {
                 break Stop::Interrupted;
@@ -508,14 +519,14 @@ mod tests {
         assert_ne!(a, b, "a running candidate is pending: never proposed again");
         let running = [trial(1, TrialState::Complete, &a), trial(2, TrialState::Running, &b)];
         assert_eq!(decide(&running, &space, Some(2)), Decision::Wait);
-        assert!(matches!(decide(&running, &space, Some(3)), Decision::Run { is_retry: false, .. }));
+        assert!(matches!(decide(&running, &space, Some(3)), Decision::Run { purpose: Purpose::Search, .. }));
         let done = [trial(1, TrialState::Complete, &a), trial(2, TrialState::Complete, &b)];
         assert_eq!(decide(&done, &space, Some(2)), Decision::Stop(Stop::Budget));
         let lost = [trial(1, TrialState::Complete, &a), trial(2, TrialState::Lost, &b)];
-        assert_eq!(decide(&lost, &space, Some(2)), Decision::Run { candidate: b.clone(), is_retry: true });
+        assert_eq!(decide(&lost, &space, Some(2)), Decision::Run { candidate: b.clone(), purpose: Purpose::Retry });
         let retried = [trial(1, TrialState::Lost, &a), trial(2, TrialState::Running, &a)];
         match decide(&retried, &space, None) {
-            Decision::Run { candidate, is_retry } => assert!(candidate != a && !is_retry, "{candidate:?}"),
+            Decision::Run { candidate, purpose } => assert!(candidate != a && purpose != Purpose::Retry, "{candidate:?}"),
             other => panic!("{other:?}"),
         }
     }
@@ -565,8 +576,8 @@ mod tests {
         assert!(!store.claim_validation(study.id, b).await.unwrap());
     }
 
-    /// Proposals never repeat a finished or running candidate, for every strategy rebuilt from
-    /// the stored trials as a claim does.
+    /// Proposals never repeat a finished or running candidate, and re-measures never a running
+    /// one, for every strategy rebuilt from the stored trials as a claim does.
     #[test]
     fn rebuilt_strategies_never_repeat_a_candidate() {
         let l = Landscape::synthetic();
@@ -580,8 +591,17 @@ mod tests {
             space.strategy = kind;
             let mut trials: Vec<Trial> = Vec::new();
             for n in 1..=25 {
-                let c = propose(&trials, &space).expect("points remain");
-                assert!(trials.iter().all(|t| t.params != c), "{kind:?} repeated {}", c.brief());
+                let Next { candidate: c, purpose } = next(&trials, &space).expect("points remain");
+                // A proposal is new; a re-measure (intensification) repeats a finished point on
+                // purpose, never one that is running.
+                match purpose {
+                    Purpose::Intensify => assert!(
+                        trials.iter().all(|t| t.params != c || t.state != TrialState::Running),
+                        "{kind:?} re-measured a running point {}",
+                        c.brief()
+                    ),
+                    _ => assert!(trials.iter().all(|t| t.params != c), "{kind:?} repeated {}", c.brief()),
+                }
                 // Every third trial stays running (another worker's).
                 let state = if n % 3 == 0 { TrialState::Running } else { TrialState::Complete };
                 let mut t = Landscape::trial(n, &c, &l.point(&c).unwrap().runs[0]);

@@ -142,6 +142,8 @@ struct Input<'a> {
     space: Option<Space>,
     /// The best trial and whether it meets every SLO; `None` before any trial finished.
     best: Option<(&'a Trial, bool)>,
+    /// The named winner (`trial::winner`, as `best` and `export` name it) behind `best`.
+    winner: Option<trial::Winner<'a>>,
     is_max: bool,
     /// `maximize` or `minimize`.
     direction: &'static str,
@@ -149,13 +151,15 @@ struct Input<'a> {
 }
 
 impl<'a> Input<'a> {
-    fn new(study: &'a Study, trials: &'a [Trial]) -> Self {
+    fn new(study: &'a Study, trials: &'a [Trial], validation: Option<&Validation>) -> Self {
         let is_max = study.direction == Direction::Maximize;
+        let winner = trial::winner(trials, study.direction, validation.map(|v| v.winner_number));
         Input {
             study,
             trials,
             space: stored_space(study),
-            best: trial::best(trials, study.direction),
+            best: winner.map(|w| (w.trial, w.feasible)),
+            winner,
             is_max,
             direction: if is_max { "maximize" } else { "minimize" },
             metric: study.objective_metric.as_str(),
@@ -165,7 +169,7 @@ impl<'a> Input<'a> {
 
 /// Render the report of `study` with its `trials` as they are stored at `now_ms`.
 pub fn render(study: &Study, trials: &[Trial], validation: Option<&Validation>, now_ms: i64) -> String {
-    let input = Input::new(study, trials);
+    let input = Input::new(study, trials, validation);
     let html = [
         head(study),
         header_section(&input, now_ms),
@@ -301,6 +305,7 @@ fn best_section(input: &Input<'_>, validation: Option<&Validation>) -> String {
     };
     if feasible {
         let _ = writeln!(h, "<p>Trial #{} is the best trial that meets every SLO.</p>", b.number);
+        h.push_str(&winner_line(input));
     } else {
         note(
             &mut h,
@@ -340,6 +345,76 @@ fn best_section(input: &Input<'_>, validation: Option<&Validation>) -> String {
     h.push_str(&validation_line(validation));
     h.push_str("</section>\n");
     h
+}
+
+/// Which rule named the winner, its runs and mean, and the study's own noise (issue 16).
+fn winner_line(input: &Input<'_>) -> String {
+    let mut h = String::new();
+    if let Some(w) = input.winner {
+        let _ = writeln!(
+            h,
+            "<p>Named by the rule: {} ({} run{} of this configuration, mean {} {}).</p>",
+            escape(w.rule.describe()),
+            w.runs,
+            if w.runs == 1 { "" } else { "s" },
+            escape(input.metric),
+            fmt_opt(w.mean, 3),
+        );
+    }
+    let _ = writeln!(h, "<p>{}</p>", escape(&noise_sentence(input.trials)));
+    h.push_str(&remeasured_table(input));
+    h
+}
+
+/// Every configuration measured more than once (re-measures, the anchor): its runs and spread.
+fn remeasured_table(input: &Input<'_>) -> String {
+    let points = trial::points(input.trials);
+    let repeated: Vec<&trial::Point<'_>> = points.iter().filter(|p| p.runs.len() > 1).collect();
+    if repeated.is_empty() {
+        return String::new();
+    }
+    let mut h = format!(
+        "<table>\n<tr><th>first #</th><th>params</th><th>runs (trial numbers)</th><th>mean {}</th><th>min</th><th>max</th><th>every run meets the SLOs</th></tr>\n",
+        escape(input.metric)
+    );
+    for p in repeated {
+        let values = p.values();
+        let numbers: Vec<String> = p.runs.iter().map(|t| t.number.to_string()).collect();
+        let (min, max) = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(*v), b.max(*v)));
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{} ({})</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            p.first().number,
+            escape(&p.first().params.brief()),
+            p.runs.len(),
+            numbers.join(", "),
+            fmt_opt(p.mean(), 3),
+            fmt_opt(values.first().map(|_| min), 3),
+            fmt_opt(values.first().map(|_| max), 3),
+            if p.is_feasible() { "yes" } else { "no" },
+        );
+    }
+    h.push_str("</table>\n");
+    h
+}
+
+/// "Runs of one configuration vary by ±x % here", from the study's repeated runs, or why not.
+pub fn noise_sentence(trials: &[Trial]) -> String {
+    let repeats = trial::points(trials).iter().filter(|p| p.runs.len() > 1).count();
+    match trial::noise(trials) {
+        Some(n) => format!(
+            "Runs of one configuration vary by ±{:.1} % here (pooled relative standard deviation over {} configuration{} measured more than once); a challenger needs {} run{} before it can be named.",
+            n.relative_sd * 100.0,
+            n.points,
+            if n.points == 1 { "" } else { "s" },
+            trial::study_runs_needed(trials),
+            if trial::study_runs_needed(trials) == 1 { "" } else { "s" },
+        ),
+        None if repeats == 0 => {
+            "Noise unknown: no configuration was measured twice, so every figure here is a single run.".to_string()
+        }
+        None => "Noise unknown: no configuration has two complete runs.".to_string(),
+    }
 }
 
 /// Settings, then figures, of the best trial `b` and (when another trial) the default `d`.
@@ -860,6 +935,31 @@ ttft_p95_ms = 1000
         (study, trials)
     }
 
+    /// Issue 16: a lucky single run is not the named configuration; the report names the
+    /// re-measured one, says which rule named it, shows its runs and the study's noise.
+    #[tokio::test]
+    async fn the_report_names_the_intensified_winner_with_its_runs_and_the_noise() {
+        let (study, trials) = study_with(&[
+            (4, "Q4_1", Kind::Ok(1.0, 500.0, 20.0)),
+            (4, "Q4_1", Kind::Ok(1.1, 500.0, 20.0)),
+            (2, "Q4_0", Kind::Ok(1.5, 500.0, 20.0)),
+            (1, "Q4_0", Kind::Ok(0.5, 500.0, 20.0)),
+            (1, "Q4_1", Kind::Ok(0.4, 500.0, 20.0)),
+            (2, "Q4_1", Kind::Ok(0.3, 500.0, 20.0)),
+        ])
+        .await;
+        // five configurations compared: the single 1.5 is a challenger that needs a second run
+        let html = render(&study, &trials, None, 0);
+        assert!(html.contains("Trial #1 is the best trial that meets every SLO"), "{html}");
+        assert!(html.contains("intensified incumbent"), "{html}");
+        assert!(html.contains("2 runs of this configuration, mean goodput_rps 1.050"), "{html}");
+        // runs 1.0 and 1.1: ±0.05/1.05 each, one degree of freedom: √(2·0.0476²) = 6.7 %
+        assert!(html.contains("Runs of one configuration vary by ±6.7 % here"), "{html}");
+        assert!(html.contains("<td>2 (1, 2)</td>"), "{html}");
+        // env section exports the same configuration
+        assert!(html.contains("LLAMA_ARG_N_PARALLEL=4"), "{html}");
+    }
+
     fn svg_count(html: &str) -> usize {
         html.matches("<svg").count()
     }
@@ -972,6 +1072,7 @@ ttft_p95_ms = 1000
             stages: StageTimes::default(),
             started_at_ms: 0,
             ended_at_ms: None,
+            purpose: crate::trial::Purpose::Search,
         };
         let trials = [t(1, 3), t(2, 7)];
         assert_eq!(default_trial(&trials, &trials[1].params).map(|t| t.number), Some(2));

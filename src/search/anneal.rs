@@ -9,7 +9,8 @@
 //! Scores are losses scaled by the first finite objective, so the temperature means "relative
 //! difference"; an infeasible trial scores the worst loss seen plus its violation (finite, as
 //! argmin's acceptance test needs). Points already measured are answered from a cache without a
-//! trial.
+//! trial. A point measured more than once (a re-measure, issue 16) is scored by its mean over
+//! its runs (objective and violation), so the walk accepts by points, not by lucky draws.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -107,8 +108,10 @@ pub struct Anneal {
     points: Option<Receiver<Vec<f64>>>,
     scores: Option<SyncSender<f64>>,
     thread: Option<JoinHandle<()>>,
-    /// Loss (or penalty) of every point measured, keyed by candidate JSON.
+    /// Loss (or penalty) of every point measured, keyed by candidate JSON: of its mean.
     known: HashMap<String, f64>,
+    /// Per point: the sum and count of its finite objectives, and of its violations.
+    runs: HashMap<String, PointRuns>,
     /// Candidate waiting for its trial (the solver thread blocks until it is observed).
     awaiting: Option<Candidate>,
     scale: Option<f64>,
@@ -157,6 +160,7 @@ impl Anneal {
             scores: Some(scores_tx),
             thread,
             known: HashMap::new(),
+            runs: HashMap::new(),
             awaiting: None,
             scale: None,
             worst: 0.0,
@@ -167,13 +171,19 @@ impl Anneal {
         if matches!(trial.state, TrialState::Running | TrialState::Interrupted | TrialState::Lost) {
             return None;
         }
-        let objective = trial.objective.filter(|v| v.is_finite());
+        let runs = self.runs.entry(trial.params.to_json()).or_default();
+        runs.add(trial.objective.filter(|v| v.is_finite()), trial.violation);
+        let (objective, violation) = runs.means();
+        Some(self.score_of(objective, violation))
+    }
+
+    /// The cost of a point with this (mean) objective and (mean) violation.
+    fn score_of(&mut self, objective: Option<f64>, violation: f64) -> f64 {
         if let (None, Some(v)) = (self.scale, objective)
             && v != 0.0
         {
             self.scale = Some(v.abs());
         }
-        let violation = trial.violation.unwrap_or(crate::trial::INFEASIBLE_VIOLATION);
         let loss = objective.map(|v| match self.direction {
             Direction::Maximize => -v,
             Direction::Minimize => v,
@@ -182,11 +192,37 @@ impl Anneal {
         if let Some(l) = scaled {
             self.worst = self.worst.max(l);
         }
-        Some(match scaled {
+        match scaled {
             Some(l) if violation == 0.0 => l,
             // Infeasible or missing an SLO: worse than anything feasible, graded by violation.
             _ => self.worst.max(0.0) + 1.0 + violation.min(crate::trial::INFEASIBLE_VIOLATION) / 10.0,
-        })
+        }
+    }
+}
+
+/// The runs of one point as anneal scores them.
+#[derive(Debug, Default)]
+struct PointRuns {
+    objective_sum: f64,
+    objectives: usize,
+    violation_sum: f64,
+    runs: usize,
+}
+
+impl PointRuns {
+    fn add(&mut self, objective: Option<f64>, violation: Option<f64>) {
+        if let Some(v) = objective {
+            self.objective_sum += v;
+            self.objectives += 1;
+        }
+        self.violation_sum += violation.unwrap_or(crate::trial::INFEASIBLE_VIOLATION);
+        self.runs += 1;
+    }
+
+    /// Mean objective (over runs that have one) and mean violation.
+    fn means(&self) -> (Option<f64>, f64) {
+        let objective = (self.objectives > 0).then(|| self.objective_sum / self.objectives as f64);
+        (objective, self.violation_sum / self.runs.max(1) as f64)
     }
 }
 
@@ -270,6 +306,23 @@ mod tests {
         }
         // Dropping must end the solver thread (join in Drop); a hang fails the test by timeout.
         drop(a);
+    }
+
+    /// Issue 16: a re-measured point is scored by its mean over its runs.
+    #[test]
+    fn a_remeasured_point_scores_its_mean() {
+        use crate::search::landscape::Run;
+        let l = Landscape::synthetic();
+        let space = l.space().unwrap();
+        let mut a = Anneal::new(&space);
+        let c = a.propose(&space).unwrap();
+        a.observe(&Landscape::trial(1, &c, &Run::new(TrialState::Complete, Some(40.0), 0.0)));
+        assert_eq!(a.known[&c.to_json()], -1.0, "scaled by the first objective");
+        a.observe(&Landscape::trial(2, &c, &Run::new(TrialState::Complete, Some(20.0), 0.0)));
+        assert_eq!(a.known[&c.to_json()], -0.75, "mean 30 over the scale 40");
+        // a run that missed an SLO makes the point worse than any feasible one
+        a.observe(&Landscape::trial(3, &c, &Run::new(TrialState::Complete, Some(30.0), 0.3)));
+        assert!(a.known[&c.to_json()] > 0.0);
     }
 
     #[test]

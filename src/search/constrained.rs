@@ -43,6 +43,7 @@ pub fn refused_trial(candidate: &Candidate, message: String) -> Trial {
         stages: StageTimes::default(),
         started_at_ms: 0,
         ended_at_ms: None,
+        purpose: crate::trial::Purpose::Search,
     }
 }
 

@@ -229,6 +229,7 @@ impl Landscape {
             stages: StageTimes::default(),
             started_at_ms: 0,
             ended_at_ms: None,
+            purpose: crate::trial::Purpose::Search,
         }
     }
 

@@ -239,17 +239,24 @@ impl Parzen {
     }
 }
 
-/// A finished trial as the sampler keeps it.
+/// A measured point as the sampler keeps it: one observation however often it was measured
+/// (issue 16), with the mean over its runs.
 #[derive(Debug, Clone)]
 struct Observation {
+    /// The point's first trial.
     number: i64,
     point: Vec<f64>,
-    /// 0 for feasible trials, else the graded violation.
+    /// 0 when every run met every SLO, else the mean graded violation over its runs.
     violation: f64,
-    /// Objective as a loss (lower is better).
+    /// Mean objective over its runs, as a loss (lower is better); infinite when no run has one.
     loss: f64,
     /// 1 for this study's trials; less for a prior study's (`Strategy::observe_prior`).
     weight: f64,
+    /// Runs of the point, and the sums the means come from.
+    runs: usize,
+    violation_sum: f64,
+    loss_sum: f64,
+    loss_runs: usize,
 }
 
 /// Trial numbers of prior observations are shifted below every trial of the study, so that the
@@ -261,12 +268,44 @@ fn weights(obs: &[&Observation]) -> Vec<f64> {
     default_weights(obs.len()).iter().zip(obs).map(|(w, o)| w * o.weight).collect()
 }
 
+impl Observation {
+    fn new(number: i64, point: Vec<f64>, violation: f64, loss: f64, weight: f64) -> Observation {
+        let mut o = Observation {
+            number,
+            point,
+            violation: 0.0,
+            loss: f64::INFINITY,
+            weight,
+            runs: 0,
+            violation_sum: 0.0,
+            loss_sum: 0.0,
+            loss_runs: 0,
+        };
+        o.add_run(violation, loss);
+        o
+    }
+
+    /// Another run of the same point: the means move, the observation stays one.
+    fn add_run(&mut self, violation: f64, loss: f64) {
+        self.runs += 1;
+        self.violation_sum += violation;
+        if loss.is_finite() {
+            self.loss_sum += loss;
+            self.loss_runs += 1;
+        }
+        self.violation = self.violation_sum / self.runs as f64;
+        self.loss = if self.loss_runs > 0 { self.loss_sum / self.loss_runs as f64 } else { f64::INFINITY };
+    }
+}
+
 /// The constrained multivariate TPE sampler.
 pub struct Tpe {
     rng: StdRng,
     encoding: Encoding,
     direction: Direction,
     observations: Vec<Observation>,
+    /// Index into `observations` by candidate JSON: a re-measure joins its point.
+    by_key: std::collections::HashMap<String, usize>,
     /// Proposed but not yet observed (running): constant liar.
     pending: BTreeMap<String, Vec<f64>>,
     seen: HashSet<String>,
@@ -288,6 +327,7 @@ impl Tpe {
             encoding: Encoding::new(space),
             direction: space.objective.direction,
             observations: Vec::new(),
+            by_key: std::collections::HashMap::new(),
             pending: BTreeMap::new(),
             seen: HashSet::new(),
             reusable: space
@@ -430,16 +470,24 @@ impl Strategy for Tpe {
     fn observe(&mut self, trial: &Trial) {
         let key = trial.params.to_json();
         self.pending.remove(&key);
-        self.seen.insert(key);
+        self.seen.insert(key.clone());
+        let Some((point, violation, loss)) = self.graded(trial) else { return };
+        if let Some(&i) = self.by_key.get(&key) {
+            self.observations[i].add_run(violation, loss);
+            return;
+        }
         self.refused += (trial.number == 0) as usize;
-        self.observe_weighted(trial, trial.number, 1.0);
+        self.by_key.insert(key, self.observations.len());
+        self.observations.push(Observation::new(trial.number, point, violation, loss, 1.0));
     }
 
-    /// A prior study's trial: in the densities at `weight`, and counted towards the startup (a
-    /// warm start skips the random probes), but not `seen`: the new environment may measure the
-    /// point again.
+    /// A prior study's trial: in the densities at `weight`, one observation per prior trial (never
+    /// merged with this study's runs of the point), and not `seen`: the new environment may
+    /// measure the point again.
     fn observe_prior(&mut self, trial: &Trial, weight: f64) {
-        self.observe_weighted(trial, trial.number - PRIOR_NUMBER_OFFSET, weight.clamp(0.0, 1.0));
+        let Some((point, violation, loss)) = self.graded(trial) else { return };
+        let number = trial.number - PRIOR_NUMBER_OFFSET;
+        self.observations.push(Observation::new(number, point, violation, loss, weight.clamp(0.0, 1.0)));
     }
 
     fn pending(&mut self, candidate: &Candidate) {
@@ -452,10 +500,11 @@ impl Strategy for Tpe {
 }
 
 impl Tpe {
-    fn observe_weighted(&mut self, trial: &Trial, number: i64, weight: f64) {
-        let Some(point) = self.encoding.encode(&trial.params) else { return };
+    /// A finished trial's encoded point, graded violation and loss; `None` for unfinished ones.
+    fn graded(&self, trial: &Trial) -> Option<(Vec<f64>, f64, f64)> {
+        let Some(point) = self.encoding.encode(&trial.params) else { return None };
         let violation = match trial.state {
-            TrialState::Running | TrialState::Interrupted | TrialState::Lost => return,
+            TrialState::Running | TrialState::Interrupted | TrialState::Lost => return None,
             _ => trial.violation.unwrap_or(crate::trial::INFEASIBLE_VIOLATION),
         };
         let loss = match (trial.objective, self.direction) {
@@ -466,7 +515,7 @@ impl Tpe {
         // A trial without a usable objective can't rank as feasible.
         let violation =
             if loss.is_infinite() && violation == 0.0 { crate::trial::INFEASIBLE_VIOLATION } else { violation };
-        self.observations.push(Observation { number, point, violation, loss, weight });
+        Some((point, violation, loss))
     }
 }
 
@@ -644,13 +693,7 @@ mod tests {
         for (why, trials, running, expect) in cases {
             let mut tpe = Tpe::new(&space);
             for (i, &(violation, loss)) in trials.iter().enumerate() {
-                tpe.observations.push(Observation {
-                    number: i as i64 + 1,
-                    point: Vec::new(),
-                    violation,
-                    loss,
-                    weight: 1.0,
-                });
+                tpe.observations.push(Observation::new(i as i64 + 1, Vec::new(), violation, loss, 1.0));
             }
             for r in 0..running {
                 tpe.pending.insert(format!("running {r}"), Vec::new());
@@ -662,6 +705,34 @@ mod tests {
             let rest: Vec<i64> = (1..=trials.len() as i64).filter(|n| !expect.contains(n)).collect();
             assert_eq!(above, rest, "{why}");
         }
+    }
+
+    /// Issue 16: a re-measured point is one observation, ranked by its mean over its runs; a run
+    /// that misses an SLO makes the whole point violating.
+    #[test]
+    fn a_remeasured_point_is_one_observation_with_its_mean() {
+        let space = Landscape::synthetic().space().unwrap();
+        let mut tpe = Tpe::new(&space);
+        let (a, b) = (tpe.propose(&space).unwrap(), tpe.propose(&space).unwrap());
+        let run = |v: f64, violation: f64| crate::search::landscape::Run::new(TrialState::Complete, Some(v), violation);
+        tpe.observe(&Landscape::trial(1, &a, &run(30.0, 0.0)));
+        tpe.observe(&Landscape::trial(2, &b, &run(20.0, 0.0)));
+        // a's lucky 30 is re-measured at 6: mean 18, now behind b
+        tpe.observe(&Landscape::trial(3, &a, &run(6.0, 0.0)));
+        assert_eq!(tpe.observations.len(), 2, "one observation a point");
+        let first = &tpe.observations[0];
+        assert_eq!((first.number, first.runs, first.loss), (1, 2, -18.0));
+        for n in 4..=11 {
+            let c = tpe.propose(&space).unwrap();
+            tpe.observe(&Landscape::trial(n, &c, &run(1.0, 0.0)));
+        }
+        let (below, _) = tpe.split();
+        assert_eq!(below.iter().map(|o| o.number).collect::<Vec<_>>(), [2], "b's 20 beats a's mean 18");
+        // b misses an SLO on its re-measure: the point is violating, a leads again
+        tpe.observe(&Landscape::trial(12, &b, &run(25.0, 0.4)));
+        assert!((tpe.observations[1].violation - 0.2).abs() < 1e-12);
+        let (below, _) = tpe.split();
+        assert_eq!(below.iter().map(|o| o.number).collect::<Vec<_>>(), [1]);
     }
 
     #[test]

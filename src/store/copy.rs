@@ -325,7 +325,7 @@ mod tests {
             .unwrap();
         let run = store.begin_worker(study.id, 42, "host-a", &fp, Some(5), None).await.unwrap();
         let mut claim = store.begin_claim(study.id).await.unwrap();
-        claim.begin_trial(&c(4), run).await.unwrap();
+        claim.begin_trial(&c(4), run, crate::trial::Purpose::Search).await.unwrap();
         claim.commit().await.unwrap();
         let mut claim = store.begin_claim(study.id).await.unwrap();
         assert_eq!(claim.mark_lost(crate::store::now_ms() + 1).await.unwrap(), vec![3]);

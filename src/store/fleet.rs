@@ -169,8 +169,13 @@ impl Claim {
     }
 
     /// Insert `params` as a `running` trial of `run` with the next number.
-    pub async fn begin_trial(&mut self, params: &Candidate, run: RunId) -> Result<(TrialId, i64), Error> {
-        insert_trial(&mut self.tx, self.study, params, Some(run)).await
+    pub async fn begin_trial(
+        &mut self,
+        params: &Candidate,
+        run: RunId,
+        purpose: crate::trial::Purpose,
+    ) -> Result<(TrialId, i64), Error> {
+        insert_trial(&mut self.tx, self.study, params, Some(run), purpose).await
     }
 
     /// Make the claim visible to the other workers (and release the lock).

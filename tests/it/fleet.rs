@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use infertune::store::Store;
 use infertune::store::testdb::TestDb;
-use infertune::trial::{Trial, TrialState};
+use infertune::trial::{Purpose, Trial, TrialState};
 use rand::{RngExt, SeedableRng};
 
 use crate::common::{repo, run_cli};
@@ -81,14 +81,25 @@ fn is_finished(t: &Trial) -> bool {
 }
 
 /// What every shared study must hold: exactly `budget` finished trials, numbers 1..=n, and no
-/// candidate finished twice (a lost trial's retry replaces it, it does not add to it).
+/// candidate finished twice (a lost trial's retry replaces it, it does not add to it) except as
+/// a re-measure of a point finished before.
 fn check_study(trials: &[Trial], budget: usize) {
     let numbers: Vec<i64> = trials.iter().map(|t| t.number).collect();
     assert_eq!(numbers, (1..=trials.len() as i64).collect::<Vec<_>>(), "numbers unique and dense");
     let finished: Vec<&Trial> = trials.iter().filter(|t| is_finished(t)).collect();
     assert_eq!(finished.len(), budget, "the study-wide budget, exactly");
-    let distinct: BTreeSet<String> = finished.iter().map(|t| t.params.to_json()).collect();
-    assert_eq!(distinct.len(), finished.len(), "no candidate measured twice");
+    // Re-measures (intensification, issue 16) repeat a measured point on purpose; anything
+    // else is measured once.
+    let first_runs: Vec<&&Trial> = finished.iter().filter(|t| t.purpose != Purpose::Intensify).collect();
+    let distinct: BTreeSet<String> = first_runs.iter().map(|t| t.params.to_json()).collect();
+    assert_eq!(distinct.len(), first_runs.len(), "no candidate measured twice but on purpose");
+    for t in finished.iter().filter(|t| t.purpose == Purpose::Intensify) {
+        assert!(
+            finished.iter().any(|f| f.params == t.params && f.number < t.number),
+            "re-measure {} repeats a point measured before",
+            t.number
+        );
+    }
     assert!(trials.iter().all(|t| t.state != TrialState::Running), "nothing left running");
     // every lost or interrupted candidate was retried and finished by a later trial
     for t in trials.iter().filter(|t| matches!(t.state, TrialState::Lost | TrialState::Interrupted)) {
@@ -167,7 +178,7 @@ async fn read_commands(url: &str, dir: &Path) -> String {
     let trials = run_cli(&["--db", url, "trials", STUDY, "--json"]).await.unwrap();
     assert_eq!(serde_json::from_str::<Vec<serde_json::Value>>(&trials).unwrap().len(), 24);
     let best = run_cli(&["--db", url, "best", STUDY]).await.unwrap();
-    assert!(best.contains("best trial"), "{best}");
+    assert!(best.contains("named configuration: trial"), "{best}");
     let export = run_cli(&["--db", url, "export", STUDY, "--format", "args"]).await.unwrap();
     assert!(export.contains("-np"), "{export}");
     let report = dir.join("report.html");

@@ -7,6 +7,7 @@ mod common;
 mod engine;
 mod faults;
 mod fleet;
+mod intensify;
 mod measure;
 mod models;
 mod ollama;

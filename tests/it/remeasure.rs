@@ -88,6 +88,14 @@ async fn standalone_validate_prints_and_stores_the_ratio_that_best_then_shows() 
     assert!(out.contains(&line), "{out}\nexpected: {line}");
     let text = run_cli(&["--db", db_s, "best", "val"]).await.unwrap();
     assert!(text.contains(&line), "{text}");
+    // Issue 16: once validated, `best` and `export` name the validated winner, and say so.
+    assert_eq!(best["named_by"], "validated", "{best:#}");
+    assert_eq!(best["number"], v["winner_number"], "{best:#}");
+    assert!(text.contains("named by: validated"), "{text}");
+    let env = dir.path().join("val.env");
+    let wrote =
+        run_cli(&["--db", db_s, "export", "val", "--format", "env", "-o", env.to_str().unwrap()]).await.unwrap();
+    assert!(wrote.contains("(trial 1; named by validated"), "{wrote}");
 }
 
 /// A fake server started by the test; killed on drop.
