@@ -229,12 +229,27 @@ impl Engine {
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let url =
-            lines.by_ref().find_map(|l| Some(l.ok()?.split("server is listening on ").nth(1)?.trim().to_string()));
+        let url = lines.by_ref().find_map(|l| Some(listening_url(l.ok()?.split("server is listening on ").nth(1)?)));
         // Keep draining stderr so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         Engine(child, url.expect("llama-server printed its address"))
     }
+}
+
+/// `http://HOST:PORT` at the start of `text`: the engine's log lines from other threads can
+/// run into it without a newline (seen: `http://127.0.0.1:45819I srv  init: model loaded`).
+fn listening_url(text: &str) -> String {
+    let text = text.trim();
+    let host_at = text.find("://").map_or(0, |i| i + 3);
+    let port_at = text[host_at..].find(':').map_or(text.len(), |i| host_at + i + 1);
+    let digits = text[port_at..].bytes().take_while(u8::is_ascii_digit).count();
+    text[..port_at + digits].to_string()
+}
+
+#[test]
+fn listening_url_stops_at_the_port() {
+    assert_eq!(listening_url("http://127.0.0.1:45819I srv          init: model loaded"), "http://127.0.0.1:45819");
+    assert_eq!(listening_url("http://127.0.0.1:8080\n"), "http://127.0.0.1:8080");
 }
 
 impl Drop for Engine {
