@@ -24,8 +24,8 @@ mod trace;
 mod trials;
 mod tune;
 mod validate;
-mod worker;
 mod watch;
+mod worker;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

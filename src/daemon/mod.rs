@@ -25,8 +25,8 @@ mod remeasure;
 pub mod replay;
 pub mod signal;
 pub mod validate;
-pub mod worker;
 pub mod watch;
+pub mod worker;
 
 use std::time::{Duration, Instant, SystemTime};
 

@@ -526,7 +526,9 @@ mod tests {
         assert_eq!(decide(&lost, &space, Some(2)), Decision::Run { candidate: b.clone(), purpose: Purpose::Retry });
         let retried = [trial(1, TrialState::Lost, &a), trial(2, TrialState::Running, &a)];
         match decide(&retried, &space, None) {
-            Decision::Run { candidate, purpose } => assert!(candidate != a && purpose != Purpose::Retry, "{candidate:?}"),
+            Decision::Run { candidate, purpose } => {
+                assert!(candidate != a && purpose != Purpose::Retry, "{candidate:?}")
+            }
             other => panic!("{other:?}"),
         }
     }

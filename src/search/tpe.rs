@@ -502,7 +502,7 @@ impl Strategy for Tpe {
 impl Tpe {
     /// A finished trial's encoded point, graded violation and loss; `None` for unfinished ones.
     fn graded(&self, trial: &Trial) -> Option<(Vec<f64>, f64, f64)> {
-        let Some(point) = self.encoding.encode(&trial.params) else { return None };
+        let point = self.encoding.encode(&trial.params)?;
         let violation = match trial.state {
             TrialState::Running | TrialState::Interrupted | TrialState::Lost => return None,
             _ => trial.violation.unwrap_or(crate::trial::INFEASIBLE_VIOLATION),
