@@ -5,11 +5,10 @@
 
 use std::io::Write;
 
-use super::output::{TRIAL_HEADERS, table, trial_json, trial_row};
+use super::output::{print_winner, trial_json};
 use super::{StudyArgs, find_study, validate};
-use crate::report::noise_sentence;
 use crate::store::Store;
-use crate::trial::{self, Study, Trial, Winner};
+use crate::trial::{self, Trial, Winner};
 
 /// `best`: as a summary and table, or (`--json`) the trial's JSON with its runs, rule, noise
 /// and validation.
@@ -49,49 +48,4 @@ fn winner_json(w: &Winner<'_>, trials: &[Trial]) -> serde_json::Value {
         obj.insert("noise".into(), serde_json::json!(trial::noise(trials)));
     }
     doc
-}
-
-/// The named configuration, the rule that named it, its row and its command line.
-fn print_winner(
-    study: &Study,
-    trials: &[Trial],
-    winner: Option<Winner<'_>>,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
-    let Some(w) = winner else {
-        writeln!(out, "no finished trials yet in study '{}'", study.name)?;
-        return Ok(());
-    };
-    let t = w.trial;
-    if w.feasible {
-        writeln!(
-            out,
-            "named configuration: trial #{} ({} {}: mean {:.3} over {} run{})",
-            t.number,
-            format!("{:?}", study.direction).to_lowercase(),
-            study.objective_metric,
-            w.mean.unwrap_or(f64::NAN),
-            w.runs,
-            if w.runs == 1 { "" } else { "s" }
-        )?;
-    } else {
-        writeln!(
-            out,
-            "no configuration meets every SLO; least violating: #{} (violation {:.3})",
-            t.number,
-            t.violation.unwrap_or(f64::NAN)
-        )?;
-        for (metric, v) in t.violations.iter().filter(|(_, v)| **v > 0.0) {
-            writeln!(out, "  misses {metric} by {:.0}%", v * 100.0)?;
-        }
-    }
-    writeln!(out, "named by: {}", w.rule.describe())?;
-    writeln!(out, "{}", noise_sentence(trials))?;
-    write!(out, "{}", table(TRIAL_HEADERS, &[trial_row(t)]))?;
-    if let Some(plan) = &t.plan {
-        let words: Vec<String> =
-            std::iter::once(&plan.program).chain(&plan.args).map(|w| crate::export::shell_quote(w)).collect();
-        writeln!(out, "command: {}", words.join(" "))?;
-    }
-    Ok(())
 }

@@ -7,8 +7,9 @@ use serde_json::json;
 
 use crate::export;
 use crate::measure::Metric;
+use crate::report::noise_sentence;
 use crate::store;
-use crate::trial::{self, Study, Trial};
+use crate::trial::{self, Study, Trial, Winner};
 
 /// The JSON shape of one trial (also used by `best --json` and `tune --json`).
 pub fn trial_json(t: &Trial, meets_slos: bool) -> serde_json::Value {
@@ -84,19 +85,28 @@ fn truncate(s: &str, n: usize) -> String {
     if s.chars().count() <= n { s.to_string() } else { s.chars().take(n).collect::<String>() + "…" }
 }
 
-/// The best trial meeting every SLO (or the least violating, with what it misses), its row and
-/// its command line.
+/// The study's named configuration (`trial::winner` without a validation), as `best` shows it:
+/// the end of `tune` and `worker`.
 pub(super) fn print_best(study: &Study, trials: &[Trial], out: &mut dyn Write) -> anyhow::Result<()> {
-    let Some(w) = trial::winner(trials, study.direction, None) else {
+    print_winner(study, trials, trial::winner(trials, study.direction, None), out)
+}
+
+/// The named configuration, the rule that named it, its row and its command line.
+pub(super) fn print_winner(
+    study: &Study,
+    trials: &[Trial],
+    winner: Option<Winner<'_>>,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let Some(w) = winner else {
         writeln!(out, "no finished trials yet in study '{}'", study.name)?;
         return Ok(());
     };
-    let (t, feasible) = (w.trial, w.feasible);
-    if feasible {
-        // The named configuration (issue 16): its mean over its runs, not one draw.
+    let t = w.trial;
+    if w.feasible {
         writeln!(
             out,
-            "best trial meeting every SLO: #{} ({} {} = {:.3}, mean over {} run{})",
+            "named configuration: trial #{} ({} {}: mean {:.3} over {} run{})",
             t.number,
             format!("{:?}", study.direction).to_lowercase(),
             study.objective_metric,
@@ -107,7 +117,7 @@ pub(super) fn print_best(study: &Study, trials: &[Trial], out: &mut dyn Write) -
     } else {
         writeln!(
             out,
-            "no trial meets every SLO; least violating: #{} (violation {:.3})",
+            "no configuration meets every SLO; least violating: #{} (violation {:.3})",
             t.number,
             t.violation.unwrap_or(f64::NAN)
         )?;
@@ -115,17 +125,13 @@ pub(super) fn print_best(study: &Study, trials: &[Trial], out: &mut dyn Write) -
             writeln!(out, "  misses {metric} by {:.0}%", v * 100.0)?;
         }
     }
+    writeln!(out, "named by: {}", w.rule.describe())?;
+    writeln!(out, "{}", noise_sentence(trials))?;
     write!(out, "{}", table(TRIAL_HEADERS, &[trial_row(t)]))?;
     if let Some(plan) = &t.plan {
-        writeln!(
-            out,
-            "command: {}",
-            std::iter::once(&plan.program)
-                .chain(&plan.args)
-                .map(|w| export::shell_quote(w))
-                .collect::<Vec<_>>()
-                .join(" ")
-        )?;
+        let words: Vec<String> =
+            std::iter::once(&plan.program).chain(&plan.args).map(|w| export::shell_quote(w)).collect();
+        writeln!(out, "command: {}", words.join(" "))?;
     }
     Ok(())
 }
