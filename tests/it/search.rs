@@ -1,7 +1,7 @@
 //! Search features end to end: tpe's default-first order, early abort (pruning), capacity
 //! search and the winner's re-validation on the real engine; recorded landscapes.
 
-use crate::common::{EngineLock, engine_space, repo, require_engine, run_cli, trials_json};
+use crate::common::{EngineLock, engine_space, repo, require_engine, run_cli, run_cli_on_schedule, trials_json};
 
 use infertune::search::landscape::Landscape;
 use infertune::space::Direction;
@@ -39,7 +39,7 @@ threads = { values = [1], flag = "-t", default = 1 }"#;
     assert!(out.contains("concurrency    1") && out.contains("concurrency    2"), "{out}");
     assert!(out.contains("capacity: >= 2"), "{out}");
     // the same over an open-loop Poisson rate: 0.5 and 1 request/s both hold the 60 s limit
-    let out = run_cli(&[
+    let out = run_cli_on_schedule(&[
         "--db", db_s, "capacity", "s", "--trial", "1", "--rate", "--min", "0.5", "--max", "1", "--space", space_s,
     ])
     .await
