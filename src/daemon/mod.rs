@@ -284,16 +284,7 @@ async fn open_or_create_study(
     let Some(existing) = store.study(&name).await? else {
         return Ok((create_study(store, space, &name, fingerprint).await?, Vec::new()));
     };
-    if existing.space_toml != space.source {
-        let diff = line_diff(&existing.space_toml, &space.source);
-        if !options.force {
-            bail!(
-                "study '{name}' was started with a different search space; \
-                 resume with --force to accept the changes, or pick another name with --name\n{diff}"
-            );
-        }
-        on_event(Event::SpaceChanged { diff: &diff });
-    }
+    check_space_unchanged(&existing, space, options.force, "resume", on_event)?;
     let drift = fingerprint_drift(&existing.fingerprint, fingerprint);
     if drift.is_empty() {
         return Ok((existing, Vec::new()));
@@ -514,6 +505,30 @@ async fn finish_source(
     if let Some(path) = session.finish(shutdown, best_env.as_ref(), on_exit == OnExit::Leave).await? {
         on_event(Event::ServiceRestored { path: &path, is_best: best_env.is_some() });
     }
+    Ok(())
+}
+
+/// A stored study's space against the one given (`verb`: what the caller does, "resume" or
+/// "join"): refused with the line diff unless `force`, else the diff is reported.
+fn check_space_unchanged(
+    study: &Study,
+    space: &Space,
+    force: bool,
+    verb: &str,
+    on_event: &mut (dyn FnMut(Event<'_>) + Send),
+) -> anyhow::Result<()> {
+    if study.space_toml == space.source {
+        return Ok(());
+    }
+    let diff = line_diff(&study.space_toml, &space.source);
+    if !force {
+        bail!(
+            "study '{}' was started with a different search space; \
+             {verb} with --force to accept the changes, or pick another name with --name\n{diff}",
+            study.name
+        );
+    }
+    on_event(Event::SpaceChanged { diff: &diff });
     Ok(())
 }
 

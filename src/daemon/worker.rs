@@ -24,8 +24,8 @@ use super::fingerprint::{check_model_files, fingerprint_drift};
 use super::intensify::{self, Next};
 use super::pipeline::{self, Bench, TrialRun};
 use super::{
-    Event, Options, Report, Source, Stop, best_feasible, create_study, deadline, is_finished, line_diff, quality,
-    stored_space, system_ms, take_fingerprint, write_outputs,
+    Event, Options, Report, Source, Stop, best_feasible, check_space_unchanged, create_study, deadline, is_finished,
+    quality, stored_space, system_ms, take_fingerprint, write_outputs,
 };
 use crate::backend;
 use crate::backend::session::ServerSession;
@@ -183,16 +183,7 @@ async fn open_or_create(
             Err(e) => store.study(name).await?.ok_or(e)?,
         },
     };
-    if study.space_toml != space.source {
-        let diff = line_diff(&study.space_toml, &space.source);
-        if !options.force {
-            bail!(
-                "study '{name}' was started with a different search space; \
-                 join with --force to accept the changes, or pick another name with --name\n{diff}"
-            );
-        }
-        on_event(Event::SpaceChanged { diff: &diff });
-    }
+    check_space_unchanged(&study, space, options.force, "join", on_event)?;
     if let Some(dir) = &options.space_dir
         && study.space_dir.is_none()
     {
