@@ -600,10 +600,7 @@ impl Store {
 
     /// All trials of a study, in trial-number order.
     pub async fn trials(&self, study: StudyId) -> Result<Vec<Trial>, Error> {
-        // TRIAL_COLUMNS is a constant, so the query text is static in all but form.
-        let sql = format!("SELECT {TRIAL_COLUMNS} FROM trials WHERE study_id = $1 ORDER BY number");
-        let rows = sqlx::query_as::<_, TrialRow>(sqlx::AssertSqlSafe(sql)).bind(study.0).fetch_all(&self.pool).await?;
-        rows.into_iter().map(TrialRow::into_trial).collect()
+        select_trials(&self.pool, study).await
     }
 
     /// Count of stored samples for a trial (measured and warm-up).
@@ -666,6 +663,17 @@ async fn insert_trial(
     .fetch_one(&mut **tx)
     .await?;
     Ok((TrialId(id), number))
+}
+
+/// All trials of `study` in trial-number order, on the pool or inside a claim's transaction.
+async fn select_trials<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    study: StudyId,
+) -> Result<Vec<Trial>, Error> {
+    // TRIAL_COLUMNS is a constant, so the query text is static in all but form.
+    let sql = format!("SELECT {TRIAL_COLUMNS} FROM trials WHERE study_id = $1 ORDER BY number");
+    let rows = sqlx::query_as::<_, TrialRow>(sqlx::AssertSqlSafe(sql)).bind(study.0).fetch_all(executor).await?;
+    rows.into_iter().map(TrialRow::into_trial).collect()
 }
 
 /// One row per request, in the trial's transaction. A sample already stored (a write retried

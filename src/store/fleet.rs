@@ -9,7 +9,7 @@
 
 use sqlx::FromRow;
 
-use super::{Error, Kind, RunId, Store, TRIAL_COLUMNS, TrialRow, insert_trial, now_ms};
+use super::{Error, Kind, RunId, Store, insert_trial, now_ms, select_trials};
 use crate::space::Candidate;
 use crate::trial::{Fingerprint, StudyId, Trial, TrialId};
 
@@ -162,10 +162,7 @@ impl Claim {
 
     /// All trials of the study, in number order, as the claim sees them.
     pub async fn trials(&mut self) -> Result<Vec<Trial>, Error> {
-        let sql = format!("SELECT {TRIAL_COLUMNS} FROM trials WHERE study_id = $1 ORDER BY number");
-        let rows =
-            sqlx::query_as::<_, TrialRow>(sqlx::AssertSqlSafe(sql)).bind(self.study.0).fetch_all(&mut *self.tx).await?;
-        rows.into_iter().map(TrialRow::into_trial).collect()
+        select_trials(&mut *self.tx, self.study).await
     }
 
     /// Insert `params` as a `running` trial of `run` with the next number.
