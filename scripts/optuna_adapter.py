@@ -6,7 +6,7 @@ optuna.samplers.TPESampler (multivariate, constraints as graded violations, the 
 default candidate enqueued first, like infertune's tpe) for each seed, and prints, per seed,
 the list of [params, run_index] it evaluated. The trial accounting is bench-search's, the same
 for every strategy: every proposal is a trial, a repeated point included (measured again: a
-fresh draw of its runs); a point bench-search marks `refused` (the backend's own plan check,
+different recorded run while one remains, as in bench-search); a point bench-search marks `refused` (the backend's own plan check,
 which infertune's strategies are wrapped in) is told as infeasible and costs no trial. bench-search scores the traces itself, so both
 samplers are judged by the same rule. Parameters are encoded as infertune's tpe does:
 numeric value lists as an ordinal index, other lists as categoricals, integer ranges as ints.
@@ -83,6 +83,9 @@ def main():
             study.enqueue_trial(default)
         steps = []
         asked = 0
+        # bench-search's draw rule: each point's runs in an order drawn once per point and
+        # seed, taken in turn (a re-measure is a different run while one remains).
+        orders = {}
         # A point the backend refuses before launch (bench-search's `refused`, the same check
         # infertune's strategies are wrapped in) is told to Optuna as infeasible but is not a
         # trial; a repeated point is a trial like any other.
@@ -93,7 +96,13 @@ def main():
             key = json.dumps(params, sort_keys=True, separators=(",", ":"))
             point = points[key]
             refused = point.get("refused", False)
-            i = rng.randrange(len(point["runs"]))
+            if key not in orders:
+                order = list(range(len(point["runs"])))
+                rng.shuffle(order)
+                orders[key] = [order, 0]
+            order, taken = orders[key]
+            i = order[taken % len(order)]
+            orders[key][1] += 1
             run = point["runs"][i]
             if not refused:
                 steps.append([params, i])

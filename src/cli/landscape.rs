@@ -29,6 +29,11 @@ pub struct RecordLandscapeArgs {
     /// The command that recorded the studies (kept in the file's provenance)
     #[arg(long, default_value = "unknown")]
     pub command: String,
+    /// An earlier recording: its runs come first at each point, the new studies' runs after
+    /// them, and its provenance is kept beside the new one. The studies' points must be points
+    /// of its grid (their spaces may be smaller, e.g. to fill points a recording missed)
+    #[arg(long, value_name = "LANDSCAPE.json")]
+    pub extend: Option<PathBuf>,
 }
 
 /// `record-landscape`: gather the studies' trials by point and write the landscape file.
@@ -40,7 +45,9 @@ pub async fn run(store: &Store, args: RecordLandscapeArgs, out: &mut dyn Write) 
         let study = super::find_study(store, name).await?;
         studies.push(study.clone());
         match &space_toml {
-            Some(t) if *t != study.space_toml => {
+            // Runs added to an earlier recording may come from smaller spaces (a point the
+            // earlier studies missed, say): `extended_by` checks that they are its grid points.
+            Some(t) if *t != study.space_toml && args.extend.is_none() => {
                 bail!("study '{name}' has a different space than '{}'", args.studies[0])
             }
             Some(_) => {}
@@ -51,6 +58,10 @@ pub async fn run(store: &Store, args: RecordLandscapeArgs, out: &mut dyn Write) 
     let name = args.name.clone().unwrap_or_else(|| args.studies[0].clone());
     let mut landscape = Landscape::from_trials(&name, space_toml.as_deref().unwrap_or_default(), &trials);
     landscape.provenance = Some(provenance(&studies, &args));
+    if let Some(path) = &args.extend {
+        let earlier = Landscape::load(path)?;
+        landscape = earlier.extended_by(landscape).with_context(|| format!("extending '{}'", path.display()))?;
+    }
     let grid = landscape.space().context("parsing the recorded space")?.grid_size();
     std::fs::write(&args.output, serde_json::to_string_pretty(&landscape)? + "\n")
         .with_context(|| format!("writing '{}'", args.output.display()))?;

@@ -61,6 +61,10 @@ pub struct TuneArgs {
     /// point's recorded runs (seeded by the study's seed), judged against this space's SLOs
     #[arg(long, value_name = "LANDSCAPE.json")]
     pub replay: Option<PathBuf>,
+    /// Spend no trial re-measuring the point about to be named (as `[study] intensify =
+    /// false`): every trial is the strategy's, as scripts/record-landscape needs for a full grid
+    #[arg(long)]
+    pub no_intensify: bool,
     /// Study name, instead of the one in the space file
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
@@ -82,7 +86,8 @@ fn parse_validate_pairs(s: &str) -> Result<u32, String> {
 
 /// `tune`: lock the study, run the loop with progress, re-validate, print the final report.
 pub(super) async fn run(db: &Path, args: TuneArgs, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
-    let space = Space::load(&args.space)?;
+    let mut space = Space::load(&args.space)?;
+    space.intensify &= !args.no_intensify;
     let name = args.name.clone().unwrap_or_else(|| space.name.clone());
     let store = open_store(db).await?;
     // On a shared database workers coordinate through it; the lock file is for SQLite.

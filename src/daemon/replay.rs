@@ -2,8 +2,9 @@
 //! instead of a live server, so a strategy, a budget or a different set of SLOs can be tried in
 //! seconds, and the daemon loop can be tested without an engine.
 //!
-//! Each answer is one of the point's recorded runs, picked by an RNG seeded with the study's
-//! seed, so a replay carries the recording's own noise and repeats exactly per seed. A run's
+//! Each answer is one of the point's recorded runs, taken in an order drawn per point from the
+//! study's seed ([`Landscape::answer_nth`]): a re-measure gets a different recorded run while
+//! one remains, so a replay carries the recording's own noise and repeats exactly per seed. A run's
 //! stored summary is judged again against *this* space's objective and SLOs (figures of a run
 //! that was pruned while recording are partial, as they were then).
 
@@ -11,8 +12,6 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use anyhow::{Context, bail};
-use rand::SeedableRng;
-use rand::rngs::StdRng;
 
 use super::TrialRun;
 use crate::backend::Backend;
@@ -21,13 +20,14 @@ use crate::search::landscape::Landscape;
 use crate::space::{Candidate, Space};
 use crate::trial::{Fingerprint, InfeasibleClass, Outcome, StageTimes, TrialState};
 
-/// A loaded recording and the seeded RNG that picks among a point's runs.
+/// A loaded recording, the study's seed and how often each point was answered.
 #[derive(Debug)]
 pub struct Replay {
     pub landscape: Landscape,
     path: String,
     sha256: String,
-    rng: Mutex<StdRng>,
+    seed: u64,
+    answered: Mutex<std::collections::HashMap<String, usize>>,
 }
 
 impl Replay {
@@ -56,7 +56,8 @@ impl Replay {
             landscape,
             path: path.display().to_string(),
             sha256: crate::store::sha256_hex(&bytes),
-            rng: Mutex::new(StdRng::seed_from_u64(space.seed)),
+            seed: space.seed,
+            answered: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -74,8 +75,10 @@ impl Replay {
     pub(super) fn answer(&self, space: &Space, backend: &dyn Backend, candidate: &Candidate) -> TrialRun {
         let plan = backend.plan(candidate).ok();
         let run = {
-            let mut rng = self.rng.lock().expect("the replay RNG is only locked here");
-            self.landscape.answer(candidate, &mut *rng).cloned()
+            let mut answered = self.answered.lock().expect("the replay counts are only locked here");
+            let nth = answered.entry(candidate.to_json()).or_default();
+            *nth += 1;
+            self.landscape.answer_nth(candidate, *nth - 1, self.seed).cloned()
         };
         let Some(run) = run else {
             let message = format!("landscape '{}' has no run for {}", self.landscape.name, candidate.brief());

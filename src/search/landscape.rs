@@ -88,6 +88,13 @@ pub struct Landscape {
     index: BTreeMap<String, usize>,
 }
 
+/// Why two recordings could not be joined.
+#[derive(Debug, thiserror::Error)]
+pub enum ExtendError {
+    #[error("{0} is not a point of the earlier recording's grid")]
+    NotAPoint(String),
+}
+
 /// Why a landscape could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -163,6 +170,35 @@ impl Landscape {
         Some(&p.runs[rng.random_range(0..p.runs.len())])
     }
 
+    /// The `nth` measurement (from 0) of `candidate` in a study seeded `seed`: the point's runs in
+    /// an order drawn once per point and seed, taken in turn (cycling once all were used), so
+    /// that a re-measure is a different recorded run while one remains, as a fresh start on the
+    /// engine would be; `None` off the grid.
+    pub fn answer_nth(&self, candidate: &Candidate, nth: usize, seed: u64) -> Option<&Run> {
+        let i = self.nth_run(candidate, nth, seed)?;
+        self.point(candidate).map(|p| &p.runs[i])
+    }
+
+    /// The index among the point's runs that [`Landscape::answer_nth`] answers with.
+    pub fn nth_run(&self, candidate: &Candidate, nth: usize, seed: u64) -> Option<usize> {
+        use rand::SeedableRng;
+        let p = self.point(candidate)?;
+        if p.runs.is_empty() {
+            return None;
+        }
+        // FNV-1a of the point's key: a per-point order that is stable across builds.
+        let key = candidate
+            .to_json()
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ key);
+        let mut order: Vec<usize> = (0..p.runs.len()).collect();
+        for i in (1..order.len()).rev() {
+            order.swap(i, rng.random_range(0..=i));
+        }
+        Some(order[nth % order.len()])
+    }
+
     /// The point's true value: the mean objective when every run met every SLO, else `None`.
     pub fn true_value(&self, candidate: &Candidate) -> Option<f64> {
         let p = self.point(candidate)?;
@@ -210,6 +246,30 @@ impl Landscape {
         let mut l = Landscape::new(&self.name, &self.space_toml, points);
         l.provenance = self.provenance.clone();
         l
+    }
+
+    /// This recording with `later`'s runs appended at each point (a later session over the same
+    /// grid, or part of it): the points and the space stay this file's, and the provenance says
+    /// both, earlier first. Every point of `later` must be one of this recording's.
+    pub fn extended_by(mut self, later: Landscape) -> Result<Landscape, ExtendError> {
+        for p in later.points {
+            match self.index.get(&p.params.to_json()) {
+                Some(&i) => self.points[i].runs.extend(p.runs),
+                None => return Err(ExtendError::NotAPoint(p.params.brief())),
+            }
+        }
+        self.provenance = match (self.provenance.take(), later.provenance) {
+            (Some(a), Some(b)) => Some(Provenance {
+                engine_version: format!("{} / then {}", a.engine_version, b.engine_version),
+                date: format!("{} / then {}", a.date, b.date),
+                machine: format!("{} / then {}", a.machine, b.machine),
+                load: format!("{} / then {}", a.load, b.load),
+                command: format!("{} / then {}", a.command, b.command),
+            }),
+            (a, b) => a.or(b),
+        };
+        self.reindex();
+        Ok(self)
     }
 
     /// A finished trial for `run`, as the daemon would hand it to a strategy.
@@ -419,6 +479,52 @@ mod tests {
             }
         }
         assert!(flipped > 0, "points near the memory limit are sometimes seen on the other side");
+    }
+
+    #[test]
+    fn a_remeasure_is_a_different_recorded_run_while_one_remains() {
+        let c = Candidate(BTreeMap::from([("a".to_string(), Value::Int(1))]));
+        let runs = (0..4).map(|i| Run::new(TrialState::Complete, Some(i as f64), 0.0)).collect();
+        let l = Landscape::new("t", "", vec![Point { params: c.clone(), runs }]);
+        for seed in 0..8 {
+            let first_four: std::collections::BTreeSet<usize> =
+                (0..4).map(|n| l.nth_run(&c, n, seed).unwrap()).collect();
+            assert_eq!(first_four.len(), 4, "seed {seed}: four measurements, four runs");
+            assert_eq!(l.nth_run(&c, 4, seed), l.nth_run(&c, 0, seed), "then they cycle");
+        }
+        let orders: std::collections::BTreeSet<Vec<usize>> =
+            (0..8).map(|seed| (0..4).map(|n| l.nth_run(&c, n, seed).unwrap()).collect()).collect();
+        assert!(orders.len() > 1, "the order depends on the seed");
+    }
+
+    #[test]
+    fn extending_a_recording_appends_runs_and_keeps_both_provenances() {
+        let c = |k| Candidate(BTreeMap::from([("a".to_string(), Value::Int(k))]));
+        let run = |v| Run::new(TrialState::Complete, Some(v), 0.0);
+        let provenance = |d: &str| Provenance {
+            engine_version: "e".into(),
+            date: d.into(),
+            machine: "m".into(),
+            load: "l".into(),
+            command: "c".into(),
+        };
+        let mut earlier = Landscape::new(
+            "t",
+            "space",
+            vec![Point { params: c(1), runs: vec![run(1.0), run(2.0)] }, Point { params: c(2), runs: vec![run(5.0)] }],
+        );
+        earlier.provenance = Some(provenance("day 1"));
+        let mut later = Landscape::new("t", "part", vec![Point { params: c(1), runs: vec![run(3.0)] }]);
+        later.provenance = Some(provenance("day 2"));
+        let l = earlier.clone().extended_by(later).unwrap();
+        let values: Vec<f64> = l.point(&c(1)).unwrap().runs.iter().map(|r| r.objective.unwrap()).collect();
+        assert_eq!(values, vec![1.0, 2.0, 3.0]);
+        assert_eq!(l.point(&c(2)).unwrap().runs.len(), 1);
+        assert_eq!(l.space_toml, "space");
+        assert_eq!(l.provenance.unwrap().date, "day 1 / then day 2");
+        let stranger = Landscape::new("t", "space", vec![Point { params: c(9), runs: vec![run(1.0)] }]);
+        let err = earlier.extended_by(stranger).unwrap_err().to_string();
+        assert!(err.contains("a=9") && err.contains("not a point"), "{err}");
     }
 
     #[test]

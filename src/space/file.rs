@@ -67,6 +67,12 @@ pub(super) struct StudyFile {
     pub(super) validate_pairs: u32,
     #[serde(default = "default_validate_top")]
     pub(super) validate_top: usize,
+    #[serde(default = "default_intensify")]
+    pub(super) intensify: bool,
+}
+
+fn default_intensify() -> bool {
+    true
 }
 
 fn default_validate_top() -> usize {

@@ -84,6 +84,10 @@ pub struct Space {
     pub max_trials: Option<u32>,
     /// Re-measure the default configuration every this many trials (drift anchor); `None`: never.
     pub anchor_every: Option<u32>,
+    /// Re-measure the point about to be named before naming it (`daemon::intensify`); `false`
+    /// (`[study] intensify = false`, `tune --no-intensify`): every trial is the strategy's, and
+    /// points are named on their runs as they are (recording a full grid needs this).
+    pub intensify: bool,
     /// When the study ends on its budget (or runs out of candidates), re-measure the best
     /// `validate_top` trials against the default in this many interleaved rounds on fresh
     /// starts (0 = don't; `infertune validate` does it later).
@@ -153,6 +157,7 @@ impl Space {
             seed: study.seed,
             max_trials: study.max_trials,
             anchor_every: study.anchor_every,
+            intensify: study.intensify,
             validate_pairs: study.validate_pairs,
             validate_top: study.validate_top,
             max_duration: study.max_duration,

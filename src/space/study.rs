@@ -52,6 +52,7 @@ pub(super) struct StudySettings {
     pub validate_pairs: u32,
     pub validate_top: usize,
     pub max_duration: Option<Duration>,
+    pub intensify: bool,
 }
 
 /// `[study]`: a name, a known strategy, a usable budget and re-validation settings.
@@ -96,5 +97,6 @@ pub(super) fn validate_study(study: StudyFile) -> Result<StudySettings, Invalid>
         validate_pairs: study.validate_pairs,
         validate_top: study.validate_top,
         max_duration,
+        intensify: study.intensify,
     })
 }
