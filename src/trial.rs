@@ -301,6 +301,25 @@ impl<'a> Point<'a> {
         self.runs.iter().all(|t| t.is_feasible() && t.objective.is_some_and(f64::is_finite))
     }
 
+    /// Feasible, and no later run worse than its first by more than [`FLUKE_FACTOR`] (half the
+    /// throughput, twice the latency): a first run that good was a fluke, and the point loses.
+    pub fn is_contender(&self, direction: Direction) -> bool {
+        if !self.is_feasible() {
+            return false;
+        }
+        let first = self.first().objective.expect("feasible");
+        self.values().iter().skip(1).all(|&v| match direction {
+            Direction::Maximize => v >= first / FLUKE_FACTOR,
+            Direction::Minimize => v <= first * FLUKE_FACTOR,
+        })
+    }
+
+    /// Mean objective over its first `k` runs (all when it has fewer).
+    pub fn mean_of_first(&self, k: usize) -> Option<f64> {
+        let v: Vec<f64> = self.values().into_iter().take(k.max(1)).collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    }
+
     /// Mean objective over its runs that have one; `None` when none has.
     pub fn mean(&self) -> Option<f64> {
         let v: Vec<f64> = self.values();
@@ -379,54 +398,77 @@ pub struct Noise {
     pub points: usize,
 }
 
-/// Runs before any repeat told the noise: enough to estimate it.
-pub const RUNS_WITHOUT_ESTIMATE: usize = 2;
 /// Repeated points before a low noise estimate is trusted enough to name points on one run: a
-/// spread from one or two pairs of runs is itself too noisy to stop re-measuring.
+/// spread from one or two pairs of runs is itself too noisy to stop confirming.
 pub const MIN_POINTS_FOR_QUIET: usize = 3;
-/// Most runs a point needs, however noisy the study.
-pub const MAX_RUNS: usize = 3;
-/// Standard error of a point's mean that counts as settled: a point is measured until its mean
-/// is known to about this fraction (half the 5 % by which configurations are told apart).
+/// Most runs a point needs before it can be named, however noisy the study: its first run ranks
+/// it, the others confirm it (bench-search: more runs cost search trials and, on the noisy
+/// synthetic landscape, named worse points).
+pub const MAX_RUNS: usize = 2;
+/// Relative noise under which a study is quiet: one run tells a point's value to about this
+/// fraction (half the 5 % by which configurations are told apart), so points are named on it.
 pub const TARGET_RELATIVE_SE: f64 = 0.025;
+/// How much worse than its first run a later run may be before that first run counts as a
+/// fluke (half the throughput, or twice the latency): far outside the run-to-run spread seen
+/// here (±10-25 %), inside what a load spike does (54.8 tok/s, then 3.9 tok/s).
+pub const FLUKE_FACTOR: f64 = 2.0;
 
-/// Runs a point needs before it can be named: `⌈(noise / 2.5 %)²⌉`, so that its mean's standard
-/// error is about 2.5 %, within 1 and [`MAX_RUNS`]; [`RUNS_WITHOUT_ESTIMATE`] while the noise
-/// is unknown, and at least that until [`MIN_POINTS_FOR_QUIET`] points were repeated. A quiet
-/// study (noise under 2.5 %) then names points on one run.
+/// Runs a point needs before it can be named: 1 in a quiet study (noise under 2.5 %, from at
+/// least [`MIN_POINTS_FOR_QUIET`] repeated points), else [`MAX_RUNS`]: the first to rank it,
+/// the second to confirm that it meets every SLO again and was not a fluke.
 pub fn runs_needed(noise: Option<Noise>) -> usize {
     match noise {
-        None => RUNS_WITHOUT_ESTIMATE,
-        Some(n) => {
-            let quiet_floor = if n.points < MIN_POINTS_FOR_QUIET { RUNS_WITHOUT_ESTIMATE } else { 1 };
-            ((n.relative_sd / TARGET_RELATIVE_SE).powi(2).ceil() as usize).clamp(quiet_floor, MAX_RUNS)
-        }
+        Some(n) if n.points >= MIN_POINTS_FOR_QUIET && n.relative_sd < TARGET_RELATIVE_SE => 1,
+        _ => MAX_RUNS,
     }
 }
 
-/// Points searched per extra run the bar rises by (see [`study_runs_needed`]).
+/// Points searched before the named point must be confirmed (see [`study_runs_needed`]).
 pub const POINTS_PER_EXTRA_RUN: usize = 5;
 
 /// Runs a point of this study needs before it can be named: [`runs_needed`] for its noise, and
-/// at most `1 + points / 5`. The more points a study has compared, the more its best-looking
-/// one is a lucky draw (the winner's curse grows with the candidates), so the bar rises as the
-/// search goes on: the best of fewer than 5 configurations is named on its runs as they are,
-/// from 5 it needs 2 runs, from 10 up to 3; early incumbents, soon beaten anyway, cost few
-/// re-measures.
+/// 1 while fewer than 5 points were searched: the best of a few configurations is little
+/// of a lucky draw (the winner's curse grows with the candidates), so early incumbents, soon
+/// beaten anyway, cost no re-measures.
 pub fn study_runs_needed(trials: &[Trial]) -> usize {
     let pts = points(trials);
     runs_needed(noise_of(&pts)).min(1 + pts.len() / POINTS_PER_EXTRA_RUN)
 }
 
-/// The intensified incumbent among `points`: of the feasible points, the one with the most
-/// runs (counted up to `needed`), then the better mean, then the earlier first run. A
-/// challenger takes its place only once it has as many runs and a better mean.
+/// Whether `a` ranks before `b` as candidates to name, both contenders ([`Point::is_contender`])
+/// with at least `k` runs compared on the mean of their first `k`: equal terms, so a point with
+/// more runs is never judged against another's single lucky draw. Ties go to the earlier point.
+fn ranks_before(a: &Point<'_>, b: &Point<'_>, k: usize, direction: Direction) -> bool {
+    let (x, y) = (a.mean_of_first(k).expect("contender"), b.mean_of_first(k).expect("contender"));
+    crate::measure::is_better(direction, x, y) || (x == y && a.first().number < b.first().number)
+}
+
+/// The intensified incumbent among `points` (rule 2 of `daemon::intensify`): of the confirmed
+/// contenders (at least `needed` runs), the best mean over their first `needed` runs; with none
+/// confirmed, the contender with the best first run (named as it stands, and re-measured next).
 pub fn incumbent<'p, 'a>(points: &'p [Point<'a>], direction: Direction, needed: usize) -> Option<&'p Point<'a>> {
-    points.iter().filter(|p| p.is_feasible()).reduce(|a, b| {
-        let (ra, rb) = (a.runs.len().min(needed), b.runs.len().min(needed));
-        let (ma, mb) = (a.mean().expect("feasible"), b.mean().expect("feasible"));
-        if rb > ra || (rb == ra && crate::measure::is_better(direction, mb, ma)) { b } else { a }
-    })
+    let best = |k: usize, min_runs: usize| {
+        points
+            .iter()
+            .filter(|p| p.runs.len() >= min_runs && p.is_contender(direction))
+            .reduce(|a, b| if ranks_before(b, a, k, direction) { b } else { a })
+    };
+    best(needed, needed).or_else(|| best(1, 1))
+}
+
+/// The challenger to `incumbent` (rule 3 of `daemon::intensify`): the unconfirmed contender (fewer
+/// than `needed` runs) whose first run is best and beats the incumbent's first run.
+pub fn challenger<'p, 'a>(
+    points: &'p [Point<'a>],
+    incumbent: &Point<'a>,
+    direction: Direction,
+    needed: usize,
+) -> Option<&'p Point<'a>> {
+    points
+        .iter()
+        .filter(|p| p.runs.len() < needed && p.is_contender(direction) && p.first().id != incumbent.first().id)
+        .filter(|p| ranks_before(p, incumbent, 1, direction))
+        .reduce(|a, b| if ranks_before(b, a, 1, direction) { b } else { a })
 }
 
 /// Which rule named a study's winner.
@@ -435,7 +477,8 @@ pub fn incumbent<'p, 'a>(points: &'p [Point<'a>], direction: Direction, needed: 
 pub enum WinnerRule {
     /// The end-of-study validation re-measured the top trials against the default and picked it.
     Validated,
-    /// The intensified incumbent: most runs (up to what the noise asks), then the best mean.
+    /// The intensified incumbent: confirmed by a second run where the study is noisy, then the
+    /// best mean over its first runs (`daemon::intensify`).
     Intensified,
     /// No point met every SLO: the least violating trial.
     LeastViolating,
@@ -446,7 +489,9 @@ impl WinnerRule {
     pub fn describe(&self) -> &'static str {
         match self {
             WinnerRule::Validated => "validated: re-measured against the default, best confidence bound",
-            WinnerRule::Intensified => "intensified incumbent: most runs, then the best mean over its runs",
+            WinnerRule::Intensified => {
+                "intensified incumbent: confirmed by a re-measure (every SLO met again), then the best mean on equal runs"
+            }
             WinnerRule::LeastViolating => "no configuration met every SLO: the least violating trial",
         }
     }
@@ -505,28 +550,24 @@ pub fn decode_agreement_median(trials: &[Trial]) -> Option<(f64, usize)> {
     (!v.is_empty()).then(|| (crate::measure::ratio::median(&v), v.len()))
 }
 
-/// The `n` best points that met every SLO in every run, best first, each by its first trial: the
-/// intensified incumbent, then the others by runs (up to what the noise asks) and mean (ties:
-/// the earlier trial). The candidates re-validation measures again.
+/// The `n` best contenders ([`Point::is_contender`]), each by its first trial: the intensified
+/// incumbent, then the others by their first run (equal terms: one run each; ties: the earlier
+/// trial). The candidates re-validation measures again.
 pub fn top_feasible(trials: &[Trial], direction: Direction, n: usize) -> Vec<&Trial> {
-    let needed = study_runs_needed(trials);
-    let mut feasible: Vec<Point<'_>> = points(trials).into_iter().filter(Point::is_feasible).collect();
-    feasible.sort_by(|a, b| {
-        let (ra, rb) = (a.runs.len().min(needed), b.runs.len().min(needed));
-        let (x, y) = (a.mean().expect("feasible"), b.mean().expect("feasible"));
-        rb.cmp(&ra)
-            .then_with(|| {
-                if crate::measure::is_better(direction, x, y) {
-                    std::cmp::Ordering::Less
-                } else if x == y {
-                    std::cmp::Ordering::Equal
-                } else {
-                    std::cmp::Ordering::Greater
-                }
-            })
-            .then(a.first().number.cmp(&b.first().number))
+    let pts = points(trials);
+    let Some(first) = incumbent(&pts, direction, study_runs_needed(trials)) else { return Vec::new() };
+    let mut others: Vec<&Point<'_>> =
+        pts.iter().filter(|p| p.first().id != first.first().id && p.is_contender(direction)).collect();
+    others.sort_by(|a, b| {
+        if ranks_before(a, b, 1, direction) {
+            std::cmp::Ordering::Less
+        } else if ranks_before(b, a, 1, direction) {
+            std::cmp::Ordering::Greater
+        } else {
+            std::cmp::Ordering::Equal
+        }
     });
-    feasible.into_iter().take(n).map(|p| p.first()).collect()
+    std::iter::once(first).chain(others).take(n).map(|p| p.first()).collect()
 }
 
 /// Facts that make a study's figures comparable; a change means the figures no longer are.

@@ -25,7 +25,7 @@ pub struct ExportArgs {
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Export this trial instead of the named one (the validated winner, else the intensified
-    /// incumbent: the configuration with the most runs, then the best mean over its runs)
+    /// incumbent: confirmed by a re-measure, then the best mean on equal runs)
     #[arg(long, value_name = "N")]
     pub trial: Option<i64>,
 }

@@ -4,6 +4,18 @@
 
 use crate::common::{repo, run_cli, trials_json};
 
+/// The medium recording and a tpe copy of its space (absolute paths) in `dir`.
+fn tpe_replay(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let recording = repo().join("tests/fixtures/landscapes/llamacpp-medium.json");
+    let toml = std::fs::read_to_string(repo().join("tests/fixtures/landscapes/llamacpp-medium.toml")).unwrap();
+    let space = dir.join("replay.toml");
+    let toml = toml
+        .replace("strategy = \"grid\"", "strategy = \"tpe\"")
+        .replace("../../../", &format!("{}/", repo().display()));
+    std::fs::write(&space, toml).unwrap();
+    (recording, space)
+}
+
 /// Objectives of the finished runs of `params`, and whether every run met every SLO.
 fn runs_of<'a>(trials: &'a [serde_json::Value], params: &serde_json::Value) -> Vec<&'a serde_json::Value> {
     trials.iter().filter(|t| &t["params"] == params && t["state"] != "running" && t["state"] != "interrupted").collect()
@@ -12,13 +24,7 @@ fn runs_of<'a>(trials: &'a [serde_json::Value], params: &serde_json::Value) -> V
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replayed_study_remeasures_in_budget_and_names_the_intensified_winner() {
     let dir = tempfile::tempdir().unwrap();
-    let recording = repo().join("tests/fixtures/landscapes/llamacpp-medium.json");
-    let toml = std::fs::read_to_string(repo().join("tests/fixtures/landscapes/llamacpp-medium.toml")).unwrap();
-    let space = dir.path().join("replay.toml");
-    let toml = toml
-        .replace("strategy = \"grid\"", "strategy = \"tpe\"")
-        .replace("../../../", &format!("{}/", repo().display()));
-    std::fs::write(&space, toml).unwrap();
+    let (recording, space) = tpe_replay(dir.path());
     let db = dir.path().join("i.db");
     let db_s = db.to_str().unwrap();
     let study = "landscape-llamacpp-medium";
@@ -85,4 +91,17 @@ async fn replayed_study_remeasures_in_budget_and_names_the_intensified_winner() 
     let wrote =
         run_cli(&["--db", db_s, "export", study, "--format", "env", "-o", env.to_str().unwrap()]).await.unwrap();
     assert!(wrote.contains(&format!("(trial {}; named by intensified incumbent", best["number"])), "{wrote}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_intensify_spends_every_trial_on_the_strategy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (recording, space) = tpe_replay(dir.path());
+    let db = dir.path().join("n.db");
+    let args = ["--db", db.to_str().unwrap(), "tune", space.to_str().unwrap(), "--replay", recording.to_str().unwrap()];
+    let out = run_cli(&[&args[..], &["--max-trials", "30", "--no-intensify"]].concat()).await.unwrap();
+    assert!(out.contains("stopped: budget"), "{out}");
+    let trials = trials_json(&db, "landscape-llamacpp-medium").await;
+    assert_eq!(trials.len(), 30);
+    assert!(trials.iter().all(|t| t["purpose"] == "search" && t["runs"] == 1), "{trials:#?}");
 }
