@@ -424,7 +424,7 @@ pub fn runs_needed(noise: Option<Noise>) -> usize {
 }
 
 /// Points searched before the named point must be confirmed (see [`study_runs_needed`]).
-pub const POINTS_PER_EXTRA_RUN: usize = 5;
+pub const POINTS_BEFORE_CONFIRMING: usize = 5;
 
 /// Runs a point of this study needs before it can be named: [`runs_needed`] for its noise, and
 /// 1 while fewer than 5 points were searched: the best of a few configurations is little
@@ -432,7 +432,7 @@ pub const POINTS_PER_EXTRA_RUN: usize = 5;
 /// beaten anyway, cost no re-measures.
 pub fn study_runs_needed(trials: &[Trial]) -> usize {
     let pts = points(trials);
-    runs_needed(noise_of(&pts)).min(1 + pts.len() / POINTS_PER_EXTRA_RUN)
+    runs_needed(noise_of(&pts)).min(1 + pts.len() / POINTS_BEFORE_CONFIRMING)
 }
 
 /// Whether `a` ranks before `b` as candidates to name, both contenders ([`Point::is_contender`])

@@ -79,19 +79,21 @@ impl Bench {
     /// feasible when every one met every SLO), observations and re-measurements drawn from
     /// runs 2, 4, ...; recordings extended in a later session interleave the sessions.
     fn recorded(l: Landscape) -> Bench {
-        let runs = l.points.iter().map(|p| p.runs.len()).min().unwrap_or(0);
+        // Points refused before launch keep their recorded infeasible runs whatever the count.
+        let ran = |p: &&infertune::search::landscape::Point| p.runs.iter().any(|r| r.objective.is_some());
+        let runs = l.points.iter().filter(ran).map(|p| p.runs.len()).min().unwrap_or(0);
         if runs < 2 {
             let note = format!(
                 "{runs} run per point: truth and observations are the same run (no noise to be fooled by), no /validated rows"
             );
             return Bench { truth: l.clone(), observed: l, validated: false, note };
         }
-        let note = if runs == 2 {
-            "truth = each point's run 1; observations and re-measurements = run 2 (so a re-measurement repeats the observed value)".to_string()
-        } else {
-            format!(
-                "{runs} runs a point: truth = the mean of runs 1, 3, ... (feasible when each met every SLO); observations and re-measurements drawn from runs 2, 4, ..."
-            )
+        let note = match runs {
+            2 => "truth = each point's run 1; observations and re-measurements = run 2 (so a re-measurement repeats the observed value)".to_string(),
+            3 => "3 runs a point: truth = the mean of runs 1 and 3 (feasible when both met every SLO); observations and re-measurements = run 2 (so a re-measurement repeats the observed value)".to_string(),
+            _ => format!(
+                "{runs} or more runs a point: truth = the mean of runs 1, 3, ... (feasible when each met every SLO); observations and re-measurements drawn from runs 2, 4, ..."
+            ),
         };
         Bench { truth: l.with_runs(|i| i % 2 == 0), observed: l.with_runs(|i| i % 2 == 1), validated: true, note }
     }
