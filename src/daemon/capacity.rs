@@ -140,7 +140,7 @@ async fn measure_level(
             bail!(
                 "the client fell behind its schedule at {level:.2} req/s (lateness p99 {} in two runs, > {} ms): the figures would describe the client, not the server",
                 lateness.join(" and "),
-                open_loop::MAX_LATENESS_P99.as_millis()
+                open_loop::max_lateness_p99().as_millis()
             )
         }
     }

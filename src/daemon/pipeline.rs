@@ -286,7 +286,7 @@ async fn replay(
     Err(ClientBehind(format!(
         "the client fell behind the trace's schedule in two runs (lateness p99 {}, > {} ms): the figures would describe the client, not the server; raise time_scale or shorten the window",
         lateness.join(" and "),
-        workload::open_loop::MAX_LATENESS_P99.as_millis()
+        workload::open_loop::max_lateness_p99().as_millis()
     ))
     .into())
 }
