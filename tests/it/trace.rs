@@ -125,7 +125,9 @@ async fn trace_study_replays_the_trace_on_real_engine() {
     let measured = r["isl_measured_mean"].as_f64().unwrap();
     assert!((measured - 146.5).abs() / 146.5 < 0.02, "measured ISL {measured} vs the trace's 146.5: {r:#}");
     assert!(r["isl_error_pct"].as_f64().unwrap() < 2.0, "{r:#}");
-    assert!(r["is_valid"].as_bool().unwrap() && r["lateness_ms"]["p99"].as_f64().unwrap() <= 5.0, "{r:#}");
+    // the bound in force (scripts/test loosens it: the client shares 2 cores with the engine)
+    let bound = infertune::workload::open_loop::max_lateness_p99().as_secs_f64() * 1000.0;
+    assert!(r["is_valid"].as_bool().unwrap() && r["lateness_ms"]["p99"].as_f64().unwrap() <= bound, "{r:#}");
     assert!(r["chat_overhead_tokens"].as_u64().unwrap() > 0, "{r:#}");
     assert_eq!(r["time_scale"], 0.8, "{r:#}");
     let w = &r["window"];
