@@ -40,7 +40,7 @@ use rand::rngs::StdRng;
 
 use infertune::daemon::intensify;
 use infertune::daemon::validate::pick_winner;
-use infertune::search::landscape::Landscape;
+use infertune::search::landscape::{Draws, Landscape, Run};
 use infertune::search::{self, Strategy};
 use infertune::space::{Candidate, Direction, Space, StrategyKind};
 use infertune::trial::{self, Trial};
@@ -188,7 +188,7 @@ fn trace_validated(bench: &Bench, direction: Direction, steps: &[(Candidate, usi
             let (mut values, mut misses) = (Vec::new(), Vec::new());
             for (_, c) in &top {
                 let p = landscape.point(c).expect("a grid point");
-                let runs: Vec<&infertune::search::landscape::Run> = (0..VALIDATE_PAIRS)
+                let runs: Vec<&Run> = (0..VALIDATE_PAIRS)
                     .map(|_| &p.runs[rand::RngExt::random_range(&mut rng, 0..p.runs.len())])
                     .collect();
                 values.push(runs.iter().map(|r| r.objective.unwrap_or(0.0)).collect::<Vec<f64>>());
@@ -199,30 +199,10 @@ fn trace_validated(bench: &Bench, direction: Direction, steps: &[(Candidate, usi
         .collect()
 }
 
-/// One seed's measurements: the k-th measurement of a point is its k-th recorded run in a
-/// per-point order ([`Landscape::nth_run`]), so a re-measure is a different run while one
-/// remains. Optuna's adapter draws by the same rule.
-struct Draws<'l> {
-    landscape: &'l Landscape,
-    seed: u64,
-    taken: BTreeMap<String, usize>,
-}
-
-impl<'l> Draws<'l> {
-    fn new(landscape: &'l Landscape, seed: u64) -> Draws<'l> {
-        Draws { landscape, seed, taken: BTreeMap::new() }
-    }
-
-    /// The next measurement of `c`: its run index and the run.
-    fn next(&mut self, c: &Candidate) -> (usize, &'l infertune::search::landscape::Run) {
-        let nth = self.taken.entry(c.to_json()).or_default();
-        let i = self
-            .landscape
-            .nth_run(c, *nth, self.seed)
-            .expect("strategies propose grid points of the landscape's space");
-        *nth += 1;
-        (i, &self.landscape.point(c).expect("a grid point").runs[i])
-    }
+/// The next measurement of `c` in one seed's study (a different recorded run while one remains,
+/// [`Draws`]); Optuna's adapter draws by the same rule.
+fn draw<'l>(draws: &mut Draws, landscape: &'l Landscape, c: &Candidate) -> (usize, &'l Run) {
+    draws.next(landscape, c).expect("strategies propose grid points of the landscape's space")
 }
 
 fn run_strategy(landscape: &Landscape, space: &Space, kind: StrategyKind, seed: u64, budget: usize) -> Steps {
@@ -230,11 +210,11 @@ fn run_strategy(landscape: &Landscape, space: &Space, kind: StrategyKind, seed: 
     space.seed = seed;
     space.strategy = kind;
     let mut strategy: Box<dyn Strategy> = search::from_space(&space);
-    let mut draws = Draws::new(landscape, seed);
+    let mut draws = Draws::new(seed);
     let mut steps = Vec::new();
     for n in 1..=budget {
         let Some(c) = strategy.propose(&space) else { break };
-        let (run_idx, run) = draws.next(&c);
+        let (run_idx, run) = draw(&mut draws, landscape, &c);
         strategy.observe(&Landscape::trial(n as i64, &c, run));
         steps.push((c, run_idx));
     }
@@ -256,11 +236,11 @@ fn run_intensified(
     space.seed = seed;
     space.strategy = kind;
     let mut strategy: Box<dyn Strategy> = search::from_space(&space);
-    let mut draws = Draws::new(landscape, seed);
+    let mut draws = Draws::new(seed);
     let (mut trials, mut steps) = (Vec::new(), Vec::new());
     for n in 1..=budget {
         let Some(next) = intensify::next(&trials, strategy.as_mut(), &space, &[]) else { break };
-        let (run_idx, run) = draws.next(&next.candidate);
+        let (run_idx, run) = draw(&mut draws, landscape, &next.candidate);
         let mut t = Landscape::trial(n as i64, &next.candidate, run);
         t.purpose = next.purpose;
         strategy.observe(&t);

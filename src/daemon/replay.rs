@@ -3,7 +3,7 @@
 //! seconds, and the daemon loop can be tested without an engine.
 //!
 //! Each answer is one of the point's recorded runs, taken in an order drawn per point from the
-//! study's seed ([`Landscape::answer_nth`]): a re-measure gets a different recorded run while
+//! study's seed ([`Draws`]): a re-measure gets a different recorded run while
 //! one remains, so a replay carries the recording's own noise and repeats exactly per seed. A run's
 //! stored summary is judged again against *this* space's objective and SLOs (figures of a run
 //! that was pruned while recording are partial, as they were then).
@@ -16,18 +16,17 @@ use anyhow::{Context, bail};
 use super::TrialRun;
 use crate::backend::Backend;
 use crate::measure::{self, system};
-use crate::search::landscape::Landscape;
+use crate::search::landscape::{Draws, Landscape};
 use crate::space::{Candidate, Space};
 use crate::trial::{Fingerprint, InfeasibleClass, Outcome, StageTimes, TrialState};
 
-/// A loaded recording, the study's seed and how often each point was answered.
+/// A loaded recording and the study's draws from it.
 #[derive(Debug)]
 pub struct Replay {
     pub landscape: Landscape,
     path: String,
     sha256: String,
-    seed: u64,
-    answered: Mutex<std::collections::HashMap<String, usize>>,
+    draws: Mutex<Draws>,
 }
 
 impl Replay {
@@ -56,8 +55,7 @@ impl Replay {
             landscape,
             path: path.display().to_string(),
             sha256: crate::store::sha256_hex(&bytes),
-            seed: space.seed,
-            answered: Mutex::new(std::collections::HashMap::new()),
+            draws: Mutex::new(Draws::new(space.seed)),
         })
     }
 
@@ -75,10 +73,8 @@ impl Replay {
     pub(super) fn answer(&self, space: &Space, backend: &dyn Backend, candidate: &Candidate) -> TrialRun {
         let plan = backend.plan(candidate).ok();
         let run = {
-            let mut answered = self.answered.lock().expect("the replay counts are only locked here");
-            let nth = answered.entry(candidate.to_json()).or_default();
-            *nth += 1;
-            self.landscape.answer_nth(candidate, *nth - 1, self.seed).cloned()
+            let mut draws = self.draws.lock().expect("the replay's draws are only locked here");
+            draws.next(&self.landscape, candidate).map(|(_, run)| run.clone())
         };
         let Some(run) = run else {
             let message = format!("landscape '{}' has no run for {}", self.landscape.name, candidate.brief());

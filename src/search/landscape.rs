@@ -88,6 +88,29 @@ pub struct Landscape {
     index: BTreeMap<String, usize>,
 }
 
+/// A study's measurements of a landscape: how often each point was measured, so that the next
+/// measurement is [`Landscape::nth_run`]'s next run. The replay backend and `bench-search` answer
+/// through it.
+#[derive(Debug, Clone)]
+pub struct Draws {
+    seed: u64,
+    taken: std::collections::HashMap<String, usize>,
+}
+
+impl Draws {
+    pub fn new(seed: u64) -> Draws {
+        Draws { seed, taken: std::collections::HashMap::new() }
+    }
+
+    /// The next measurement of `candidate`: its run index and the run; `None` off the grid.
+    pub fn next<'l>(&mut self, landscape: &'l Landscape, candidate: &Candidate) -> Option<(usize, &'l Run)> {
+        let nth = self.taken.entry(candidate.to_json()).or_default();
+        let i = landscape.nth_run(candidate, *nth, self.seed)?;
+        *nth += 1;
+        Some((i, &landscape.point(candidate)?.runs[i]))
+    }
+}
+
 /// Why two recordings could not be joined.
 #[derive(Debug, thiserror::Error)]
 pub enum ExtendError {
@@ -170,16 +193,11 @@ impl Landscape {
         Some(&p.runs[rng.random_range(0..p.runs.len())])
     }
 
-    /// The `nth` measurement (from 0) of `candidate` in a study seeded `seed`: the point's runs in
-    /// an order drawn once per point and seed, taken in turn (cycling once all were used), so
-    /// that a re-measure is a different recorded run while one remains, as a fresh start on the
-    /// engine would be; `None` off the grid.
-    pub fn answer_nth(&self, candidate: &Candidate, nth: usize, seed: u64) -> Option<&Run> {
-        let i = self.nth_run(candidate, nth, seed)?;
-        self.point(candidate).map(|p| &p.runs[i])
-    }
-
-    /// The index among the point's runs that [`Landscape::answer_nth`] answers with.
+    /// The `nth` measurement (from 0) of `candidate` in a study seeded `seed`, as an index among
+    /// the point's runs: its runs in an order drawn once per point and seed, taken in turn
+    /// (cycling once all were used), so that a re-measure is a different recorded run while one
+    /// remains, as a fresh start on the engine would be; `None` off the grid. [`Draws`] counts
+    /// the measurements.
     pub fn nth_run(&self, candidate: &Candidate, nth: usize, seed: u64) -> Option<usize> {
         use rand::SeedableRng;
         let p = self.point(candidate)?;
@@ -495,6 +513,10 @@ mod tests {
         let orders: std::collections::BTreeSet<Vec<usize>> =
             (0..8).map(|seed| (0..4).map(|n| l.nth_run(&c, n, seed).unwrap()).collect()).collect();
         assert!(orders.len() > 1, "the order depends on the seed");
+        // a study's draws take that order, counting the measurements of each point
+        let mut draws = Draws::new(3);
+        let taken: Vec<usize> = (0..4).map(|_| draws.next(&l, &c).unwrap().0).collect();
+        assert_eq!(taken, (0..4).map(|n| l.nth_run(&c, n, 3).unwrap()).collect::<Vec<_>>());
     }
 
     #[test]

@@ -276,3 +276,16 @@ impl Drop for Engine {
         let _ = self.0.wait();
     }
 }
+
+/// The medium recording, and a copy of its space in `dir` searched by tpe (relative paths made
+/// absolute): a replayed study that exercises the search, not the grid.
+pub fn tpe_replay(dir: &Path) -> (PathBuf, PathBuf) {
+    let recording = repo().join("tests/fixtures/landscapes/llamacpp-medium.json");
+    let toml = std::fs::read_to_string(repo().join("tests/fixtures/landscapes/llamacpp-medium.toml")).unwrap();
+    let space = dir.join("replay.toml");
+    let toml = toml
+        .replace("strategy = \"grid\"", "strategy = \"tpe\"")
+        .replace("../../../", &format!("{}/", repo().display()));
+    std::fs::write(&space, toml).unwrap();
+    (recording, space)
+}

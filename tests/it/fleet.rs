@@ -14,20 +14,14 @@ use infertune::store::testdb::TestDb;
 use infertune::trial::{Purpose, Trial, TrialState};
 use rand::{RngExt, SeedableRng};
 
-use crate::common::{repo, run_cli};
+use crate::common::{repo, run_cli, tpe_replay};
 
 const STUDY: &str = "landscape-llamacpp-medium";
 
 /// The medium recording's own space searched by tpe (relative paths made absolute), and the
 /// recording; a study of it is created on `url` with no trial run yet.
 async fn replay_study(dir: &Path, url: &str) -> (PathBuf, PathBuf) {
-    let recording = repo().join("tests/fixtures/landscapes/llamacpp-medium.json");
-    let toml = std::fs::read_to_string(repo().join("tests/fixtures/landscapes/llamacpp-medium.toml")).unwrap();
-    let space = dir.join("replay.toml");
-    let toml = toml
-        .replace("strategy = \"grid\"", "strategy = \"tpe\"")
-        .replace("../../../", &format!("{}/", repo().display()));
-    std::fs::write(&space, toml).unwrap();
+    let (recording, space) = tpe_replay(dir);
     let out = run_cli(&[
         "--db",
         url,

@@ -2,19 +2,7 @@
 //! same configuration, counted in the budget, and `best` and `export` name the intensified
 //! winner, not a single lucky draw.
 
-use crate::common::{repo, run_cli, trials_json};
-
-/// The medium recording and a tpe copy of its space (absolute paths) in `dir`.
-fn tpe_replay(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let recording = repo().join("tests/fixtures/landscapes/llamacpp-medium.json");
-    let toml = std::fs::read_to_string(repo().join("tests/fixtures/landscapes/llamacpp-medium.toml")).unwrap();
-    let space = dir.join("replay.toml");
-    let toml = toml
-        .replace("strategy = \"grid\"", "strategy = \"tpe\"")
-        .replace("../../../", &format!("{}/", repo().display()));
-    std::fs::write(&space, toml).unwrap();
-    (recording, space)
-}
+use crate::common::{run_cli, tpe_replay, trials_json};
 
 /// Objectives of the finished runs of `params`, and whether every run met every SLO.
 fn runs_of<'a>(trials: &'a [serde_json::Value], params: &serde_json::Value) -> Vec<&'a serde_json::Value> {
