@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Optuna's TPE on an infertune landscape, for bench-search's side-by-side comparison.
 
-Reads a landscape JSON (points with recorded runs, plus the space TOML), runs
+Reads a landscape JSON (points with recorded runs, plus the space TOML), or one per seed
+(seed i plays the i-th file: bench-search cuts a recording's runs per seed), runs
 optuna.samplers.TPESampler (multivariate, constraints as graded violations, the space's
 default candidate enqueued first, like infertune's tpe) for each seed, and prints, per seed,
 the list of [params, run_index] it evaluated. The trial accounting is bench-search's, the same
@@ -59,20 +60,24 @@ def enqueue_value(d):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("landscape")
+    ap.add_argument("landscape", nargs="+", help="one file for every seed, or one per seed")
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--trials", type=int, default=100)
     a = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    land = json.load(open(a.landscape))
-    space = tomllib.loads(land["space_toml"])
-    maximize = "maximize" in space.get("objective", {"maximize": 1})
-    ds = dims(space)
-    points = {json.dumps(p["params"], sort_keys=True, separators=(",", ":")): p for p in land["points"]}
-    objs = [r["objective"] for p in land["points"] for r in p["runs"] if r["objective"] is not None]
-    worst = min(objs) if maximize else max(objs)
+    if len(a.landscape) not in (1, a.seeds):
+        sys.exit(f"give one landscape for every seed or one per seed ({a.seeds}), not {len(a.landscape)}")
     results = []
     for seed in range(a.seeds):
+        path = a.landscape[seed % len(a.landscape)]
+        if seed == 0 or len(a.landscape) > 1:
+            land = json.load(open(path))
+        space = tomllib.loads(land["space_toml"])
+        maximize = "maximize" in space.get("objective", {"maximize": 1})
+        ds = dims(space)
+        points = {json.dumps(p["params"], sort_keys=True, separators=(",", ":")): p for p in land["points"]}
+        objs = [r["objective"] for p in land["points"] for r in p["runs"] if r["objective"] is not None]
+        worst = min(objs) if maximize else max(objs)
         rng = random.Random(seed * 7919 + 17)
         sampler = optuna.samplers.TPESampler(
             seed=seed, multivariate=True, constraints_func=lambda t: [t.user_attrs["violation"]]

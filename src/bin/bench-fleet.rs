@@ -7,9 +7,10 @@
 //! pending), up to `--workers` trials are in flight, and they finish in the order they started
 //! (equal durations). `sequential` is one strategy kept across trials, as `tune` runs it (the
 //! `tpe` row of `scripts/bench-search`); `1 worker` is the fleet path with one worker. Each seed
-//! observes one of a point's recorded runs; truth and observations are kept apart as in
-//! bench-search (truth = run 1, observations = the others; the synthetic landscapes: the
-//! noise-free values, observed noise-free or with seeded noise). Prints the share of seeds
+//! observes one of a point's recorded runs; truth and observations are kept apart (truth = run
+//! 1, observations = the others: one fixed cut, the same for both rows, where bench-search cuts
+//! per seed; the synthetic landscapes: the noise-free values, observed noise-free or with seeded
+//! noise). Prints the share of seeds
 //! whose incumbent is within 5 % of the optimum at 20, 40 and 60 trials.
 
 use std::collections::VecDeque;
@@ -116,7 +117,7 @@ fn within_at(observed: &Landscape, truth: &Landscape, steps: &Steps, k: usize, o
     })
 }
 
-/// (observed, truth) for each landscape, as bench-search separates them.
+/// (observed, truth) for each landscape: a recording's run 1 is the truth (one fixed cut).
 fn landscapes(args: &Args) -> Result<Vec<(Landscape, Landscape)>> {
     let mut out = vec![
         (Landscape::synthetic(), Landscape::synthetic()),

@@ -10,12 +10,20 @@
 //! infertune names at the end of a study: its top 3 trials re-measured 3 times each and picked
 //! as `validate` does.
 //!
-//! Truth and observations never share a run: on a recording, a point's true value is the mean of
-//! its odd-numbered runs (1, 3, ...) and every observation and re-measurement is drawn from the
-//! even-numbered ones (with two runs a point, re-measuring repeats the one observed run, so
-//! `/validated` can only re-rank by it); a
-//! recording with one run a point has no `/validated` rows. `synthetic-noisy` knows its true
-//! values (the noise-free synthetic landscape) and draws every measurement with its own noise.
+//! Truth and observations never share a run. On a recording, each seed cuts every point's runs
+//! in two at random ([`Landscape::split`]): half of them, rounded up, define the point's true value
+//! (their mean; feasible when each met every SLO) and every observation and re-measurement is
+//! drawn from the rest (with two runs a point, re-measuring repeats the one observed run, so
+//! `/validated` can only re-rank by it). The optimum, and "within 5 %", are that seed's truth's:
+//! over many seeds the figures do not hang on the luck of one cut. A recording with one run a
+//! point has no `/validated` rows. `synthetic-noisy` knows its true values (the noise-free
+//! synthetic landscape) and draws every measurement with its own noise.
+//!
+//! Each landscape's `all-runs` line is a reference, not a strategy: the share of seeds where the
+//! point with the best mean over *every* observed run of *every* point (feasible in each) is
+//! within 5 % of the optimum. No budget limits it. Where it is low, the observations point away
+//! from the truth's optimum (a point that missed an SLO in one run of several is feasible on one
+//! side of a cut only), and a row above it owes that to what it did not measure.
 //!
 //! The `/intensified` rows run each strategy as the daemon does (issue 16): what runs next is
 //! `daemon::intensify::next` (a re-measure of the challenger or the incumbent, else the
@@ -32,6 +40,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::rc::Rc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -59,11 +68,34 @@ told to the strategy as infeasible and the strategy proposes again";
 const NOISY_DRAWS: usize = 32;
 const NOISY_SEED: u64 = 15;
 
-/// A landscape as the benchmark plays it: the runs a strategy observes (and re-measures) and
-/// the runs that define each point's true value, kept apart.
+/// One seed's view of a landscape: the runs its strategies observe (and re-measure), the runs
+/// that define each point's true value, kept apart, and the optimum of that truth.
+struct Seeded {
+    observed: Rc<Landscape>,
+    truth: Rc<Landscape>,
+    optimum: f64,
+}
+
+impl Seeded {
+    fn new(observed: Rc<Landscape>, truth: Rc<Landscape>, direction: Direction) -> Result<Seeded> {
+        let optimum = truth.optimum(direction).with_context(|| format!("'{}' has no feasible point", truth.name))?;
+        Ok(Seeded { observed, truth, optimum })
+    }
+
+    /// The point's true value as a share of the optimum (what [`within`] judges); `None` when
+    /// it is truly infeasible.
+    fn relative(&self, c: &Candidate) -> Option<f64> {
+        self.truth.true_value(c).map(|v| v / self.optimum)
+    }
+}
+
+/// A landscape as the benchmark plays it: one [`Seeded`] view per seed.
 struct Bench {
-    observed: Landscape,
-    truth: Landscape,
+    /// The whole landscape (name, space, provenance, the points refused before launch).
+    source: Rc<Landscape>,
+    direction: Direction,
+    /// Seed `s` plays `seeds[s]`.
+    seeds: Vec<Seeded>,
     /// Whether `/validated` rows can be graded without re-using the truth's runs.
     validated: bool,
     /// How truth and observations were separated, for the output.
@@ -72,30 +104,46 @@ struct Bench {
 
 impl Bench {
     fn name(&self) -> &str {
-        &self.observed.name
+        &self.source.name
     }
 
-    /// A recording: truth from each point's runs 1, 3, 5, ... (its true value is their mean,
-    /// feasible when every one met every SLO), observations and re-measurements drawn from
-    /// runs 2, 4, ...; recordings extended in a later session interleave the sessions.
-    fn recorded(l: Landscape) -> Bench {
+    /// A generated landscape: every seed observes `observed` and is judged by `truth`.
+    fn generated(observed: Landscape, truth: Landscape, seeds: u64, note: String) -> Result<Bench> {
+        let direction = observed.space()?.objective.direction;
+        let (observed, truth) = (Rc::new(observed), Rc::new(truth));
+        let seeds =
+            (0..seeds).map(|_| Seeded::new(observed.clone(), truth.clone(), direction)).collect::<Result<_>>()?;
+        Ok(Bench { source: observed, direction, seeds, validated: true, note })
+    }
+
+    /// A recording: each seed cuts every point's runs in two ([`Landscape::split`]), truth and
+    /// observations.
+    fn recorded(l: Landscape, seeds: u64) -> Result<Bench> {
+        let direction = l.space()?.objective.direction;
         // Points refused before launch keep their recorded infeasible runs whatever the count.
         let ran = |p: &&infertune::search::landscape::Point| p.runs.iter().any(|r| r.objective.is_some());
-        let runs = l.points.iter().filter(ran).map(|p| p.runs.len()).min().unwrap_or(0);
-        if runs < 2 {
+        let counts: Vec<usize> = l.points.iter().filter(ran).map(|p| p.runs.len()).collect();
+        let (fewest, most) = (counts.iter().min().copied().unwrap_or(0), counts.iter().max().copied().unwrap_or(0));
+        let l = Rc::new(l);
+        if fewest < 2 {
             let note = format!(
-                "{runs} run per point: truth and observations are the same run (no noise to be fooled by), no /validated rows"
+                "{fewest} run per point: truth and observations are the same run (no noise to be fooled by), no /validated rows"
             );
-            return Bench { truth: l.clone(), observed: l, validated: false, note };
+            let seeds = (0..seeds).map(|_| Seeded::new(l.clone(), l.clone(), direction)).collect::<Result<_>>()?;
+            return Ok(Bench { source: l, direction, seeds, validated: false, note });
         }
-        let note = match runs {
-            2 => "truth = each point's run 1; observations and re-measurements = run 2 (so a re-measurement repeats the observed value)".to_string(),
-            3 => "3 runs a point: truth = the mean of runs 1 and 3 (feasible when both met every SLO); observations and re-measurements = run 2 (so a re-measurement repeats the observed value)".to_string(),
-            _ => format!(
-                "{runs} or more runs a point: truth = the mean of runs 1, 3, ... (feasible when each met every SLO); observations and re-measurements drawn from runs 2, 4, ..."
-            ),
-        };
-        Bench { truth: l.with_runs(|i| i % 2 == 0), observed: l.with_runs(|i| i % 2 == 1), validated: true, note }
+        let runs = if fewest == most { fewest.to_string() } else { format!("{fewest} to {most}") };
+        let note = format!(
+            "{runs} runs a point, cut at random per point and seed: half (rounded up) define its truth (their mean; feasible when each met every SLO), the rest are observed and re-measured{}; each seed is judged against its own truth's optimum",
+            if fewest == 2 { " (with 2 runs, a re-measurement repeats the observed value)" } else { "" }
+        );
+        let seeds = (0..seeds)
+            .map(|s| {
+                let (truth, observed) = l.split(s);
+                Seeded::new(Rc::new(observed), Rc::new(truth), direction)
+            })
+            .collect::<Result<_>>()?;
+        Ok(Bench { source: l, direction, seeds, validated: true, note })
     }
 }
 
@@ -121,8 +169,8 @@ struct Args {
     landscapes: Vec<PathBuf>,
 }
 
-/// One seed's run: the true value of the incumbent after each trial (`None` while no trial has
-/// been observed feasible).
+/// One seed's run: the true value of the incumbent after each trial, as a share of the optimum
+/// (`None` while no trial has been observed feasible, or when the incumbent is truly infeasible).
 type Trace = Vec<Option<f64>>;
 
 /// One seed's run as it happened: each trial's candidate and the recorded run it observed.
@@ -136,7 +184,7 @@ fn is_better(direction: Direction, a: f64, b: f64) -> bool {
 }
 
 /// Incumbent trace for a sequence of (candidate, observed run index), judged by the truth.
-fn trace(bench: &Bench, direction: Direction, steps: &[(Candidate, usize)]) -> Trace {
+fn trace(bench: &Seeded, direction: Direction, steps: &[(Candidate, usize)]) -> Trace {
     let mut best: Option<(f64, Option<f64>)> = None;
     steps
         .iter()
@@ -146,7 +194,7 @@ fn trace(bench: &Bench, direction: Direction, steps: &[(Candidate, usize)]) -> T
                 && let Some(v) = r.objective
                 && best.is_none_or(|(b, _)| is_better(direction, v, b))
             {
-                best = Some((v, bench.truth.true_value(c)));
+                best = Some((v, bench.relative(c)));
             }
             best.and_then(|(_, t)| t)
         })
@@ -163,7 +211,7 @@ const VALIDATE_TOP: usize = 3;
 /// `VALIDATE_PAIRS` more times (runs drawn from the observed runs, never the truth's), and the
 /// winner is picked as `validate` does (fewest SLO misses, then the confidence bound). Judged
 /// by true value.
-fn trace_validated(bench: &Bench, direction: Direction, steps: &[(Candidate, usize)], seed: u64) -> Trace {
+fn trace_validated(bench: &Seeded, direction: Direction, steps: &[(Candidate, usize)], seed: u64) -> Trace {
     let landscape = &bench.observed;
     let mut observed: Vec<(f64, &Candidate)> = Vec::new();
     (0..steps.len())
@@ -194,7 +242,7 @@ fn trace_validated(bench: &Bench, direction: Direction, steps: &[(Candidate, usi
                 values.push(runs.iter().map(|r| r.objective.unwrap_or(0.0)).collect::<Vec<f64>>());
                 misses.push(runs.iter().filter(|r| r.violation > 0.0).count());
             }
-            bench.truth.true_value(top[pick_winner(&values, &misses, direction)].1)
+            bench.relative(top[pick_winner(&values, &misses, direction)].1)
         })
         .collect()
 }
@@ -252,11 +300,11 @@ fn run_intensified(
 
 /// The winner the study names after each trial (`trial::winner`: the intensified incumbent),
 /// judged by its true value.
-fn trace_named(bench: &Bench, direction: Direction, trials: &[Trial]) -> Trace {
+fn trace_named(bench: &Seeded, direction: Direction, trials: &[Trial]) -> Trace {
     (1..=trials.len())
         .map(|k| {
             let w = trial::winner(&trials[..k], direction, None).filter(|w| w.feasible)?;
-            bench.truth.true_value(&w.trial.params)
+            bench.relative(&w.trial.params)
         })
         .collect()
 }
@@ -289,10 +337,11 @@ fn random_default(landscape: &Landscape, seed: u64) -> Candidate {
     runnable[rand::RngExt::random_range(&mut rng, 0..runnable.len())].clone()
 }
 
-fn within(direction: Direction, value: Option<f64>, optimum: f64) -> bool {
-    value.is_some_and(|v| match direction {
-        Direction::Maximize => v >= 0.95 * optimum,
-        Direction::Minimize => v <= 1.05 * optimum,
+/// Whether a true value, as a share of the optimum, is within 5 % of it.
+fn within(direction: Direction, relative: Option<f64>) -> bool {
+    relative.is_some_and(|v| match direction {
+        Direction::Maximize => v >= 0.95,
+        Direction::Minimize => v <= 1.05,
     })
 }
 
@@ -301,21 +350,16 @@ struct Row {
     median_needed: Option<usize>,
 }
 
-fn summarize(traces: &[Trace], direction: Direction, optimum: f64) -> Row {
+fn summarize(traces: &[Trace], direction: Direction) -> Row {
     let share_at = CHECKPOINTS
         .iter()
         .map(|&k| {
-            let hit = traces
-                .iter()
-                .filter(|t| within(direction, t.get(k - 1).or(t.last()).copied().flatten(), optimum))
-                .count();
+            let hit = traces.iter().filter(|t| within(direction, t.get(k - 1).or(t.last()).copied().flatten())).count();
             hit as f64 / traces.len() as f64
         })
         .collect();
-    let mut needed: Vec<usize> = traces
-        .iter()
-        .map(|t| t.iter().position(|v| within(direction, *v, optimum)).map_or(usize::MAX, |i| i + 1))
-        .collect();
+    let mut needed: Vec<usize> =
+        traces.iter().map(|t| t.iter().position(|v| within(direction, *v)).map_or(usize::MAX, |i| i + 1)).collect();
     needed.sort_unstable();
     let median = needed[needed.len() / 2];
     Row { share_at, median_needed: (median != usize::MAX).then_some(median) }
@@ -336,10 +380,12 @@ fn repeat_share(runs: &[Steps]) -> f64 {
 
 /// Share of seeds that measured, within their first 60 trials, a point whose true value is
 /// within 5 % of the optimum: what the best possible naming of those trials would reach.
-fn found_share(bench: &Bench, direction: Direction, optimum: f64, runs: &[Steps]) -> f64 {
-    let found = runs
+fn found_share(bench: &Bench, runs: &[Steps]) -> f64 {
+    let found = bench
+        .seeds
         .iter()
-        .filter(|steps| steps.iter().take(60).any(|(c, _)| within(direction, bench.truth.true_value(c), optimum)))
+        .zip(runs)
+        .filter(|(seeded, steps)| steps.iter().take(60).any(|(c, _)| within(bench.direction, seeded.relative(c))))
         .count();
     found as f64 / runs.len().max(1) as f64
 }
@@ -350,11 +396,11 @@ fn print_row(
     label: &str,
     name: &str,
     traces: &[Trace],
-    (direction, optimum): (Direction, f64),
+    direction: Direction,
     repeat: f64,
     found: f64,
 ) -> (Vec<String>, String) {
-    let row = summarize(traces, direction, optimum);
+    let row = summarize(traces, direction);
     let cells: Vec<String> = row.share_at.iter().map(|s| format!("{s:.2}")).collect();
     let median = row.median_needed.map_or(format!(">{BUDGET}"), |n| n.to_string());
     println!(
@@ -372,10 +418,11 @@ fn refused_points(landscape: &Landscape) -> Result<std::collections::BTreeSet<us
     Ok(landscape.points.iter().enumerate().filter(|(_, p)| backend.plan(&p.params).is_err()).map(|(i, _)| i).collect())
 }
 
-fn optuna_steps(python: &Path, adapter: &Path, landscape_file: &Path, seeds: u64) -> Result<Vec<Steps>> {
+/// Optuna's runs, one per seed: seed `s` plays `files[s]` (or `files[0]` when there is one).
+fn optuna_steps(python: &Path, adapter: &Path, files: &[PathBuf], seeds: u64) -> Result<Vec<Steps>> {
     let out = Command::new(python)
         .arg(adapter)
-        .arg(landscape_file)
+        .args(files)
         .args(["--seeds", &seeds.to_string(), "--trials", &BUDGET.to_string()])
         .output()
         .with_context(|| format!("running '{}'", adapter.display()))?;
@@ -384,6 +431,25 @@ fn optuna_steps(python: &Path, adapter: &Path, landscape_file: &Path, seeds: u64
     }
     let parsed: Vec<Steps> = serde_json::from_slice(&out.stdout).context("parsing the optuna adapter's output")?;
     Ok(parsed)
+}
+
+/// Optuna's runs over a bench: each seed's observed runs (one file when every seed observes the
+/// same), with the points the backend refuses marked, written under `tmp` for the adapter.
+fn optuna_rows(bench: &Bench, python: &Path, args: &Args, tmp: &Path) -> Result<Vec<Steps>> {
+    let refused = refused_points(&bench.source)?;
+    let shared = bench.seeds.iter().all(|s| Rc::ptr_eq(&s.observed, &bench.seeds[0].observed));
+    let views = if shared { &bench.seeds[..1] } else { &bench.seeds[..] };
+    let mut files = Vec::new();
+    for (seed, view) in views.iter().enumerate() {
+        let mut json = serde_json::to_value(&*view.observed)?;
+        for (i, point) in json["points"].as_array_mut().context("points")?.iter_mut().enumerate() {
+            point["refused"] = serde_json::Value::Bool(refused.contains(&i));
+        }
+        let file = tmp.join(format!("{}-{seed}.json", bench.name()));
+        std::fs::write(&file, serde_json::to_vec(&json)?)?;
+        files.push(file);
+    }
+    optuna_steps(python, &args.adapter, &files, args.seeds)
 }
 
 fn main() -> Result<()> {
@@ -411,10 +477,39 @@ fn main() -> Result<()> {
         run_bench(bench, &args, &tmp, &mut figures)?;
     }
     run_any_default(&benches, &args)?;
-    let suggest = propose_cost(&benches[0].observed)?;
+    for bench in &benches {
+        let share = all_runs_share(bench);
+        println!(
+            "{}: all-runs (a reference, not a strategy: with no budget, the point with the best mean over every observed run of every point, feasible in each) within 5 % for {share:.2} of seeds",
+            bench.name()
+        );
+        figures.real.push(format!("{}_allruns_within5={share:.2}", bench.name()));
+    }
+    let suggest = propose_cost(&benches[0].source)?;
     let _ = std::fs::remove_dir_all(&tmp);
     figures.print(suggest);
     Ok(())
+}
+
+/// Share of seeds where the point with the best mean over all its observed runs (each meeting
+/// every SLO) is within 5 % of the optimum: how far the observations themselves can tell the
+/// optimum apart, whatever the budget.
+fn all_runs_share(bench: &Bench) -> f64 {
+    let direction = bench.direction;
+    let hits = bench
+        .seeds
+        .iter()
+        .filter(|seeded| {
+            let named = seeded
+                .observed
+                .points
+                .iter()
+                .filter_map(|p| seeded.observed.true_value(&p.params).map(|v| (v, &p.params)))
+                .reduce(|a, b| if is_better(direction, b.0, a.0) { b } else { a });
+            within(direction, named.and_then(|(_, c)| seeded.relative(c)))
+        })
+        .count();
+    hits as f64 / bench.seeds.len().max(1) as f64
 }
 
 /// The summary line's figures, gathered row by row.
@@ -446,21 +541,21 @@ impl Figures {
 /// The synthetic landscapes (quiet and noisy) and the recorded ones named on the command line.
 fn benches(args: &Args) -> Result<Vec<Bench>> {
     let mut benches = vec![
-        Bench {
-            observed: Landscape::synthetic(),
-            truth: Landscape::synthetic(),
-            validated: true,
-            note: "generated, noise-free: every measurement is the true value".into(),
-        },
-        Bench {
-            observed: Landscape::synthetic_noisy(NOISY_DRAWS, NOISY_SEED),
-            truth: Landscape::synthetic(),
-            validated: true,
-            note: format!(
+        Bench::generated(
+            Landscape::synthetic(),
+            Landscape::synthetic(),
+            args.seeds,
+            "generated, noise-free: every measurement is the true value".into(),
+        )?,
+        Bench::generated(
+            Landscape::synthetic_noisy(NOISY_DRAWS, NOISY_SEED),
+            Landscape::synthetic(),
+            args.seeds,
+            format!(
                 "generated: truth = the noise-free synthetic values; each measurement one of {NOISY_DRAWS} seeded draws a point \
                  (objective ±15 %, ±30 % within 15 % of the memory limit; memory ±5 %)"
             ),
-        },
+        )?,
     ];
     for p in &args.landscapes {
         let l = Landscape::load(p)?;
@@ -471,9 +566,9 @@ fn benches(args: &Args) -> Result<Vec<Bench>> {
                 "note: no point of '{}' met its SLOs; comparing on the objective alone as '{}-noslo'",
                 l.name, l.name
             );
-            benches.push(Bench::recorded(l.without_slos()));
+            benches.push(Bench::recorded(l.without_slos(), args.seeds)?);
         } else {
-            benches.push(Bench::recorded(l));
+            benches.push(Bench::recorded(l, args.seeds)?);
         }
     }
     Ok(benches)
@@ -482,16 +577,15 @@ fn benches(args: &Args) -> Result<Vec<Bench>> {
 /// Each landscape's provenance, its truth rule and the points refused before launch.
 fn print_provenance(benches: &[Bench]) -> Result<()> {
     for b in benches {
-        let refused = refused_points(&b.observed)?;
-        let provenance =
-            b.observed.provenance.as_ref().map_or_else(|| "generated (no engine)".to_string(), |p| p.line());
+        let refused = refused_points(&b.source)?;
+        let provenance = b.source.provenance.as_ref().map_or_else(|| "generated (no engine)".to_string(), |p| p.line());
         println!("{}: {}", b.name(), provenance);
         println!(
             "{}: {}; {} of {} points refused before launch",
             b.name(),
             b.note,
             refused.len(),
-            b.observed.points.len()
+            b.source.points.len()
         );
     }
     Ok(())
@@ -501,14 +595,13 @@ fn print_provenance(benches: &[Bench]) -> Result<()> {
 /// truth is kept apart from the draws, the `/validated` rows.
 fn run_bench(bench: &Bench, args: &Args, tmp: &Path, figures: &mut Figures) -> Result<()> {
     let Figures { summary, real } = figures;
-    let landscape = &bench.observed;
-    let space = landscape.space()?;
-    let direction = space.objective.direction;
-    let optimum = bench.truth.optimum(direction).context("landscape has no feasible point")?;
-    let synthetic = landscape.name.starts_with("synthetic");
+    let name = bench.name();
+    let space = bench.source.space()?;
+    let direction = bench.direction;
+    let synthetic = name.starts_with("synthetic");
     // Per strategy, each seed's (candidate, run) steps.
     let mut rows: Vec<(String, Vec<Steps>)> = Vec::new();
-    for (name, kind) in [
+    for (row, kind) in [
         ("grid", StrategyKind::Grid),
         ("random", StrategyKind::Random),
         ("anneal", StrategyKind::Anneal),
@@ -516,34 +609,27 @@ fn run_bench(bench: &Bench, args: &Args, tmp: &Path, figures: &mut Figures) -> R
     ] {
         // grid is deterministic: one seed says all
         let seeds = if kind == StrategyKind::Grid { 1 } else { args.seeds };
-        rows.push((name.to_string(), (0..seeds).map(|s| run_strategy(landscape, &space, kind, s, BUDGET)).collect()));
+        let runs =
+            (0..seeds).map(|s| run_strategy(&bench.seeds[s as usize].observed, &space, kind, s, BUDGET)).collect();
+        rows.push((row.to_string(), runs));
     }
-    print_tpe_after_startup(landscape, &rows[3].1);
+    print_tpe_after_startup(bench, &rows[3].1);
     if let Some(py) = &args.python {
         // Optuna sees the observed runs only, and which points the backend refuses.
-        let file = tmp.join(format!("{}.json", landscape.name));
-        let refused = refused_points(landscape)?;
-        let mut json = serde_json::to_value(landscape)?;
-        for (i, point) in json["points"].as_array_mut().context("points")?.iter_mut().enumerate() {
-            point["refused"] = serde_json::Value::Bool(refused.contains(&i));
-        }
-        std::fs::write(&file, serde_json::to_vec(&json)?)?;
-        let runs = optuna_steps(py, &args.adapter, &file, args.seeds)?;
-        rows.push(("optuna".to_string(), runs));
+        rows.push(("optuna".to_string(), optuna_rows(bench, py, args, tmp)?));
     }
-    for (name, runs) in &rows {
-        let traces: Vec<Trace> = runs.iter().map(|s| trace(bench, direction, s)).collect();
-        let found = found_share(bench, direction, optimum, runs);
-        let (cells, median) =
-            print_row(landscape.name.as_str(), name, &traces, (direction, optimum), repeat_share(runs), found);
-        if landscape.name == "synthetic" {
-            summary.insert(format!("{name}_within5_at60"), cells[2].clone());
+    for (row, runs) in &rows {
+        let traces: Vec<Trace> = bench.seeds.iter().zip(runs).map(|(seeded, s)| trace(seeded, direction, s)).collect();
+        let found = found_share(bench, runs);
+        let (cells, median) = print_row(name, row, &traces, direction, repeat_share(runs), found);
+        if name == "synthetic" {
+            summary.insert(format!("{row}_within5_at60"), cells[2].clone());
         } else if synthetic {
-            summary.insert(format!("noisy_{name}_within5_at60"), cells[2].clone());
-        } else if name != "grid" {
+            summary.insert(format!("noisy_{row}_within5_at60"), cells[2].clone());
+        } else if row != "grid" {
             real.push(format!(
-                "{}_{name}_within5_at20={} {}_{name}_within5_at60={} {}_{name}_median_n={median}",
-                landscape.name, cells[0], landscape.name, cells[2], landscape.name
+                "{name}_{row}_within5_at20={} {name}_{row}_within5_at60={} {name}_{row}_median_n={median}",
+                cells[0], cells[2]
             ));
         }
     }
@@ -552,16 +638,21 @@ fn run_bench(bench: &Bench, args: &Args, tmp: &Path, figures: &mut Figures) -> R
         return Ok(());
     }
     // The same runs, judged by the winner the tool names after re-measuring its top few.
-    let label = format!("{}/validated", landscape.name);
-    for (name, runs) in rows.iter().filter(|(n, _)| n != "grid") {
-        let traces: Vec<Trace> =
-            runs.iter().enumerate().map(|(seed, s)| trace_validated(bench, direction, s, seed as u64)).collect();
-        let found = found_share(bench, direction, optimum, runs);
-        let (cells, median) = print_row(&label, name, &traces, (direction, optimum), repeat_share(runs), found);
-        if landscape.name == "synthetic-noisy" {
-            summary.insert(format!("noisy_validated_{name}_within5_at60"), cells[2].clone());
+    let label = format!("{name}/validated");
+    for (row, runs) in rows.iter().filter(|(n, _)| n != "grid") {
+        let traces: Vec<Trace> = bench
+            .seeds
+            .iter()
+            .zip(runs)
+            .enumerate()
+            .map(|(seed, (seeded, s))| trace_validated(seeded, direction, s, seed as u64))
+            .collect();
+        let found = found_share(bench, runs);
+        let (cells, median) = print_row(&label, row, &traces, direction, repeat_share(runs), found);
+        if name == "synthetic-noisy" {
+            summary.insert(format!("noisy_validated_{row}_within5_at60"), cells[2].clone());
         } else if !synthetic {
-            real.push(format!("{label}_{name}_within5_at20={} {label}_{name}_median_n={median}", cells[0]));
+            real.push(format!("{label}_{row}_within5_at20={} {label}_{row}_median_n={median}", cells[0]));
         }
     }
     Ok(())
@@ -572,19 +663,18 @@ fn run_bench(bench: &Bench, args: &Args, tmp: &Path, figures: &mut Figures) -> R
 /// by the point's true value. The column `repeat%` is then the share of trials that were
 /// re-measures for intensification.
 fn run_intensified_rows(bench: &Bench, args: &Args, figures: &mut Vec<String>) -> Result<()> {
-    let landscape = &bench.observed;
-    let space = landscape.space()?;
-    let direction = space.objective.direction;
-    let optimum = bench.truth.optimum(direction).context("landscape has no feasible point")?;
-    let label = format!("{}/intensified", landscape.name);
+    let space = bench.source.space()?;
+    let label = format!("{}/intensified", bench.name());
     for (name, kind) in [("random", StrategyKind::Random), ("anneal", StrategyKind::Anneal), ("tpe", StrategyKind::Tpe)]
     {
-        let runs: Vec<(Vec<Trial>, Steps)> =
-            (0..args.seeds).map(|s| run_intensified(landscape, &space, kind, s, BUDGET)).collect();
-        let traces: Vec<Trace> = runs.iter().map(|(t, _)| trace_named(bench, direction, t)).collect();
+        let runs: Vec<(Vec<Trial>, Steps)> = (0..args.seeds)
+            .map(|s| run_intensified(&bench.seeds[s as usize].observed, &space, kind, s, BUDGET))
+            .collect();
+        let traces: Vec<Trace> =
+            bench.seeds.iter().zip(&runs).map(|(seeded, (t, _))| trace_named(seeded, bench.direction, t)).collect();
         let (trials, steps): (Vec<Vec<Trial>>, Vec<Steps>) = runs.into_iter().unzip();
-        let found = found_share(bench, direction, optimum, &steps);
-        let (cells, _) = print_row(&label, name, &traces, (direction, optimum), intensify_share(&trials), found);
+        let found = found_share(bench, &steps);
+        let (cells, _) = print_row(&label, name, &traces, bench.direction, intensify_share(&trials), found);
         figures.push(format!("{label}_{name}_within5_at60={}", cells[2]));
     }
     Ok(())
@@ -593,14 +683,14 @@ fn run_intensified_rows(bench: &Bench, args: &Args, figures: &mut Vec<String>) -
 /// After tpe's startup: the share of trials that could not run (crash, refused, or over the
 /// synthetic memory limit) and of trials that ran but missed an SLO; also over trials 11-40
 /// alone, since on a small grid the last unseen points are the bad ones. On stderr.
-fn print_tpe_after_startup(landscape: &Landscape, tpe_runs: &[Steps]) {
-    let synthetic = landscape.name.starts_with("synthetic");
+fn print_tpe_after_startup(bench: &Bench, tpe_runs: &[Steps]) {
+    let synthetic = bench.name().starts_with("synthetic");
     let (mut after_startup, mut crashed_after_startup, mut missed_after_startup) = (0usize, 0usize, 0usize);
     let (mut early, mut crashed_early) = (0usize, 0usize);
-    for steps in tpe_runs {
+    for (seeded, steps) in bench.seeds.iter().zip(tpe_runs) {
         for (i, (c, run)) in steps.iter().enumerate().skip(infertune::search::tpe::STARTUP_TRIALS) {
             after_startup += 1;
-            let r = &landscape.point(c).expect("a grid point").runs[*run];
+            let r = &seeded.observed.point(c).expect("a grid point").runs[*run];
             let cannot_run = r.state == infertune::trial::TrialState::Infeasible || (r.violation > 0.0 && synthetic);
             crashed_after_startup += cannot_run as usize;
             missed_after_startup += (!cannot_run && r.violation > 0.0) as usize;
@@ -612,7 +702,7 @@ fn print_tpe_after_startup(landscape: &Landscape, tpe_runs: &[Steps]) {
     }
     eprintln!(
         "{}: tpe trials 11-100 that crashed or were infeasible: {:.1} % (trials 11-40: {:.1} %); that ran but missed an SLO: {:.1} %",
-        landscape.name,
+        bench.name(),
         100.0 * crashed_after_startup as f64 / after_startup.max(1) as f64,
         100.0 * crashed_early as f64 / early.max(1) as f64,
         100.0 * missed_after_startup as f64 / after_startup.max(1) as f64,
@@ -625,17 +715,19 @@ fn print_tpe_after_startup(landscape: &Landscape, tpe_runs: &[Steps]) {
 /// (its adapter reads the default from the space).
 fn run_any_default(benches: &[Bench], args: &Args) -> Result<()> {
     for bench in benches.iter().filter(|b| !b.name().starts_with("synthetic")) {
-        let landscape = &bench.observed;
-        let space = landscape.space()?;
-        let direction = space.objective.direction;
-        let optimum = bench.truth.optimum(direction).context("landscape has no feasible point")?;
+        let space = bench.source.space()?;
+        let direction = bench.direction;
         let kinds = [("random", StrategyKind::Random), ("anneal", StrategyKind::Anneal), ("tpe", StrategyKind::Tpe)];
         let runs: Vec<Vec<Steps>> = kinds
             .iter()
             .map(|(_, kind)| {
-                (0..args.seeds)
-                    .map(|s| {
-                        run_strategy(landscape, &with_default(&space, &random_default(landscape, s)), *kind, s, BUDGET)
+                bench
+                    .seeds
+                    .iter()
+                    .zip(0..args.seeds)
+                    .map(|(seeded, s)| {
+                        let space = with_default(&space, &random_default(&bench.source, s));
+                        run_strategy(&seeded.observed, &space, *kind, s, BUDGET)
                     })
                     .collect()
             })
@@ -644,21 +736,23 @@ fn run_any_default(benches: &[Bench], args: &Args) -> Result<()> {
             if validated && !bench.validated {
                 continue;
             }
-            let label = format!("{}/any-default{}", landscape.name, if validated { "/validated" } else { "" });
+            let label = format!("{}/any-default{}", bench.name(), if validated { "/validated" } else { "" });
             for ((name, _), runs) in kinds.iter().zip(&runs) {
-                let traces: Vec<Trace> = runs
+                let traces: Vec<Trace> = bench
+                    .seeds
                     .iter()
+                    .zip(runs)
                     .enumerate()
-                    .map(|(s, steps)| {
+                    .map(|(s, (seeded, steps))| {
                         if validated {
-                            trace_validated(bench, direction, steps, s as u64)
+                            trace_validated(seeded, direction, steps, s as u64)
                         } else {
-                            trace(bench, direction, steps)
+                            trace(seeded, direction, steps)
                         }
                     })
                     .collect();
-                let found = found_share(bench, direction, optimum, runs);
-                print_row(&label, name, &traces, (direction, optimum), repeat_share(runs), found);
+                let found = found_share(bench, runs);
+                print_row(&label, name, &traces, direction, repeat_share(runs), found);
             }
         }
     }

@@ -199,22 +199,38 @@ impl Landscape {
     /// remains, as a fresh start on the engine would be; `None` off the grid. [`Draws`] counts
     /// the measurements.
     pub fn nth_run(&self, candidate: &Candidate, nth: usize, seed: u64) -> Option<usize> {
-        use rand::SeedableRng;
         let p = self.point(candidate)?;
         if p.runs.is_empty() {
             return None;
         }
-        // FNV-1a of the point's key: a per-point order that is stable across builds.
-        let key = candidate
-            .to_json()
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ key);
-        let mut order: Vec<usize> = (0..p.runs.len()).collect();
-        for i in (1..order.len()).rev() {
-            order.swap(i, rng.random_range(0..=i));
-        }
+        let order = run_order(candidate, p.runs.len(), seed);
         Some(order[nth % order.len()])
+    }
+
+    /// The landscape's runs cut in two for one benchmark seed, as `(truth, observed)`: each
+    /// point's runs in an order drawn per point and seed (independent of [`Landscape::nth_run`]'s),
+    /// the first half, rounded up, to the truth and the rest to what a strategy observes. A point
+    /// with a single run (in a recording, one that crashed or was refused before launch) keeps
+    /// it on both sides: there is nothing to cut. Different seeds cut differently, so a
+    /// benchmark over many seeds does not hang on the luck of one cut.
+    pub fn split(&self, seed: u64) -> (Landscape, Landscape) {
+        let (mut truth, mut observed) = (Vec::new(), Vec::new());
+        for p in &self.points {
+            let order = run_order(&p.params, p.runs.len(), seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5117);
+            let cut = p.runs.len().div_ceil(2);
+            let pick = |idx: &[usize]| Point {
+                params: p.params.clone(),
+                runs: idx.iter().map(|&i| p.runs[i].clone()).collect(),
+            };
+            truth.push(pick(&order[..cut]));
+            observed.push(pick(if p.runs.len() == 1 { &order } else { &order[cut..] }));
+        }
+        let landscape = |points| {
+            let mut l = Landscape::new(&self.name, &self.space_toml, points);
+            l.provenance = self.provenance.clone();
+            l
+        };
+        (landscape(truth), landscape(observed))
     }
 
     /// The point's true value: the mean objective when every run met every SLO, else `None`.
@@ -423,6 +439,20 @@ impl Landscape {
     }
 }
 
+/// `n` run indices in an order drawn for `candidate` and `seed`, stable across builds.
+fn run_order(candidate: &Candidate, n: usize, seed: u64) -> Vec<usize> {
+    use rand::SeedableRng;
+    // FNV-1a of the point's key: a per-point order that is stable across builds.
+    let key =
+        candidate.to_json().bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ key);
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.random_range(0..=i));
+    }
+    order
+}
+
 /// The synthetic landscape's memory use (GB) at a point: `0.6·slots·2^(l−12)·kv + weights`.
 fn synthetic_mem_gb(params: &Candidate) -> f64 {
     let int = |k: &str| match params.get(k) {
@@ -517,6 +547,40 @@ mod tests {
         let mut draws = Draws::new(3);
         let taken: Vec<usize> = (0..4).map(|_| draws.next(&l, &c).unwrap().0).collect();
         assert_eq!(taken, (0..4).map(|n| l.nth_run(&c, n, 3).unwrap()).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_split_gives_every_run_to_one_side_and_cuts_differently_per_seed() {
+        let c = |k| Candidate(BTreeMap::from([("a".to_string(), Value::Int(k))]));
+        let run = |v| Run::new(TrialState::Complete, Some(v), 0.0);
+        let l = Landscape::new(
+            "t",
+            "space",
+            vec![
+                Point { params: c(1), runs: (1..=4).map(|v| run(v as f64)).collect() },
+                Point { params: c(2), runs: (1..=3).map(|v| run(v as f64)).collect() },
+                Point { params: c(3), runs: vec![run(7.0)] },
+            ],
+        );
+        let values = |l: &Landscape, k| -> Vec<f64> {
+            let mut v: Vec<f64> = l.point(&c(k)).unwrap().runs.iter().map(|r| r.objective.unwrap()).collect();
+            v.sort_by(f64::total_cmp);
+            v
+        };
+        let mut cuts = std::collections::BTreeSet::new();
+        for seed in 0..16 {
+            let (truth, observed) = l.split(seed);
+            assert_eq!((truth.point(&c(1)).unwrap().runs.len(), observed.point(&c(1)).unwrap().runs.len()), (2, 2));
+            assert_eq!((truth.point(&c(2)).unwrap().runs.len(), observed.point(&c(2)).unwrap().runs.len()), (2, 1));
+            assert_eq!((truth.point(&c(3)).unwrap().runs.len(), observed.point(&c(3)).unwrap().runs.len()), (1, 1));
+            // every run on exactly one side
+            let mut both = [values(&truth, 1), values(&observed, 1)].concat();
+            both.sort_by(f64::total_cmp);
+            assert_eq!(both, vec![1.0, 2.0, 3.0, 4.0]);
+            assert_eq!(l.split(seed).0.points, truth.points, "a seed always cuts the same way");
+            cuts.insert(format!("{:?}", values(&truth, 1)));
+        }
+        assert!(cuts.len() > 2, "seeds cut differently: {cuts:?}");
     }
 
     #[test]
