@@ -338,6 +338,12 @@ impl<'a> Point<'a> {
     }
 }
 
+/// The study's figure for `t`'s configuration: the mean objective over the finished runs of its
+/// params (what the study named the point by), else `t`'s own objective.
+pub fn figure_of(trials: &[Trial], t: &Trial) -> Option<f64> {
+    points(trials).iter().find(|p| p.first().params == t.params).and_then(Point::mean).or(t.objective)
+}
+
 /// The study's points (finished trials grouped by params), in order of each point's first run.
 pub fn points(trials: &[Trial]) -> Vec<Point<'_>> {
     let mut out: Vec<Point<'_>> = Vec::new();
@@ -624,6 +630,24 @@ mod tests {
             ended_at_ms: None,
             purpose: Purpose::Search,
         }
+    }
+
+    #[test]
+    fn a_configuration_s_figure_is_the_mean_over_its_runs() {
+        let mut rerun = trial(3, TrialState::Complete, Some(20.0), Some(0.0));
+        rerun.params = trial(1, TrialState::Complete, None, None).params;
+        let trials = vec![
+            trial(1, TrialState::Complete, Some(30.0), Some(0.0)),
+            trial(2, TrialState::Complete, Some(9.0), Some(0.0)),
+            rerun,
+        ];
+        // trial 1's lucky 30 and its re-measure's 20: the study's figure for it is 25
+        assert_eq!(figure_of(&trials, &trials[0]), Some(25.0));
+        assert_eq!(figure_of(&trials, &trials[2]), Some(25.0), "any run of the point says the same");
+        assert_eq!(figure_of(&trials, &trials[1]), Some(9.0));
+        // a trial that is not among the finished ones keeps its own figure
+        let running = trial(4, TrialState::Running, Some(7.0), None);
+        assert_eq!(figure_of(&trials, &running), Some(7.0));
     }
 
     #[test]

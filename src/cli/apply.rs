@@ -42,7 +42,7 @@ pub const EXIT_ROLLED_BACK: u8 = 2;
 pub struct ApplyArgs {
     /// Study name
     pub study: String,
-    /// Apply this trial [default: the best trial meeting every SLO]
+    /// Apply this trial [default: the configuration the study names, as `best` and `export`]
     #[arg(long, value_name = "N")]
     pub trial: Option<i64>,
     /// A systemd unit: write its drop-in, reload systemd and restart the unit
@@ -180,7 +180,7 @@ fn report_json(r: &ApplyReport) -> serde_json::Value {
         "reason": r.reason,
         "canary": r.judgement.as_ref().map(|j| json!({
             "call": j.call, "objective": j.objective, "reference": j.reference, "ratio": j.ci.ratio,
-            "ci_low": j.ci.lo, "ci_high": j.ci.hi, "violation": j.violation,
+            "ci_low": j.ci.lo, "ci_high": j.ci.hi, "min_effect": j.min_effect, "violation": j.violation,
         })),
         "diff": r.diff,
         "commands": r.commands,

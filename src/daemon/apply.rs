@@ -5,6 +5,7 @@
 //! render (deploy::target) ─► record 'running' ─► backup + atomic write (deploy::file)
 //!   ─► restart argv(s) (backend::service::restart) ─► ready ─► canary: the study's workload,
 //!   bounded, against the live service (measure_live) ─► deploy::rule::judge vs the study's figure
+//!   (the mean over the configuration's runs, with the study's noise)
 //!   ─► kept | roll back: restore the backup, restart, ready, one request answered ─► record
 //! ```
 //!
@@ -20,7 +21,7 @@ use tracing::{info, warn};
 
 use super::pipeline::Bench;
 use crate::backend::{self, Backend, LaunchPlan, service};
-use crate::deploy::{self, Call, DeployTarget, Judgement, file};
+use crate::deploy::{self, Call, DeployTarget, Judgement, Reference, file};
 use crate::measure::probe::{Probe, ProbeSpec, ServerSide};
 use crate::shutdown::Shutdown;
 use crate::space::Space;
@@ -31,7 +32,8 @@ use crate::workload::{self, Target};
 /// What to apply, where, and how long the canary may take.
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
-    /// Apply this trial; `None`: the best trial meeting every SLO.
+    /// Apply this trial; `None`: the configuration the study names (`trial::winner`, as `best`
+    /// and `export`), when it meets every SLO.
     pub trial: Option<i64>,
     pub target: DeployTarget,
     /// Print the diff and the commands; touch nothing.
@@ -65,13 +67,19 @@ pub struct ApplyReport {
     pub commands: Vec<String>,
 }
 
-/// The trial to apply: `number`, or the best meeting every SLO.
-fn pick_trial<'a>(study: &Study, trials: &'a [Trial], number: Option<i64>) -> anyhow::Result<&'a Trial> {
+/// The trial to apply: `number`, or the configuration the study names (`validated` = the trial
+/// a stored validation picked), when it meets every SLO.
+fn pick_trial<'a>(
+    study: &Study,
+    trials: &'a [Trial],
+    number: Option<i64>,
+    validated: Option<i64>,
+) -> anyhow::Result<&'a Trial> {
     match number {
         Some(n) => {
             trials.iter().find(|t| t.number == n).with_context(|| format!("study '{}' has no trial {n}", study.name))
         }
-        None => match crate::trial::best(trials, study.direction) {
+        None => match crate::trial::winner(trials, study.direction, validated).map(|w| (w.trial, w.feasible)) {
             Some((t, true)) => Ok(t),
             Some((t, false)) => bail!(
                 "no trial of study '{}' meets every SLO (the least violating is trial {}); name one with --trial to apply it anyway",
@@ -93,7 +101,9 @@ pub async fn apply(
     on_event: &mut (dyn FnMut(ApplyEvent<'_>) + Send),
 ) -> anyhow::Result<ApplyReport> {
     let trials = store.trials(study.id).await?;
-    let trial = pick_trial(study, &trials, options.trial)?;
+    let validated = store.latest_validation(study.id).await?.map(|v| v.winner_number);
+    let trial = pick_trial(study, &trials, options.trial, validated)?;
+    let reference = Reference::of_trial(&trials, trial);
     let plan = trial.plan.clone().with_context(|| format!("trial {} was never started", trial.number))?;
     let target = &options.target;
     let text = deploy::target::render(study, trial, target.format)?;
@@ -117,12 +127,17 @@ pub async fn apply(
         warn!(trial = trial.number, "applying a trial that did not meet every SLO in the study");
     }
     let id = store
-        .begin_deployment(study.id, trial.number, (&path.display().to_string(), &target.url), trial.objective)
+        .begin_deployment(
+            study.id,
+            trial.number,
+            (&path.display().to_string(), &target.url),
+            Some(reference.objective).filter(|v| v.is_finite()),
+        )
         .await?;
     report.deployment_id = Some(id);
     let previous = previous_file(path, found, text.as_bytes())?;
     let deployment =
-        Deployment { space, target, plan: &plan, trial, shutdown, id, canary_timeout: options.canary_timeout };
+        Deployment { space, target, plan: &plan, reference, shutdown, id, canary_timeout: options.canary_timeout };
     let (state, reason, judgement) = deployment.run(&text, &previous, on_event).await?;
     let canary = judgement.as_ref().map(measured);
     store.finish_deployment(id, state, &reason, canary.as_ref()).await?;
@@ -166,7 +181,8 @@ struct Deployment<'a> {
     space: &'a Space,
     target: &'a DeployTarget,
     plan: &'a LaunchPlan,
-    trial: &'a Trial,
+    /// What the canary is judged against.
+    reference: Reference,
     shutdown: &'a Shutdown,
     id: i64,
     canary_timeout: Duration,
@@ -245,12 +261,11 @@ impl Deployment<'_> {
     /// The study's workload against the live service, judged against the study's figure.
     async fn canary(&self, backend: &dyn Backend) -> anyhow::Result<Judgement> {
         let bench = Bench::new(self.space, backend, self.shutdown)?;
-        let reference = self.trial.objective.unwrap_or(f64::NAN);
         // Prompts the study's trials did not send: the server's prompt cache must not flatter it.
         let draw = 1_000_000 + self.id as u64;
         let live = live_target(backend, self.plan, &self.target.url);
         let (run, server) = measure_live(&bench, &live, draw, self.canary_timeout).await?;
-        Ok(judge(&bench, &run, &server, reference, self.id as u64))
+        Ok(judge(&bench, &run, &server, self.reference, self.id as u64))
     }
 
     /// Put the previous file back (or remove the new one when there was none), restart, and
@@ -333,7 +348,7 @@ pub(super) fn judge(
     bench: &Bench<'_>,
     run: &workload::Run,
     server: &ServerSide,
-    reference: f64,
+    reference: Reference,
     seed: u64,
 ) -> Judgement {
     let space = bench.space;

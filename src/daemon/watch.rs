@@ -19,7 +19,7 @@ use super::apply::{judge, live_target, measure_live, target_from_space};
 use super::pipeline::Bench;
 use super::{Event, Options, clock, fingerprint::fingerprint_drift, take_fingerprint};
 use crate::backend;
-use crate::deploy::{Call, Judgement, textfile};
+use crate::deploy::{Call, Judgement, Reference, textfile};
 use crate::shutdown::Shutdown;
 use crate::space::Space;
 use crate::store::{Store, WatchRun};
@@ -74,21 +74,30 @@ pub struct WatchReport {
     pub retune: Option<String>,
 }
 
-/// The deployed trial, its baseline objective, the deployment id and URL (when recorded).
+/// The deployed trial, its baseline (the kept apply's canary, else the study's figure for the
+/// configuration, with the study's noise), the deployment id and URL (when recorded).
 async fn deployed<'a>(
     store: &Store,
     study: &Study,
     trials: &'a [Trial],
-) -> anyhow::Result<(&'a Trial, f64, Option<i64>, Option<String>)> {
+) -> anyhow::Result<(&'a Trial, Reference, Option<i64>, Option<String>)> {
     if let Some(d) = store.kept_deployment(study.id).await? {
         let trial = trials.iter().find(|t| t.number == d.trial_number).context("the deployed trial is stored")?;
-        let baseline = d.canary.as_ref().map_or(trial.objective.unwrap_or(f64::NAN), |c| c.objective);
+        let baseline = match &d.canary {
+            Some(c) => Reference::with_study_noise(trials, c.objective),
+            None => Reference::of_trial(trials, trial),
+        };
         return Ok((trial, baseline, Some(d.id), Some(d.url)));
     }
-    match crate::trial::best(trials, study.direction) {
-        Some((t, true)) => {
-            warn!(trial = t.number, "no apply recorded: watching the study's best trial as the deployed one");
-            Ok((t, t.objective.unwrap_or(f64::NAN), None, None))
+    let validated = store.latest_validation(study.id).await?.map(|v| v.winner_number);
+    match crate::trial::winner(trials, study.direction, validated) {
+        Some(w) if w.feasible => {
+            let t = w.trial;
+            warn!(
+                trial = t.number,
+                "no apply recorded: watching the configuration the study names as the deployed one"
+            );
+            Ok((t, Reference::of_trial(trials, t), None, None))
         }
         _ => bail!("study '{}' has no kept deployment and no trial meeting every SLO to watch", study.name),
     }
@@ -129,7 +138,7 @@ pub async fn watch_once(
         status: status.as_str().to_string(),
         reason,
         measured: judged.map(super::apply::measured),
-        baseline: Some(baseline).filter(|b| b.is_finite()),
+        baseline: Some(baseline.objective).filter(|b| b.is_finite()),
         drift: (!drift.is_empty()).then(|| drift.join("; ")),
         fingerprint: now,
         retune_study: None,

@@ -16,5 +16,5 @@ pub mod rule;
 pub mod target;
 pub mod textfile;
 
-pub use rule::{Call, Judgement};
+pub use rule::{Call, Judgement, Reference};
 pub use target::DeployTarget;

@@ -8,11 +8,15 @@
 //!    recomputes the objective from resampled requests; the wall time scales with their summed
 //!    duration, so rates vary too), and the
 //!    measurement is "worse" only when that CI lies wholly on the worse side of 1 **and** the
-//!    ratio is at least 3 % worse (`measure::ratio::MIN_EFFECT`, as `compare` calls it).
+//!    ratio is worse by at least 3 % (`measure::ratio::MIN_EFFECT`, as `compare` calls it) and
+//!    by at least twice the study's run-to-run noise ([`Reference::min_effect`]).
 //!
-//! The reference is what the study measured for the trial (apply), or the canary of the
-//! deployment in place (watch). It is taken as a fixed number: its own run's noise is not in the
-//! interval, which makes the rule stricter (quicker to roll back), never looser.
+//! The reference is what the study measured for the configuration, the mean over its runs
+//! (apply), or the canary of the deployment in place (watch). It is taken as a fixed number. The
+//! bootstrap resamples requests within the one live run, so it cannot see how much whole runs of
+//! one configuration vary (a restart, a neighbour's load): on this machine ±10 % and more. The
+//! study measured that spread when it re-measured points (`trial::noise`); a change within twice
+//! it is what a second run of the same configuration could show, and is not called worse.
 
 use std::time::Duration;
 
@@ -25,9 +29,36 @@ use crate::measure::{self, RequestSlo, Sample, Summary, Verdict, goal::Objective
 
 /// The rule in one paragraph, for help texts and the report.
 pub const RULE: &str = "kept only if every SLO of the study is met and the objective is not significantly \
-worse than the reference (the study's figure for the trial; for watch, the deployment's canary): worse means \
-the 95 % bootstrap CI of measured/reference (requests resampled, 2000 times) lies wholly on the worse side of \
-1 and the ratio is at least 3 % worse. The reference counts as exact, which makes the rule stricter.";
+worse than the reference (the study's figure for the configuration, the mean over its runs; for watch, the \
+deployment's canary): worse means the 95 % bootstrap CI of measured/reference (requests resampled, 2000 times) \
+lies wholly on the worse side of 1 and the ratio is worse by at least 3 % and by at least twice the run-to-run \
+noise the study measured (the bootstrap sees one run only). The reference counts as exact.";
+
+/// What a live measurement is compared with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reference {
+    /// The objective it must not be significantly worse than.
+    pub objective: f64,
+    /// The study's run-to-run noise (relative SD, `trial::noise`), when it re-measured a point.
+    pub noise: Option<f64>,
+}
+
+impl Reference {
+    /// The study's figure for `t`'s configuration (the mean over its runs) and the study's noise.
+    pub fn of_trial(trials: &[crate::trial::Trial], t: &crate::trial::Trial) -> Reference {
+        Reference::with_study_noise(trials, crate::trial::figure_of(trials, t).unwrap_or(f64::NAN))
+    }
+
+    /// `objective`, with the noise the study's trials measured.
+    pub fn with_study_noise(trials: &[crate::trial::Trial], objective: f64) -> Reference {
+        Reference { objective, noise: crate::trial::noise(trials).map(|n| n.relative_sd) }
+    }
+
+    /// The smallest change called worse: 3 %, or twice the study's noise when that is more.
+    pub fn min_effect(&self) -> f64 {
+        ratio::MIN_EFFECT.max(2.0 * self.noise.unwrap_or(0.0))
+    }
+}
 
 /// What a measurement is called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -49,6 +80,8 @@ pub struct Judgement {
     pub objective: f64,
     /// The objective it is compared with (`NaN` when there is none).
     pub reference: f64,
+    /// The smallest change that was called worse (0.03 = 3 %; [`Reference::min_effect`]).
+    pub min_effect: f64,
     /// measured/reference with its bootstrap 95 % CI.
     pub ci: RatioCi,
     /// Summed graded SLO violation (0 = every SLO met).
@@ -82,22 +115,40 @@ pub fn judge(
     wall: Duration,
     server: &ServerSide,
     goal: (&Objective, &[Slo], &RequestSlo),
-    reference: f64,
+    reference: Reference,
     seed: u64,
 ) -> Judgement {
     let (objective, slos, request_slo) = goal;
     let summary = summarize(samples, wall, server, request_slo);
     let verdict = measure::judge(&summary, objective, slos);
-    let ci = bootstrap(samples, wall, server, goal, reference, seed);
+    let ci = bootstrap(samples, wall, server, goal, reference.objective, seed);
     let better = objective.metric.better().unwrap_or(Better::Higher);
     let (call, reason) = call(&verdict, &ci, better, reference);
-    Judgement { call, objective: verdict.objective, reference, ci, violation: verdict.violation, summary, reason }
+    Judgement {
+        call,
+        objective: verdict.objective,
+        reference: reference.objective,
+        min_effect: reference.min_effect(),
+        ci,
+        violation: verdict.violation,
+        summary,
+        reason,
+    }
 }
 
-fn call(verdict: &Verdict, ci: &RatioCi, better: Better, reference: f64) -> (Call, String) {
+fn call(verdict: &Verdict, ci: &RatioCi, better: Better, reference: Reference) -> (Call, String) {
     let shown = format!(
-        "objective {:.4} vs {:.4} (ratio {:.3}, 95 % CI {:.3}..{:.3})",
-        verdict.objective, reference, ci.ratio, ci.lo, ci.hi
+        "objective {:.4} vs {:.4} (ratio {:.3}, 95 % CI {:.3}..{:.3}; worse means by {:.0} % or more{})",
+        verdict.objective,
+        reference.objective,
+        ci.ratio,
+        ci.lo,
+        ci.hi,
+        reference.min_effect() * 100.0,
+        reference
+            .noise
+            .filter(|n| 2.0 * n > ratio::MIN_EFFECT)
+            .map_or(String::new(), |n| format!(": twice the study's ±{:.1} % noise", n * 100.0)),
     );
     if !verdict.is_feasible() {
         let missed: Vec<String> = verdict
@@ -108,7 +159,7 @@ fn call(verdict: &Verdict, ci: &RatioCi, better: Better, reference: f64) -> (Cal
             .collect();
         return (Call::MissedSlo, format!("missed SLO: {}; {shown}", missed.join(", ")));
     }
-    match ci.call(better) {
+    match ci.call_with(better, reference.min_effect()) {
         ratio::Call::Slower => (Call::Worse, format!("significantly worse: {shown}")),
         _ => (Call::Holds, format!("every SLO met, not significantly worse: {shown}")),
     }
@@ -182,6 +233,11 @@ mod tests {
         (objective, vec![Slo { metric: Metric::TtftP95Ms, is_upper_bound: true, limit: limit_ms }])
     }
 
+    /// A reference from a study that re-measured nothing.
+    fn exact(objective: f64) -> Reference {
+        Reference { objective, noise: None }
+    }
+
     fn run(n: u64, ttft: u64) -> Vec<Sample> {
         (0..n).map(|i| sample(i * 100, ttft + i % 3)).collect()
     }
@@ -193,11 +249,11 @@ mod tests {
         let samples = run(20, 50);
         let wall = Duration::from_secs(2);
         // 200 tokens over 2 s = 100 tok/s; equal to the reference: holds, CI brackets 1.
-        let j = judge(&samples, wall, &ServerSide::default(), (&objective, &slos, &rs), 100.0, 1);
+        let j = judge(&samples, wall, &ServerSide::default(), (&objective, &slos, &rs), exact(100.0), 1);
         assert_eq!(j.call, Call::Holds, "{}", j.reason);
         assert!((j.ci.ratio - 1.0).abs() < 1e-9 && j.ci.lo <= 1.0 && j.ci.hi >= 1.0, "{:?}", j.ci);
         let (objective, slos) = goal(20.0);
-        let j = judge(&samples, wall, &ServerSide::default(), (&objective, &slos, &rs), 100.0, 1);
+        let j = judge(&samples, wall, &ServerSide::default(), (&objective, &slos, &rs), exact(100.0), 1);
         assert_eq!(j.call, Call::MissedSlo);
         assert!(j.reason.starts_with("missed SLO: ttft_p95_ms (off by"), "{}", j.reason);
     }
@@ -209,12 +265,34 @@ mod tests {
         let samples = run(20, 50);
         let wall = Duration::from_secs(2);
         // Measured 100 tok/s against a study figure of 150: ratio 0.667.
-        let j = judge(&samples, wall, &ServerSide::default(), (&objective, &slos, &rs), 150.0, 1);
+        let j = judge(&samples, wall, &ServerSide::default(), (&objective, &slos, &rs), exact(150.0), 1);
         assert_eq!(j.call, Call::Worse, "{}", j.reason);
         assert!(j.ci.hi < 1.0, "{:?}", j.ci);
         // 2 % below: under the 3 % minimum effect, whatever the CI says.
-        let j = judge(&samples, wall, &ServerSide::default(), (&objective, &slos, &rs), 102.0, 1);
+        let j = judge(&samples, wall, &ServerSide::default(), (&objective, &slos, &rs), exact(102.0), 1);
         assert_eq!(j.call, Call::Holds, "{}", j.reason);
+    }
+
+    #[test]
+    fn a_drop_within_twice_the_study_noise_is_not_called_worse() {
+        let (objective, slos) = goal(5000.0);
+        let rs = RequestSlo::from_slos(&slos);
+        let samples = run(20, 50);
+        let wall = Duration::from_secs(2);
+        let at = |noise| Reference { objective: 150.0, noise: Some(noise) };
+        // 100 tok/s against 150: 33 % worse. With ±10 % run-to-run noise that is past twice it.
+        let j = judge(&samples, wall, &ServerSide::default(), (&objective, &slos, &rs), at(0.10), 1);
+        assert_eq!(j.call, Call::Worse, "{}", j.reason);
+        assert!(
+            (j.min_effect - 0.20).abs() < 1e-12 && j.reason.contains("twice the study's ±10.0 % noise"),
+            "{}",
+            j.reason
+        );
+        // With ±20 % a second run of the same configuration could show as much: it holds.
+        let j = judge(&samples, wall, &ServerSide::default(), (&objective, &slos, &rs), at(0.20), 1);
+        assert_eq!(j.call, Call::Holds, "{}", j.reason);
+        // A quiet study keeps the 3 % floor.
+        assert_eq!(at(0.01).min_effect(), crate::measure::ratio::MIN_EFFECT);
     }
 
     #[test]
@@ -224,7 +302,8 @@ mod tests {
         let rs = RequestSlo::from_slos(&slos);
         let mut samples = run(10, 50);
         samples.extend((10..20).map(|i| sample(i * 100, 400)));
-        let j = judge(&samples, Duration::from_secs(2), &ServerSide::default(), (&objective, &slos, &rs), 60.0, 3);
+        let j =
+            judge(&samples, Duration::from_secs(2), &ServerSide::default(), (&objective, &slos, &rs), exact(60.0), 3);
         // Half the requests at ~50 ms, half at 400 ms: the median's CI spans both clusters.
         assert!(j.ci.lo < 1.2 && j.ci.hi > 5.0, "{:?}", j.ci);
         assert_eq!(j.call, Call::Holds, "not shown to be worse: {}", j.reason);

@@ -57,7 +57,12 @@ impl RatioCi {
 
     /// Faster/slower only when the CI excludes 1 and the change is at least [`MIN_EFFECT`].
     pub fn call(&self, better: Better) -> Call {
-        if self.covers_one() || (self.ratio - 1.0).abs() < MIN_EFFECT || !self.ratio.is_finite() {
+        self.call_with(better, MIN_EFFECT)
+    }
+
+    /// [`RatioCi::call`] with another smallest change (a fraction: 0.03 = 3 %).
+    pub fn call_with(&self, better: Better, min_effect: f64) -> Call {
+        if self.covers_one() || (self.ratio - 1.0).abs() < min_effect || !self.ratio.is_finite() {
             return Call::NoDifference;
         }
         match (better, self.ratio < 1.0) {
