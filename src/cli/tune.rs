@@ -24,15 +24,8 @@ use crate::trial::{self, Study, Trial, TrialState};
 pub struct TuneArgs {
     /// Search-space file (TOML)
     pub space: PathBuf,
-    /// Stop after this many finished trials in the study (earlier runs count)
-    #[arg(long, value_name = "N")]
-    pub max_trials: Option<u32>,
-    /// Stop starting trials after this long (e.g. 90m, 8h)
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
-    pub max_duration: Option<Duration>,
-    /// Stop starting trials at this local time (HH:MM, e.g. 06:30)
-    #[arg(long, value_name = "HH:MM", value_parser = parse_time_of_day)]
-    pub until: Option<TimeOfDay>,
+    #[command(flatten)]
+    pub budget: BudgetArgs,
     /// Start trials only inside this daily local window (e.g. 22:00-06:30); pause outside it
     #[arg(long, value_name = "HH:MM-HH:MM", value_parser = parse_window)]
     pub window: Option<Window>,
@@ -51,16 +44,6 @@ pub struct TuneArgs {
     /// `[ollama] restore`)
     #[arg(long, value_enum, value_name = "WHAT")]
     pub on_exit: Option<daemon::OnExit>,
-    /// When the study ends on its budget, re-measure its best trials against the default in
-    /// this many interleaved rounds on fresh server starts (at least 3; 0 = don't) and store
-    /// the ratio with its 95 % CI [default: the space's `validate_pairs`, else 0]
-    #[arg(long, value_name = "PAIRS", value_parser = parse_validate_pairs)]
-    pub validate: Option<u32>,
-    /// Answer trials from a recorded landscape (scripts/record-landscape) instead of launching
-    /// the backend: try a strategy, budget or SLOs in seconds. Each trial replays one of the
-    /// point's recorded runs (seeded by the study's seed), judged against this space's SLOs
-    #[arg(long, value_name = "LANDSCAPE.json")]
-    pub replay: Option<PathBuf>,
     /// Spend no trial re-measuring the point about to be named (as `[study] intensify =
     /// false`): every trial is the strategy's, as scripts/record-landscape needs for a full grid
     #[arg(long)]
@@ -74,6 +57,55 @@ pub struct TuneArgs {
     /// On a PostgreSQL database this process is the study's first worker (see `worker`)
     #[command(flatten)]
     pub fleet: super::worker::FleetArgs,
+}
+
+/// When a study stops, what answers its trials and its end-of-study validation: the same flags
+/// for `tune` and `worker`.
+#[derive(Debug, Clone, Args)]
+pub struct BudgetArgs {
+    /// Stop once the study has this many finished trials (earlier runs count, and in a shared
+    /// study every worker's) [default: the space's budget]
+    #[arg(long, value_name = "N")]
+    pub max_trials: Option<u32>,
+    /// Stop starting trials after this long (e.g. 90m, 8h)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub max_duration: Option<Duration>,
+    /// Stop starting trials at this local time (HH:MM, e.g. 06:30)
+    #[arg(long, value_name = "HH:MM", value_parser = parse_time_of_day)]
+    pub until: Option<TimeOfDay>,
+    /// Answer trials from a recorded landscape (scripts/record-landscape) instead of launching
+    /// the backend: try a strategy, budget or SLOs in seconds. Each trial replays one of the
+    /// point's recorded runs (seeded by the study's seed), judged against this space's SLOs
+    #[arg(long, value_name = "LANDSCAPE.json")]
+    pub replay: Option<PathBuf>,
+    /// When the study ends on its budget, re-measure its best trials against the default in
+    /// this many interleaved rounds on fresh server starts (at least 3; 0 = don't) and store
+    /// the ratio with its 95 % CI; in a shared study one worker takes it [default: the
+    /// space's `validate_pairs`, else 0]
+    #[arg(long, value_name = "PAIRS", value_parser = parse_validate_pairs)]
+    pub validate: Option<u32>,
+}
+
+impl BudgetArgs {
+    /// The loop's budget and replay (loaded against `space`); the other options at their
+    /// defaults.
+    pub fn options(&self, space: &Space) -> anyhow::Result<daemon::Options> {
+        Ok(daemon::Options {
+            max_trials: self.max_trials,
+            max_duration: self.max_duration,
+            until: self.until,
+            replay: match &self.replay {
+                Some(path) => Some(Arc::new(daemon::replay::Replay::load(path, space)?)),
+                None => None,
+            },
+            ..daemon::Options::default()
+        })
+    }
+
+    /// The end-of-study validation's rounds: `--validate`, else the space's `validate_pairs`.
+    pub fn validate_pairs(&self, space: &Space) -> u32 {
+        self.validate.unwrap_or(space.validate_pairs)
+    }
 }
 
 fn parse_validate_pairs(s: &str) -> Result<u32, String> {
@@ -126,9 +158,6 @@ pub(super) async fn run(db: &Path, args: TuneArgs, out: &mut (dyn Write + Send))
 /// The loop's options from the flags; loads the `--replay` landscape against `space`.
 fn options(args: &TuneArgs, space: &Space) -> anyhow::Result<daemon::Options> {
     Ok(daemon::Options {
-        max_trials: args.max_trials,
-        max_duration: args.max_duration,
-        until: args.until,
         window: args.window,
         study_name: args.name.clone(),
         force: args.force,
@@ -141,11 +170,8 @@ fn options(args: &TuneArgs, space: &Space) -> anyhow::Result<daemon::Options> {
         retune_on_drift: args.retune_on_drift,
         skip_missing: args.skip_missing,
         on_exit: args.on_exit,
-        replay: match &args.replay {
-            Some(path) => Some(Arc::new(daemon::replay::Replay::load(path, space)?)),
-            None => None,
-        },
         warm_start: None,
+        ..args.budget.options(space)?
     })
 }
 
@@ -248,10 +274,10 @@ async fn revalidate(
     shutdown: &Shutdown,
     out: &mut dyn Write,
 ) -> anyhow::Result<Option<anyhow::Result<Validation>>> {
-    let pairs = args.validate.unwrap_or(space.validate_pairs);
+    let pairs = args.budget.validate_pairs(space);
     let ran_to_end = matches!(report.stop, daemon::Stop::Budget | daemon::Stop::Deadline | daemon::Stop::Exhausted);
     // (A replayed study has no server to re-measure.)
-    if pairs == 0 || !ran_to_end || args.replay.is_some() || shutdown.graceful.is_cancelled() {
+    if pairs == 0 || !ran_to_end || args.budget.replay.is_some() || shutdown.graceful.is_cancelled() {
         return Ok(None);
     }
     // A shared study is validated once: by the worker that claims it.

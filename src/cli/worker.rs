@@ -4,8 +4,6 @@
 //! went silent. `tune SPACE --db postgres://...` creates the study and is its first worker.
 
 use std::io::Write;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -13,8 +11,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::output::{print_best, trial_json};
-use super::{find_study, parse_duration_arg, parse_time_of_day, validate};
-use crate::daemon::clock::TimeOfDay;
+use super::{find_study, parse_duration_arg, validate};
 use crate::daemon::worker::{self, Fleet, WorkerReport};
 use crate::daemon::{self, Shutdown};
 use crate::store::Store;
@@ -24,24 +21,8 @@ use crate::trial;
 pub struct WorkerArgs {
     /// Study to work on (created by `tune SPACE --db postgres://...`)
     pub study: String,
-    /// Stop once the study has this many finished trials, counting every worker's
-    /// [default: the space's budget]
-    #[arg(long, value_name = "N")]
-    pub max_trials: Option<u32>,
-    /// Stop claiming trials after this long (e.g. 90m, 8h)
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
-    pub max_duration: Option<Duration>,
-    /// Stop claiming trials at this local time (HH:MM)
-    #[arg(long, value_name = "HH:MM", value_parser = parse_time_of_day)]
-    pub until: Option<TimeOfDay>,
-    /// Answer trials from a recorded landscape instead of launching the backend
-    #[arg(long, value_name = "LANDSCAPE.json")]
-    pub replay: Option<PathBuf>,
-    /// Re-validate the winner when the study ends on its budget, in this many interleaved
-    /// rounds (at least 3; 0 = don't); one worker of the study takes it
-    /// [default: the space's `validate_pairs`]
-    #[arg(long, value_name = "PAIRS")]
-    pub validate: Option<u32>,
+    #[command(flatten)]
+    pub budget: super::tune::BudgetArgs,
     #[command(flatten)]
     pub fleet: FleetArgs,
     /// Print the final report as JSON
@@ -100,16 +81,7 @@ pub(super) async fn run(store: &Store, args: WorkerArgs, out: &mut (dyn Write + 
     }
     let study = find_study(store, &args.study).await?;
     let space = daemon::stored_space(&study)?;
-    let options = daemon::Options {
-        max_trials: args.max_trials,
-        max_duration: args.max_duration,
-        until: args.until,
-        replay: match &args.replay {
-            Some(path) => Some(Arc::new(daemon::replay::Replay::load(path, &space)?)),
-            None => None,
-        },
-        ..daemon::Options::default()
-    };
+    let options = args.budget.options(&space)?;
     let shutdown = Shutdown::listen().context("installing signal handlers")?;
     let mut on_event = |event: daemon::Event<'_>| {
         if !args.json {
@@ -117,8 +89,8 @@ pub(super) async fn run(store: &Store, args: WorkerArgs, out: &mut (dyn Write + 
         }
     };
     let done = worker::join(&study, store, &options, &args.fleet.fleet(), &shutdown, &mut on_event).await?;
-    let pairs = args.validate.unwrap_or(space.validate_pairs);
-    let validation = validate_once(store, &done, &space, pairs, args.replay.is_some(), &shutdown).await?;
+    let pairs = args.budget.validate_pairs(&space);
+    let validation = validate_once(store, &done, &space, pairs, args.budget.replay.is_some(), &shutdown).await?;
     print_report(&done, validation.as_ref(), args.json, out)
 }
 
