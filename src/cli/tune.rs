@@ -13,7 +13,7 @@ use serde_json::json;
 use super::output::{first_line, print_best, trial_json};
 use super::{open_store, parse_duration_arg, parse_time_of_day, parse_window, validate};
 use crate::daemon::clock::{TimeOfDay, Window};
-use crate::daemon::lock::StudyLock;
+use crate::daemon::lock::PidLock;
 use crate::daemon::{self, Event, Report, Shutdown};
 use crate::measure::CapacityFigure;
 use crate::space::{Load, Space};
@@ -125,7 +125,7 @@ pub(super) async fn run(db: &Path, args: TuneArgs, out: &mut (dyn Write + Send))
     // On a shared database workers coordinate through it; the lock file is for SQLite.
     let _lock = match store.is_shared() {
         true => None,
-        false => Some(StudyLock::acquire(db, &name)?),
+        false => Some(PidLock::study(db, &name)?),
     };
     let shutdown = Shutdown::listen().context("installing signal handlers")?;
     let options = options(&args, &space)?;

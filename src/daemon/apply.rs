@@ -108,6 +108,10 @@ pub async fn apply(
     let target = &options.target;
     let text = deploy::target::render(study, trial, target.format)?;
     let path = &target.path;
+    let _lock = match options.dry_run {
+        true => None,
+        false => Some(super::lock::PidLock::apply(path)?),
+    };
     let found = file::read(path).with_context(|| format!("reading '{}'", path.display()))?;
     let old_text = found.as_ref().map(|(b, _)| String::from_utf8_lossy(b).into_owned());
     let mut report = ApplyReport {

@@ -109,13 +109,17 @@ async fn deployments(db: &str, study: &str) -> serde_json::Value {
 }
 
 /// A space for the real engine whose models live in `models` (the repo's, or a copy a test may
-/// replace), with a short workload (short prompts, 8-token answers).
+/// replace), with a short workload (short prompts, 8-token answers). The default is measured
+/// again every 2 trials (`anchor_every`), so that the study knows how much runs of one
+/// configuration vary here, as a study that re-measures does: the canary rule allows for twice
+/// that, and does not roll back a configuration for the machine's own drift.
 fn operate_space(dir: &Path, name: &str, models: &Path, params: &str, extra: &str) -> PathBuf {
     let text = format!(
         r#"[study]
 name = "{name}"
 strategy = "grid"
 seed = 3
+anchor_every = 2
 
 [backend]
 kind = "llamacpp"
@@ -163,9 +167,10 @@ parallel = { values = [2], flag = "-np", default = 2 }"#;
     let best: serde_json::Value =
         serde_json::from_str(&run_cli(&["--db", db, "best", name, "--json"]).await.unwrap()).unwrap();
     let best = best["number"].as_i64().unwrap();
+    let best_params = &trials.iter().find(|t| t["number"] == best).expect("the best trial")["params"];
     let other = trials
         .iter()
-        .find(|t| t["params"]["ctx"] == 2048 && t["number"] != best)
+        .find(|t| t["params"]["ctx"] == 2048 && t["params"] != *best_params)
         .expect("the other feasible configuration")["number"]
         .as_i64()
         .unwrap();
@@ -196,6 +201,9 @@ async fn apply_keeps_the_best_trial_and_rolls_back_one_that_misses_its_slo() {
 
     let out = apply(db, "operate-apply", best, &service).await.unwrap();
     assert!(out.contains(&format!("kept: trial {best}: canary held")), "{out}");
+    // the study measured its default twice: the canary's threshold is written with its reason
+    assert!(out.contains("worse means by"), "{out}");
+    println!("{out}");
     let applied = std::fs::read_to_string(&service.env).unwrap();
     for line in exported_lines(db, "operate-apply", best).await {
         assert!(applied.lines().any(|l| l == line), "'{line}' missing from the applied file:\n{applied}");
@@ -238,7 +246,9 @@ ctx = { values = [2048], flag = "-c", default = 2048 }"#;
     let best: serde_json::Value =
         serde_json::from_str(&run_cli(&["--db", db, "best", name, "--json"]).await.unwrap()).unwrap();
     let best = best["number"].as_i64().unwrap();
-    (best, if best == 1 { 2 } else { 1 })
+    let best_params = &trials.iter().find(|t| t["number"] == best).expect("the best trial")["params"];
+    let other = trials.iter().find(|t| t["params"] != *best_params).expect("the other configuration");
+    (best, other["number"].as_i64().unwrap())
 }
 
 /// Stop llama-servers a killed apply's restart may have left on the service's port.
@@ -333,8 +343,10 @@ async fn apply_killed_at_random_points_leaves_the_old_or_the_new_file_and_a_reru
     }
     assert!(!states.contains(&"running"), "no apply left running: {states:?}");
     println!("killed after (ms): {killed_at:?}\nstates: {states:?}");
+    // (this service's own port: a new `Service` would draw another)
+    let port = service.port;
     drop(service);
-    stop_servers_on(Service::new(dir.path()).port);
+    stop_servers_on(port);
 }
 
 /// Copy the repo's model files for `quants` into `dir` (a test may then replace one).
