@@ -527,68 +527,32 @@ impl Store {
         };
         let violations_json =
             verdict.map(|v| serde_json::to_string(&v.violations).expect("plain data")).unwrap_or_else(|| "{}".into());
-        let metric = |m: Metric| summary.and_then(|s| m.value(s)).filter(|v| v.is_finite());
 
+        let mut query = sqlx::query(FINISH_TRIAL)
+            .bind(trial.0)
+            .bind(finished.outcome.state().as_str())
+            .bind(finished.plan.map(|p| serde_json::to_string(p).expect("plain data")))
+            .bind(verdict.map(|v| v.objective).filter(|v| v.is_finite()))
+            .bind(violation)
+            .bind(violations_json)
+            .bind(summary.map(|s| serde_json::to_string(s).expect("plain data")));
+        for m in METRIC_COLUMNS {
+            query = match m {
+                Metric::PeakRssBytes => query.bind(summary.map(|s| s.peak_rss_bytes as i64)),
+                m => query.bind(summary.and_then(|s| m.value(s)).filter(|v| v.is_finite())),
+            };
+        }
+        let query = query
+            .bind(summary.and_then(|s| s.server_decode_tok_per_s))
+            .bind(finished.stages.ready_ms)
+            .bind(finished.stages.workload_ms)
+            .bind(error_class)
+            .bind(error_message)
+            .bind(now_ms())
+            .bind(finished.stages.launch.map(|l| l.as_str()))
+            .bind(finished.stages.load_ms);
         let mut tx = self.pool.begin().await?;
-        let updated = sqlx::query(
-            r#"UPDATE trials
-               SET state = $2,
-                   plan_json = $3,
-                   objective = $4,
-                   violation = $5,
-                   violations_json = $6,
-                   summary_json = $7,
-                   ttft_p50_ms = $8,
-                   ttft_p95_ms = $9,
-                   ttft_p99_ms = $10,
-                   tpot_p50_ms = $11,
-                   itl_p50_ms = $12,
-                   e2e_p95_ms = $13,
-                   output_tok_per_s = $14,
-                   req_per_s = $15,
-                   success_rate = $16,
-                   goodput_rps = $17,
-                   peak_rss_bytes = $18,
-                   server_decode_tok_per_s = $19,
-                   ready_ms = $20,
-                   workload_ms = $21,
-                   error_class = $22,
-                   error_message = $23,
-                   ended_at_ms = $24,
-                   server_pid = NULL,
-                   launch = $25,
-                   load_ms = $26
-               WHERE id = $1
-                 AND state NOT IN ('complete', 'infeasible', 'pruned')"#,
-        )
-        .bind(trial.0)
-        .bind(finished.outcome.state().as_str())
-        .bind(finished.plan.map(|p| serde_json::to_string(p).expect("plain data")))
-        .bind(verdict.map(|v| v.objective).filter(|v| v.is_finite()))
-        .bind(violation)
-        .bind(violations_json)
-        .bind(summary.map(|s| serde_json::to_string(s).expect("plain data")))
-        .bind(metric(Metric::TtftP50Ms))
-        .bind(metric(Metric::TtftP95Ms))
-        .bind(metric(Metric::TtftP99Ms))
-        .bind(metric(Metric::TpotP50Ms))
-        .bind(metric(Metric::ItlP50Ms))
-        .bind(metric(Metric::E2eP95Ms))
-        .bind(metric(Metric::OutputTokPerS))
-        .bind(metric(Metric::ReqPerS))
-        .bind(metric(Metric::SuccessRate))
-        .bind(metric(Metric::GoodputRps))
-        .bind(summary.map(|s| s.peak_rss_bytes as i64))
-        .bind(summary.and_then(|s| s.server_decode_tok_per_s))
-        .bind(finished.stages.ready_ms)
-        .bind(finished.stages.workload_ms)
-        .bind(error_class)
-        .bind(error_message)
-        .bind(now_ms())
-        .bind(finished.stages.launch.map(|l| l.as_str()))
-        .bind(finished.stages.load_ms)
-        .execute(&mut *tx)
-        .await?;
+        let updated = query.execute(&mut *tx).await?;
         // Nothing updated: the trial was already written (a commit whose answer was lost when
         // the database went away, retried); written twice it would count twice.
         if updated.rows_affected() > 0 {
@@ -920,6 +884,38 @@ pub fn sortable() -> impl Iterator<Item = &'static str> {
 pub fn trial_metrics(trial: &Trial) -> BTreeMap<&'static str, Option<f64>> {
     METRIC_COLUMNS.iter().map(|m| (m.name(), trial.summary.as_ref().and_then(|s| m.value(s)))).collect()
 }
+
+/// `finish_trial`'s write: only a trial not yet finished (a retried commit must not count twice).
+/// `$8`..`$18` are [`METRIC_COLUMNS`], in its order.
+const FINISH_TRIAL: &str = r#"UPDATE trials
+   SET state = $2,
+       plan_json = $3,
+       objective = $4,
+       violation = $5,
+       violations_json = $6,
+       summary_json = $7,
+       ttft_p50_ms = $8,
+       ttft_p95_ms = $9,
+       ttft_p99_ms = $10,
+       tpot_p50_ms = $11,
+       itl_p50_ms = $12,
+       e2e_p95_ms = $13,
+       output_tok_per_s = $14,
+       req_per_s = $15,
+       success_rate = $16,
+       goodput_rps = $17,
+       peak_rss_bytes = $18,
+       server_decode_tok_per_s = $19,
+       ready_ms = $20,
+       workload_ms = $21,
+       error_class = $22,
+       error_message = $23,
+       ended_at_ms = $24,
+       server_pid = NULL,
+       launch = $25,
+       load_ms = $26
+ WHERE id = $1
+   AND state NOT IN ('complete', 'infeasible', 'pruned')"#;
 
 #[cfg(test)]
 mod tests {
