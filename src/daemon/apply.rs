@@ -306,18 +306,19 @@ pub(super) fn live_target(backend: &dyn Backend, plan: &LaunchPlan, url: &str) -
     }
 }
 
-/// The study's workload (warm-up, then its requests) against the live service, with the probe
-/// around it (RSS of the process listening on the service's port, `/metrics`), within `limit`.
-/// Never prunes and never restarts: a missed SLO is the figure wanted here.
+/// The study's workload (warm-up, then its requests; or its trace, replayed on its schedule)
+/// against the live service, with the probe around it (RSS of the process listening on the
+/// service's port, `/metrics`), within `limit`. Never prunes and never restarts: a missed SLO is
+/// the figure wanted here.
 pub(super) async fn measure_live(
     bench: &Bench<'_>,
     target: &Target,
     draw: u64,
     limit: Duration,
 ) -> anyhow::Result<(workload::Run, ServerSide)> {
-    if bench.space.capacity.is_some() || bench.space.workload.trace.is_some() {
+    if bench.space.capacity.is_some() {
         bail!(
-            "measuring a live service is implemented for dataset workloads only (this study has a capacity search or a trace)"
+            "measuring a live service is implemented for dataset and trace workloads, not for a capacity search (it would load the service to its limit)"
         );
     }
     let port = reqwest::Url::parse(&target.base_url).ok().and_then(|u| u.port_or_known_default());
@@ -334,7 +335,7 @@ pub(super) async fn measure_live(
     workload_spec.draw = draw;
     let started = Instant::now();
     let run = tokio::select! {
-        r = tokio::time::timeout(limit, workload::run(&bench.client, target, &bench.prompts, &workload_spec)) => r,
+        r = tokio::time::timeout(limit, live_workload(bench, target, &workload_spec)) => r,
         _ = bench.shutdown.graceful.cancelled() => {
             probe.finish().await;
             bail!("interrupted while measuring the live service");
@@ -342,8 +343,23 @@ pub(super) async fn measure_live(
     };
     let server = probe.finish().await;
     match run {
-        Ok(run) => Ok((run, server)),
+        Ok(run) => Ok((run?, server)),
         Err(_) => bail!("the measurement did not finish within {limit:?} (stopped after {:?})", started.elapsed()),
+    }
+}
+
+/// One run of the study's workload against the live service: its dataset requests, or its
+/// trace replayed as a trial replays it (the service's tokenizer asked first: it was restarted
+/// or is not known to this process). A client that fell behind the trace's schedule twice is an
+/// error: the figures would describe the client.
+async fn live_workload(
+    bench: &Bench<'_>,
+    target: &Target,
+    spec: &crate::space::WorkloadSpec,
+) -> anyhow::Result<workload::Run> {
+    match bench.trace {
+        Some(_) => super::pipeline::replay(bench, target, true, spec).await.map(|(run, _)| run),
+        None => Ok(workload::run(&bench.client, target, &bench.prompts, spec).await),
     }
 }
 

@@ -223,7 +223,10 @@ async fn measure(
     let result = tokio::select! {
         r = async {
             match &space.capacity {
-                None if bench.trace.is_some() => replay(bench, ready, &workload_spec).await.map(|(run, figure)| (run, false, None, Some(figure))),
+                None if bench.trace.is_some() => {
+                    let fresh = ready.launch != crate::backend::Launch::Reuse;
+                    replay(bench, &ready.target, fresh, &workload_spec).await.map(|(run, figure)| (run, false, None, Some(figure)))
+                }
                 None => {
                     let ttft_limit_ms = if bench.prune { prune::ttft_p95_limit_ms(&space.slos) } else { None };
                     let (run, is_pruned) =
@@ -254,21 +257,22 @@ async fn measure(
     }
 }
 
-/// Replay the study's trace on the ready server: the tokenizer's words once per server start,
-/// then the trace's requests on their schedule. As for open-loop capacity levels, a late wake-up
-/// of the client (a busy host) spoils one run, so a run that fell behind is replayed once more
-/// on fresh prompts; a client that falls behind twice is an error (the trial is
-/// `client-behind`), never a slower result.
-async fn replay(
+/// Replay the study's trace on the server at `target` (`fresh`: started anew since the last
+/// replay): the tokenizer's words once per server start, then the trace's requests on their
+/// schedule. As for open-loop capacity levels, a late wake-up of the client (a busy host) spoils
+/// one run, so a run that fell behind is replayed once more on fresh prompts; a client that
+/// falls behind twice is an error (the trial is `client-behind`), never a slower result.
+pub(super) async fn replay(
     bench: &Bench<'_>,
-    ready: &Ready,
+    target: &Target,
+    fresh: bool,
     spec: &crate::space::WorkloadSpec,
 ) -> anyhow::Result<(workload::Run, measure::ReplayFigure)> {
     let trace = bench.trace.as_ref().expect("replay runs only with a trace");
     let mut prepared = bench.prepared.lock().await;
     let needs_tokenizer = trace.requests.iter().any(|r| r.text.is_none());
-    if needs_tokenizer && (prepared.is_none() || ready.launch != crate::backend::Launch::Reuse) {
-        *prepared = Some(Prepared::on(&bench.client, &ready.target, spec).await.context("preparing trace prompts")?);
+    if needs_tokenizer && (prepared.is_none() || fresh) {
+        *prepared = Some(Prepared::on(&bench.client, target, spec).await.context("preparing trace prompts")?);
     }
     let control = bench.backend.output_control();
     let mut lateness = Vec::new();
@@ -277,7 +281,7 @@ async fn replay(
         // The second run draws fresh prompt blocks: the first run's prefixes must not flatter it.
         spec.draw = spec.draw.wrapping_add(attempt << 32);
         let (open, figure) =
-            workload::replay::run(&bench.client, &ready.target, &spec, trace, prepared.as_ref(), control).await?;
+            workload::replay::run(&bench.client, target, &spec, trace, prepared.as_ref(), control).await?;
         if open.is_valid {
             return Ok((open.run, figure));
         }

@@ -233,6 +233,62 @@ async fn apply_keeps_the_best_trial_and_rolls_back_one_that_misses_its_slo() {
     println!("{table}");
 }
 
+/// A trace study's configuration applied: the canary replays the study's trace on the live
+/// service (the tokenizer asked anew, the trace's requests on their schedule) and the
+/// configuration is kept; `watch` measures it the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_and_watch_replay_a_trace_study_s_trace_on_the_live_service() {
+    common::require_engine();
+    let _lock = EngineLock::acquire().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rows: &[(u64, u32, u32, &[u64])] =
+        &[(0, 120, 6, &[1]), (400, 300, 4, &[1, 2, 3]), (900, 64, 8, &[4]), (1300, 200, 5, &[1, 2])];
+    let trace = crate::trace::write_trace(dir.path(), rows);
+    let space = crate::trace::trace_space(dir.path(), "operate-trace", &trace, false, 128);
+    let (db, t) = crate::trace::tune_on_schedule(dir.path(), &space, "operate-trace").await;
+    assert_eq!(t["state"], "complete", "{t:#}");
+    let (db, trial) = (db.to_str().unwrap(), t["number"].as_i64().unwrap());
+
+    // The service already runs the configuration; applying it again restarts it and canaries it.
+    let service = Service::new(dir.path());
+    std::fs::create_dir_all(service.env.parent().unwrap()).unwrap();
+    std::fs::write(&service.env, exported_lines(db, "operate-trace", trial).await.join("\n") + "\n").unwrap();
+    service.restart().await;
+    // A canary whose client fell behind the trace's schedule (this shared host) is rolled back
+    // for that reason, and tried again, up to three times.
+    let mut kept = None;
+    for attempt in 1..=3 {
+        match apply(db, "operate-trace", trial, &service).await {
+            Ok(out) => {
+                kept = Some(out);
+                break;
+            }
+            Err(e) => {
+                let why = format!("{e:#}");
+                let rows = deployments(db, "operate-trace").await;
+                let reason = rows["deployments"].as_array().unwrap().last().unwrap()["reason"].to_string();
+                assert!(reason.contains("fell behind the trace's schedule"), "attempt {attempt}: {why}: {reason}");
+                eprintln!("canary {attempt} spoiled by the client: {reason}");
+                service.wait_healthy().await;
+            }
+        }
+    }
+    let out = kept.expect("a canary ran on schedule in three attempts");
+    assert!(out.contains(&format!("kept: trial {trial}: canary held")), "{out}");
+    let doc = deployments(db, "operate-trace").await;
+    let canary = &doc["deployments"].as_array().unwrap().last().unwrap()["canary"];
+    assert_eq!(canary["violation"], 0.0, "{doc}");
+    // The trace's 4 requests over its 1.3 s schedule, as in the study (a dataset run at the
+    // space's concurrency would stream many times the tokens a second).
+    let ratio = canary["objective"].as_f64().unwrap() / t["objective"].as_f64().unwrap();
+    assert!((0.5..2.0).contains(&ratio), "canary {canary} against the study's {}", t["objective"]);
+
+    let (out, code) = watch(db, "operate-trace", &[]).await;
+    assert!(code == 0 || code == 2, "watch measured the trace study: {code} {out}");
+    assert!(!out.contains("implemented for dataset"), "{out}");
+    println!("{out}");
+}
+
 /// A study of two configurations that both meet the SLOs (Q4_1 and Q4_0 at ctx 2048), with the
 /// models read from `models`. Returns (best, other).
 async fn study_of_two(dir: &Path, db: &str, name: &str, models: &Path) -> (i64, i64) {

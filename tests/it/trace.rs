@@ -56,7 +56,7 @@ success_rate = 1.0
     path
 }
 
-fn write_trace(dir: &Path, rows: &[(u64, u32, u32, &[u64])]) -> PathBuf {
+pub(crate) fn write_trace(dir: &Path, rows: &[(u64, u32, u32, &[u64])]) -> PathBuf {
     let path = dir.join("trace.jsonl");
     let text: String = rows
         .iter()
