@@ -103,6 +103,16 @@ pub async fn apply(
     let trials = store.trials(study.id).await?;
     let validated = store.latest_validation(study.id).await?.map(|v| v.winner_number);
     let trial = pick_trial(study, &trials, options.trial, validated)?;
+    if space.capacity.is_some() && !options.dry_run {
+        // Refused before anything is written: the canary could not judge it.
+        bail!(
+            "study '{}' searches capacity, and apply's canary would have to load the live service to its limit to \
+             measure it; deploy `infertune export {} --trial {}` yourself",
+            study.name,
+            study.name,
+            trial.number
+        );
+    }
     let reference = Reference::of_trial(&trials, trial);
     let plan = trial.plan.clone().with_context(|| format!("trial {} was never started", trial.number))?;
     let target = &options.target;

@@ -289,6 +289,26 @@ async fn apply_and_watch_replay_a_trace_study_s_trace_on_the_live_service() {
     println!("{out}");
 }
 
+/// A capacity study is refused by `apply` before anything is written: its canary would have to
+/// load the live service to its limit (fake server: no engine needed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_refuses_a_capacity_study_before_writing_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "[objective]\nmaximize = \"capacity\"\n\n[capacity]\nslo = \"ttft_p95_ms\"\nload = \"concurrency\"\nmin = 1\nmax = 2\n\n[slo]\nttft_p95_ms = 3000\nsuccess_rate = 1.0\n";
+    let space = common::fake_space(dir.path(), "operate-capacity", "grid", "", extra);
+    let db = dir.path().join("t.db");
+    let db = db.to_str().unwrap();
+    run_cli(&["--db", db, "tune", space.to_str().unwrap(), "--max-trials", "1"]).await.unwrap();
+    let env = dir.path().join("service/llama.env");
+    let args = ["--db", db, "apply", "operate-capacity", "--trial", "1", "--env-file", env.to_str().unwrap()];
+    let args: Vec<&str> = args.into_iter().chain(["--url", "http://127.0.0.1:9", "--", "true"]).collect();
+    let err = format!("{:#}", run_cli(&args).await.unwrap_err());
+    assert!(err.contains("searches capacity") && err.contains("infertune export operate-capacity --trial 1"), "{err}");
+    assert!(!env.exists() && !dir.path().join("service").exists(), "nothing written");
+    let doc = deployments(db, "operate-capacity").await;
+    assert_eq!(doc["deployments"].as_array().map(Vec::len), Some(0), "nothing recorded: {doc}");
+}
+
 /// A study of two configurations that both meet the SLOs (Q4_1 and Q4_0 at ctx 2048), with the
 /// models read from `models`. Returns (best, other).
 async fn study_of_two(dir: &Path, db: &str, name: &str, models: &Path) -> (i64, i64) {
