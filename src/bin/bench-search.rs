@@ -13,8 +13,8 @@
 //! Truth and observations never share a run. On a recording, each seed cuts every point's runs
 //! in two at random ([`Landscape::split`]): half of them, rounded up, define the point's true value
 //! (their mean; feasible when each met every SLO) and every observation and re-measurement is
-//! drawn from the rest (with two runs a point, re-measuring repeats the one observed run, so
-//! `/validated` can only re-rank by it). The optimum, and "within 5 %", are that seed's truth's:
+//! drawn from the rest (with two or three runs a point, one is observed: re-measuring repeats
+//! it, so `/validated` can only re-rank by it). The optimum, and "within 5 %", are that seed's truth's:
 //! over many seeds the figures do not hang on the luck of one cut. A recording with one run a
 //! point has no `/validated` rows. `synthetic-noisy` knows its true values (the noise-free
 //! synthetic landscape) and draws every measurement with its own noise.
@@ -135,7 +135,7 @@ impl Bench {
         let runs = if fewest == most { fewest.to_string() } else { format!("{fewest} to {most}") };
         let note = format!(
             "{runs} runs a point, cut at random per point and seed: half (rounded up) define its truth (their mean; feasible when each met every SLO), the rest are observed and re-measured{}; each seed is judged against its own truth's optimum",
-            if fewest == 2 { " (with 2 runs, a re-measurement repeats the observed value)" } else { "" }
+            if fewest / 2 == 1 { " (with one observed run a point, a re-measurement repeats it)" } else { "" }
         );
         let seeds = (0..seeds)
             .map(|s| {
