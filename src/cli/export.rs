@@ -12,7 +12,6 @@ use clap::Args;
 use super::find_study;
 use crate::export::{self, Format};
 use crate::store::Store;
-use crate::trial;
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
@@ -43,8 +42,9 @@ pub(super) async fn run(store: &Store, args: ExportArgs, out: &mut dyn Write) ->
             "--trial",
         ),
         None => {
-            let validated = store.latest_validation(study.id).await?.map(|v| v.winner_number);
-            let w = trial::winner(&trials, study.direction, validated)
+            let w = store
+                .named_winner(&study, &trials)
+                .await?
                 .with_context(|| format!("study '{}' has no finished trial to export", study.name))?;
             if !w.feasible {
                 eprintln!("warning: no trial meets every SLO; exporting the least violating, trial {}", w.trial.number);

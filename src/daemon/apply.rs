@@ -67,19 +67,18 @@ pub struct ApplyReport {
     pub commands: Vec<String>,
 }
 
-/// The trial to apply: `number`, or the configuration the study names (`validated` = the trial
-/// a stored validation picked), when it meets every SLO.
-fn pick_trial<'a>(
+/// The trial to apply: `number`, or the configuration the study names, when it meets every SLO.
+async fn pick_trial<'a>(
+    store: &Store,
     study: &Study,
     trials: &'a [Trial],
     number: Option<i64>,
-    validated: Option<i64>,
 ) -> anyhow::Result<&'a Trial> {
     match number {
         Some(n) => {
             trials.iter().find(|t| t.number == n).with_context(|| format!("study '{}' has no trial {n}", study.name))
         }
-        None => match crate::trial::winner(trials, study.direction, validated).map(|w| (w.trial, w.feasible)) {
+        None => match store.named_winner(study, trials).await?.map(|w| (w.trial, w.feasible)) {
             Some((t, true)) => Ok(t),
             Some((t, false)) => bail!(
                 "no trial of study '{}' meets every SLO (the least violating is trial {}); name one with --trial to apply it anyway",
@@ -101,8 +100,7 @@ pub async fn apply(
     on_event: &mut (dyn FnMut(ApplyEvent<'_>) + Send),
 ) -> anyhow::Result<ApplyReport> {
     let trials = store.trials(study.id).await?;
-    let validated = store.latest_validation(study.id).await?.map(|v| v.winner_number);
-    let trial = pick_trial(study, &trials, options.trial, validated)?;
+    let trial = pick_trial(store, study, &trials, options.trial).await?;
     if space.capacity.is_some() && !options.dry_run {
         // Refused before anything is written: the canary could not judge it.
         bail!(

@@ -89,8 +89,7 @@ async fn deployed<'a>(
         };
         return Ok((trial, baseline, Some(d.id), Some(d.url)));
     }
-    let validated = store.latest_validation(study.id).await?.map(|v| v.winner_number);
-    match crate::trial::winner(trials, study.direction, validated) {
+    match store.named_winner(study, trials).await? {
         Some(w) if w.feasible => {
             let t = w.trial;
             warn!(

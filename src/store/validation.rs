@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use super::{Error, Store, now_ms};
 use crate::space::Candidate;
-use crate::trial::StudyId;
+use crate::trial::{self, Study, StudyId, Trial, Winner};
 
 /// A re-validation of a study's winner against the default configuration.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -62,6 +62,13 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// The configuration `study` names (`trial::winner`): its latest validation's winner, else
+    /// the intensified incumbent, else the least violating of `trials` (the study's).
+    pub async fn named_winner<'a>(&self, study: &Study, trials: &'a [Trial]) -> Result<Option<Winner<'a>>, Error> {
+        let validated = self.latest_validation(study.id).await?.map(|v| v.winner_number);
+        Ok(trial::winner(trials, study.direction, validated))
     }
 
     /// The latest re-validation of `study`, if any.
