@@ -225,12 +225,15 @@ impl Landscape {
             truth.push(pick(&order[..cut]));
             observed.push(pick(if p.runs.len() == 1 { &order } else { &order[cut..] }));
         }
-        let landscape = |points| {
-            let mut l = Landscape::new(&self.name, &self.space_toml, points);
-            l.provenance = self.provenance.clone();
-            l
-        };
-        (landscape(truth), landscape(observed))
+        (self.with_points(&self.name, truth), self.with_points(&self.name, observed))
+    }
+
+    /// This recording's space and provenance over other `points` (its own, cut or changed),
+    /// named `name`.
+    fn with_points(&self, name: &str, points: Vec<Point>) -> Landscape {
+        let mut l = Landscape::new(name, &self.space_toml, points);
+        l.provenance = self.provenance.clone();
+        l
     }
 
     /// The point's true value: the mean objective when every run met every SLO, else `None`.
@@ -260,9 +263,7 @@ impl Landscape {
                 run.violation = 0.0;
             }
         }
-        let mut l = Landscape::new(&format!("{}-noslo", self.name), &self.space_toml, points);
-        l.provenance = self.provenance.clone();
-        l
+        self.with_points(&format!("{}-noslo", self.name), points)
     }
 
     /// The same landscape keeping, of each point's runs, only those `keep` selects (by index):
@@ -277,9 +278,7 @@ impl Landscape {
                 runs: p.runs.iter().enumerate().filter(|(i, _)| keep(*i)).map(|(_, r)| r.clone()).collect(),
             })
             .collect();
-        let mut l = Landscape::new(&self.name, &self.space_toml, points);
-        l.provenance = self.provenance.clone();
-        l
+        self.with_points(&self.name, points)
     }
 
     /// This recording with `later`'s runs appended at each point (a later session over the same
