@@ -35,7 +35,8 @@ pub const EXIT_ROLLED_BACK: u8 = 2;
     "configuration is kept only if every SLO of the study is met and the objective is not significantly\n",
     "worse than what the study measured for the trial: worse means the 95 % bootstrap CI of\n",
     "canary/study (requests resampled 2000 times) lies wholly below 1 (above, for a minimised metric)\n",
-    "and the ratio is at least 3 % worse. Otherwise the backup is restored, the service restarted, and\n",
+    "and the ratio is worse by at least 3 % (--worse-by) and by at least twice the run-to-run noise the\n",
+    "study measured. Otherwise the backup is restored, the service restarted, and\n",
     "one request must be answered by the old configuration.\n\n",
     "Exit status: 0 kept (or --dry-run), 2 rolled back, 1 error (including a failed rollback)."
 ))]
@@ -63,6 +64,10 @@ pub struct ApplyArgs {
     /// Print the file's diff and the commands; write and run nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// The least worsening of the objective that rolls back [default: 3 %]; twice the study's
+    /// run-to-run noise counts when that is more. Raise it on a machine shared with other load.
+    #[arg(long, value_parser = super::parse_percent, value_name = "PCT")]
+    pub worse_by: Option<f64>,
     /// Longest the canary may run; a canary still running then counts as failed
     #[arg(long, value_parser = parse_duration_arg, default_value = "10m", value_name = "DURATION")]
     pub canary_timeout: Duration,
@@ -120,8 +125,13 @@ pub(super) async fn run(store: &Store, args: ApplyArgs, out: &mut (dyn Write + S
     let unit = args.unit.as_deref().map(|u| (u, args.user));
     let target =
         target(&space, unit, (args.env_file.as_ref(), args.drop_in.as_ref()), args.url.as_deref(), &args.restart)?;
-    let options =
-        ApplyOptions { trial: args.trial, target, dry_run: args.dry_run, canary_timeout: args.canary_timeout };
+    let options = ApplyOptions {
+        trial: args.trial,
+        target,
+        dry_run: args.dry_run,
+        canary_timeout: args.canary_timeout,
+        worse_by: args.worse_by,
+    };
     let shutdown = Shutdown::manual();
     let json = args.json;
     let mut lines: Vec<String> = Vec::new();

@@ -164,6 +164,15 @@ fn parse_window(s: &str) -> Result<Window, String> {
     s.parse()
 }
 
+/// `--worse-by`: a percentage ("30%", "30 %" or "30"), as a fraction, in (0, 1000] %.
+fn parse_percent(s: &str) -> Result<f64, String> {
+    let number = s.trim().trim_end_matches('%').trim();
+    match number.parse::<f64>() {
+        Ok(p) if p > 0.0 && p <= 1000.0 => Ok(p / 100.0),
+        _ => Err(format!("'{s}' is not a percentage between 0 and 1000 (e.g. 30%)")),
+    }
+}
+
 /// Run a parsed command line.
 pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
     let db = cli.db.clone().unwrap_or_else(store::default_path);
@@ -238,5 +247,15 @@ mod tests {
         assert!(Cli::try_parse_from(["infertune", "tune", "x.toml", "--on-exit", "leave"]).is_ok());
         let err = Cli::try_parse_from(["infertune", "tune", "x.toml", "--on-exit", "maybe"]).unwrap_err().to_string();
         assert!(err.contains("'maybe'") && err.contains("restore") && err.contains("best"), "{err}");
+        let err = Cli::try_parse_from(["infertune", "apply", "s", "--worse-by=-5%"]).unwrap_err().to_string();
+        assert!(err.contains("'-5%' is not a percentage"), "{err}");
+    }
+
+    #[test]
+    fn worse_by_takes_a_percentage_with_or_without_its_sign() {
+        assert_eq!(parse_percent("30%"), Ok(0.3));
+        assert_eq!(parse_percent("30 %"), Ok(0.3));
+        assert_eq!(parse_percent("100"), Ok(1.0));
+        assert!(parse_percent("0").is_err() && parse_percent("lots").is_err() && parse_percent("2000%").is_err());
     }
 }

@@ -30,7 +30,8 @@ pub const EXIT_FINGERPRINT: u8 = 3;
     "its baseline is that apply's canary (else the study's figure).\n\n",
     "Regression: an SLO of the study is missed, the service cannot be measured, or the objective is\n",
     "significantly worse than the baseline: the 95 % bootstrap CI of measured/baseline (requests\n",
-    "resampled 2000 times) lies wholly on the worse side of 1 and the ratio is at least 3 % worse.\n\n",
+    "resampled 2000 times) lies wholly on the worse side of 1 and the ratio is worse by at least 3 %\n",
+    "(--worse-by) and by at least twice the run-to-run noise the study measured.\n\n",
     "Exit status (one-shot runs): 0 holds, 2 regression, 3 fingerprint changed (figures may or may not\n",
     "have regressed; the output says), 1 error. With --every the command runs until SIGINT/SIGTERM and\n",
     "exits 0; use the log, the database or --textfile to alert.\n\n",
@@ -60,6 +61,10 @@ pub struct WatchArgs {
     /// Trial budget of a --retune study [default: the space's]
     #[arg(long, requires = "retune", value_name = "N")]
     pub retune_trials: Option<u32>,
+    /// The least worsening of the objective called a regression [default: 3 %]; twice the
+    /// study's run-to-run noise counts when that is more
+    #[arg(long, value_parser = super::parse_percent, value_name = "PCT")]
+    pub worse_by: Option<f64>,
     /// Longest one measurement may take
     #[arg(long, value_parser = parse_duration_arg, default_value = "10m", value_name = "DURATION")]
     pub timeout: Duration,
@@ -86,6 +91,7 @@ pub(super) async fn run(store: &Store, args: WatchArgs, out: &mut (dyn Write + S
         retune: args.retune,
         retune_trials: args.retune_trials,
         timeout: args.timeout,
+        worse_by: args.worse_by,
     };
     let shutdown =
         Shutdown::listen_saying("signal: stopping after this watch run").context("installing signal handlers")?;

@@ -40,6 +40,8 @@ pub struct ApplyOptions {
     pub dry_run: bool,
     /// Upper bound of the canary's workload; a canary still running then is rolled back.
     pub canary_timeout: Duration,
+    /// The least worsening called worse, when the operator raised it (`Reference::worse_by`).
+    pub worse_by: Option<f64>,
 }
 
 /// Progress of an apply, for the CLI.
@@ -111,7 +113,7 @@ pub async fn apply(
             trial.number
         );
     }
-    let reference = Reference::of_trial(&trials, trial);
+    let reference = Reference::of_trial(&trials, trial).worse_by(options.worse_by);
     let plan = trial.plan.clone().with_context(|| format!("trial {} was never started", trial.number))?;
     let target = &options.target;
     let text = deploy::target::render(study, trial, target.format)?;

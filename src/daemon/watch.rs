@@ -59,6 +59,8 @@ pub struct WatchOptions {
     pub retune_trials: Option<u32>,
     /// Upper bound of one measurement.
     pub timeout: Duration,
+    /// The least worsening called a regression, when the operator raised it (`Reference::worse_by`).
+    pub worse_by: Option<f64>,
 }
 
 /// One watch run.
@@ -112,6 +114,7 @@ pub async fn watch_once(
 ) -> anyhow::Result<WatchReport> {
     let trials = store.trials(study.id).await?;
     let (trial, baseline, deployment_id, recorded_url) = deployed(store, study, &trials).await?;
+    let baseline = baseline.worse_by(options.worse_by);
     let url = match options.url.clone().or(recorded_url) {
         Some(u) => u.trim_end_matches('/').to_string(),
         None => target_from_space(space)?.url,

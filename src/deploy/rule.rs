@@ -8,8 +8,9 @@
 //!    recomputes the objective from resampled requests; the wall time scales with their summed
 //!    duration, so rates vary too), and the
 //!    measurement is "worse" only when that CI lies wholly on the worse side of 1 **and** the
-//!    ratio is worse by at least 3 % (`measure::ratio::MIN_EFFECT`, as `compare` calls it) and
-//!    by at least twice the study's run-to-run noise ([`Reference::min_effect`]).
+//!    ratio is worse by at least 3 % (`measure::ratio::MIN_EFFECT`, as `compare` calls it; the
+//!    operator's `--worse-by` when given) and by at least twice the study's run-to-run noise
+//!    ([`Reference::min_effect`]).
 //!
 //! The reference is what the study measured for the configuration, the mean over its runs
 //! (apply), or the canary of the deployment in place (watch). It is taken as a fixed number. The
@@ -31,8 +32,8 @@ use crate::measure::{self, RequestSlo, Sample, Summary, Verdict, goal::Objective
 pub const RULE: &str = "kept only if every SLO of the study is met and the objective is not significantly \
 worse than the reference (the study's figure for the configuration, the mean over its runs; for watch, the \
 deployment's canary): worse means the 95 % bootstrap CI of measured/reference (requests resampled, 2000 times) \
-lies wholly on the worse side of 1 and the ratio is worse by at least 3 % and by at least twice the run-to-run \
-noise the study measured (the bootstrap sees one run only). The reference counts as exact.";
+lies wholly on the worse side of 1 and the ratio is worse by at least 3 % (or --worse-by) and by at least twice \
+the run-to-run noise the study measured (the bootstrap sees one run only). The reference counts as exact.";
 
 /// What a live measurement is compared with.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -41,6 +42,9 @@ pub struct Reference {
     pub objective: f64,
     /// The study's run-to-run noise (relative SD, `trial::noise`), when it re-measured a point.
     pub noise: Option<f64>,
+    /// The least relative change called worse whatever the noise: 3 %, or the operator's
+    /// `--worse-by` (a machine whose load the study did not see).
+    pub floor: f64,
 }
 
 impl Reference {
@@ -51,12 +55,28 @@ impl Reference {
 
     /// `objective`, with the noise the study's trials measured.
     pub fn with_study_noise(trials: &[crate::trial::Trial], objective: f64) -> Reference {
-        Reference { objective, noise: crate::trial::noise(trials).map(|n| n.relative_sd) }
+        let noise = crate::trial::noise(trials).map(|n| n.relative_sd);
+        Reference { objective, noise, floor: ratio::MIN_EFFECT }
     }
 
-    /// The smallest change called worse: 3 %, or twice the study's noise when that is more.
+    /// This reference with the operator's least change called worse (`--worse-by`), when given.
+    pub fn worse_by(self, floor: Option<f64>) -> Reference {
+        Reference { floor: floor.unwrap_or(self.floor), ..self }
+    }
+
+    /// The smallest change called worse: the floor (3 %, or `--worse-by`), or twice the study's
+    /// noise when that is more.
     pub fn min_effect(&self) -> f64 {
-        ratio::MIN_EFFECT.max(2.0 * self.noise.unwrap_or(0.0))
+        self.floor.max(2.0 * self.noise.unwrap_or(0.0))
+    }
+
+    /// Which of the two set [`Reference::min_effect`], for the reason text.
+    fn min_effect_source(&self) -> String {
+        match self.noise {
+            Some(n) if 2.0 * n > self.floor => format!(": twice the study's ±{:.1} % noise", n * 100.0),
+            _ if self.floor != ratio::MIN_EFFECT => ": --worse-by".to_string(),
+            _ => String::new(),
+        }
     }
 }
 
@@ -145,10 +165,7 @@ fn call(verdict: &Verdict, ci: &RatioCi, better: Better, reference: Reference) -
         ci.lo,
         ci.hi,
         reference.min_effect() * 100.0,
-        reference
-            .noise
-            .filter(|n| 2.0 * n > ratio::MIN_EFFECT)
-            .map_or(String::new(), |n| format!(": twice the study's ±{:.1} % noise", n * 100.0)),
+        reference.min_effect_source(),
     );
     if !verdict.is_feasible() {
         let missed: Vec<String> = verdict
@@ -235,7 +252,7 @@ mod tests {
 
     /// A reference from a study that re-measured nothing.
     fn exact(objective: f64) -> Reference {
-        Reference { objective, noise: None }
+        Reference { objective, noise: None, floor: crate::measure::ratio::MIN_EFFECT }
     }
 
     fn run(n: u64, ttft: u64) -> Vec<Sample> {
@@ -279,7 +296,7 @@ mod tests {
         let rs = RequestSlo::from_slos(&slos);
         let samples = run(20, 50);
         let wall = Duration::from_secs(2);
-        let at = |noise| Reference { objective: 150.0, noise: Some(noise) };
+        let at = |noise| Reference { objective: 150.0, noise: Some(noise), floor: crate::measure::ratio::MIN_EFFECT };
         // 100 tok/s against 150: 33 % worse. With ±10 % run-to-run noise that is past twice it.
         let j = judge(&samples, wall, &ServerSide::default(), (&objective, &slos, &rs), at(0.10), 1);
         assert_eq!(j.call, Call::Worse, "{}", j.reason);
@@ -293,6 +310,25 @@ mod tests {
         assert_eq!(j.call, Call::Holds, "{}", j.reason);
         // A quiet study keeps the 3 % floor.
         assert_eq!(at(0.01).min_effect(), crate::measure::ratio::MIN_EFFECT);
+    }
+
+    #[test]
+    fn the_operator_s_worse_by_raises_the_floor_and_is_named() {
+        let (objective, slos) = goal(5000.0);
+        let rs = RequestSlo::from_slos(&slos);
+        let samples = run(20, 50);
+        let wall = Duration::from_secs(2);
+        // 100 tok/s against 150 (33 % worse) is worse at 3 %, and holds under --worse-by 50 %.
+        let j = judge(&samples, wall, &ServerSide::default(), (&objective, &slos, &rs), exact(150.0), 1);
+        assert_eq!(j.call, Call::Worse, "{}", j.reason);
+        let lenient = exact(150.0).worse_by(Some(0.5));
+        let j = judge(&samples, wall, &ServerSide::default(), (&objective, &slos, &rs), lenient, 1);
+        assert_eq!(j.call, Call::Holds, "{}", j.reason);
+        assert!(j.reason.contains("worse means by 50 % or more: --worse-by"), "{}", j.reason);
+        // The study's noise still wins when twice it is more; none given keeps the 3 %.
+        let noisy = Reference { noise: Some(0.4), ..lenient };
+        assert!((noisy.min_effect() - 0.8).abs() < 1e-12);
+        assert_eq!(exact(150.0).worse_by(None).min_effect(), crate::measure::ratio::MIN_EFFECT);
     }
 
     #[test]
