@@ -490,19 +490,6 @@ pub enum WinnerRule {
     LeastViolating,
 }
 
-impl WinnerRule {
-    /// How the CLI and the report say it.
-    pub fn describe(&self) -> &'static str {
-        match self {
-            WinnerRule::Validated => "validated: re-measured against the default, best confidence bound",
-            WinnerRule::Intensified => {
-                "intensified incumbent: confirmed by a re-measure (every SLO met again), then the best mean on equal runs"
-            }
-            WinnerRule::LeastViolating => "no configuration met every SLO: the least violating trial",
-        }
-    }
-}
-
 /// The configuration a study names: what `best`, `export`, `[output]` and the report ship.
 #[derive(Debug, Clone, Copy)]
 pub struct Winner<'a> {
@@ -514,6 +501,23 @@ pub struct Winner<'a> {
     pub mean: Option<f64>,
     pub feasible: bool,
     pub rule: WinnerRule,
+}
+
+impl Winner<'_> {
+    /// How the CLI and the report say which rule named it. An intensified incumbent with one
+    /// run was not re-measured (a quiet or short study, or `intensify = false`): it says so.
+    pub fn describe(&self) -> &'static str {
+        match self.rule {
+            WinnerRule::Validated => "validated: re-measured against the default, best confidence bound",
+            WinnerRule::Intensified if self.runs >= 2 => {
+                "intensified incumbent: confirmed by a re-measure (every SLO met again), then the best mean on equal runs"
+            }
+            WinnerRule::Intensified => {
+                "the best single run: not re-measured (a quiet or short study, or intensification off)"
+            }
+            WinnerRule::LeastViolating => "no configuration met every SLO: the least violating trial",
+        }
+    }
 }
 
 /// Name the study's winner: the validated winner (`validated` = the trial number a stored
@@ -648,6 +652,19 @@ mod tests {
         // a trial that is not among the finished ones keeps its own figure
         let running = trial(4, TrialState::Running, Some(7.0), None);
         assert_eq!(figure_of(&trials, &running), Some(7.0));
+    }
+
+    #[test]
+    fn a_winner_named_on_one_run_does_not_claim_a_re_measure() {
+        let mut rerun = trial(3, TrialState::Complete, Some(28.0), Some(0.0));
+        rerun.params = trial(1, TrialState::Complete, None, None).params;
+        let once = vec![trial(1, TrialState::Complete, Some(30.0), Some(0.0))];
+        let w = winner(&once, Direction::Maximize, None).unwrap();
+        assert_eq!((w.rule, w.runs), (WinnerRule::Intensified, 1));
+        assert!(w.describe().starts_with("the best single run: not re-measured"), "{}", w.describe());
+        let twice = vec![once[0].clone(), rerun];
+        let w = winner(&twice, Direction::Maximize, None).unwrap();
+        assert!(w.describe().contains("confirmed by a re-measure"), "{}", w.describe());
     }
 
     #[test]

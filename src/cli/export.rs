@@ -24,7 +24,7 @@ pub struct ExportArgs {
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Export this trial instead of the named one (the validated winner, else the intensified
-    /// incumbent: confirmed by a re-measure, then the best mean on equal runs)
+    /// incumbent, else the least violating trial; `best` says which)
     #[arg(long, value_name = "N")]
     pub trial: Option<i64>,
 }
@@ -49,7 +49,7 @@ pub(super) async fn run(store: &Store, args: ExportArgs, out: &mut dyn Write) ->
             if !w.feasible {
                 eprintln!("warning: no trial meets every SLO; exporting the least violating, trial {}", w.trial.number);
             }
-            (w.trial, w.rule.describe())
+            (w.trial, w.describe())
         }
     };
     let text = export::render(&study, trial, args.format)?;

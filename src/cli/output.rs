@@ -125,7 +125,7 @@ pub(super) fn print_winner(
             writeln!(out, "  misses {metric} by {:.0}%", v * 100.0)?;
         }
     }
-    writeln!(out, "named by: {}", w.rule.describe())?;
+    writeln!(out, "named by: {}", w.describe())?;
     writeln!(out, "{}", noise_sentence(trials))?;
     write!(out, "{}", table(TRIAL_HEADERS, &[trial_row(t)]))?;
     if let Some(plan) = &t.plan {

@@ -354,7 +354,7 @@ fn winner_line(input: &Input<'_>) -> String {
         let _ = writeln!(
             h,
             "<p>Named by the rule: {} ({} run{} of this configuration, mean {} {}).</p>",
-            escape(w.rule.describe()),
+            escape(w.describe()),
             w.runs,
             if w.runs == 1 { "" } else { "s" },
             escape(input.metric),
