@@ -62,7 +62,10 @@ pub async fn run(store: &Store, args: RecordLandscapeArgs, out: &mut dyn Write) 
         let earlier = Landscape::load(path)?;
         landscape = earlier.extended_by(landscape).with_context(|| format!("extending '{}'", path.display()))?;
     }
-    let grid = landscape.space().context("parsing the recorded space")?.grid_size();
+    let space = landscape.space().context("parsing the recorded space")?;
+    let refused = crate::search::grid::refused_candidates(&space).into_iter().map(|(c, _)| c);
+    let landscape = landscape.with_refused(refused);
+    let grid = space.grid_size();
     std::fs::write(&args.output, serde_json::to_string_pretty(&landscape)? + "\n")
         .with_context(|| format!("writing '{}'", args.output.display()))?;
     let runs: usize = landscape.points.iter().map(|p| p.runs.len()).sum();

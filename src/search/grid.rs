@@ -63,23 +63,32 @@ impl Strategy for Grid {
     }
 }
 
+/// Grids larger than this are not walked point by point.
+const WALKABLE: u64 = 100_000;
+
 /// How many grid points the backend refuses before launch (known-invalid combinations), with
 /// the first refusal's message; `None` when none is refused or the grid is too large to walk.
 pub fn refused_points(space: &Space) -> Option<(u64, String)> {
-    if space.grid_size() > 100_000 {
-        return None;
+    let refused = refused_candidates(space);
+    let (c, r) = refused.first()?;
+    Some((refused.len() as u64, format!("{} ({})", r.message.lines().next().unwrap_or(""), c.brief())))
+}
+
+/// The grid points the backend refuses before launch, in grid order, with its refusals; none
+/// when the grid is too large to walk.
+pub fn refused_candidates(space: &Space) -> Vec<(Candidate, crate::backend::Rejection)> {
+    if space.grid_size() > WALKABLE {
+        return Vec::new();
     }
     let backend = crate::backend::from_spec(&space.backend, &space.params);
     let mut grid = Grid::new(space);
-    let mut refused = 0;
-    let mut example = None;
+    let mut refused = Vec::new();
     while let Some(c) = super::Strategy::propose(&mut grid, space) {
         if let Err(r) = backend.plan(&c) {
-            refused += 1;
-            example.get_or_insert_with(|| format!("{} ({})", r.message.lines().next().unwrap_or(""), c.brief()));
+            refused.push((c, r));
         }
     }
-    example.map(|e| (refused, e))
+    refused
 }
 
 #[cfg(test)]

@@ -305,6 +305,23 @@ impl Landscape {
         Ok(self)
     }
 
+    /// This recording with a point for each of `refused` it lacks (grid points the backend
+    /// refuses before launch, which a study never runs): one infeasible run, as a launch that
+    /// cannot start, so that the file covers its whole grid as older recordings (whose engine
+    /// was started and failed) do.
+    pub fn with_refused(mut self, refused: impl IntoIterator<Item = Candidate>) -> Landscape {
+        for params in refused {
+            if self.point(&params).is_none() {
+                let class = crate::trial::InfeasibleClass::Server(crate::backend::FailureClass::InvalidCombination);
+                let run =
+                    Run { error_class: Some(class), ..Run::new(TrialState::Infeasible, None, INFEASIBLE_VIOLATION) };
+                self.points.push(Point { params, runs: vec![run] });
+            }
+        }
+        self.reindex();
+        self
+    }
+
     /// A finished trial for `run`, as the daemon would hand it to a strategy.
     pub fn trial(number: i64, candidate: &Candidate, run: &Run) -> Trial {
         Trial {
@@ -506,6 +523,21 @@ mod tests {
         assert_eq!(near, 20);
         // the space's default is a grid point
         assert!(l.point(&space.default_candidate().unwrap()).is_some());
+    }
+
+    #[test]
+    fn refused_points_are_added_once_as_infeasible() {
+        let l = Landscape::synthetic();
+        let kept = l.points[0].clone();
+        let refused = l.points.iter().find(|p| p.runs[0].state == TrialState::Infeasible).unwrap().params.clone();
+        let partial = l.with_points("part", vec![kept.clone()]);
+        let whole = partial.with_refused([refused.clone(), kept.params.clone()]);
+        assert_eq!(whole.points.len(), 2, "the measured point is kept as it was, the refused one added");
+        assert_eq!(whole.point(&kept.params).unwrap().runs.len(), kept.runs.len());
+        let added = whole.point(&refused).unwrap();
+        assert_eq!(added.runs.len(), 1);
+        assert_eq!(added.runs[0].state, TrialState::Infeasible);
+        assert!(whole.true_value(&refused).is_none());
     }
 
     #[test]
