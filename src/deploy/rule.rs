@@ -259,6 +259,14 @@ mod tests {
         (0..n).map(|i| sample(i * 100, ttft + i % 3)).collect()
     }
 
+    /// 20 requests of 10 tokens over 2 s (100 tok/s, TTFT about 50 ms, every SLO met) judged
+    /// against `reference`.
+    fn judge_100_tok_s(reference: Reference) -> Judgement {
+        let (objective, slos) = goal(5000.0);
+        let rs = RequestSlo::from_slos(&slos);
+        judge(&run(20, 50), Duration::from_secs(2), &ServerSide::default(), (&objective, &slos, &rs), reference, 1)
+    }
+
     #[test]
     fn steady_figures_hold_and_a_missed_slo_is_named() {
         let (objective, slos) = goal(500.0);
@@ -277,28 +285,20 @@ mod tests {
 
     #[test]
     fn a_clearly_lower_objective_is_worse_and_a_small_dip_is_not() {
-        let (objective, slos) = goal(5000.0);
-        let rs = RequestSlo::from_slos(&slos);
-        let samples = run(20, 50);
-        let wall = Duration::from_secs(2);
         // Measured 100 tok/s against a study figure of 150: ratio 0.667.
-        let j = judge(&samples, wall, &ServerSide::default(), (&objective, &slos, &rs), exact(150.0), 1);
+        let j = judge_100_tok_s(exact(150.0));
         assert_eq!(j.call, Call::Worse, "{}", j.reason);
         assert!(j.ci.hi < 1.0, "{:?}", j.ci);
         // 2 % below: under the 3 % minimum effect, whatever the CI says.
-        let j = judge(&samples, wall, &ServerSide::default(), (&objective, &slos, &rs), exact(102.0), 1);
+        let j = judge_100_tok_s(exact(102.0));
         assert_eq!(j.call, Call::Holds, "{}", j.reason);
     }
 
     #[test]
     fn a_drop_within_twice_the_study_noise_is_not_called_worse() {
-        let (objective, slos) = goal(5000.0);
-        let rs = RequestSlo::from_slos(&slos);
-        let samples = run(20, 50);
-        let wall = Duration::from_secs(2);
         let at = |noise| Reference { objective: 150.0, noise: Some(noise), floor: crate::measure::ratio::MIN_EFFECT };
         // 100 tok/s against 150: 33 % worse. With ±10 % run-to-run noise that is past twice it.
-        let j = judge(&samples, wall, &ServerSide::default(), (&objective, &slos, &rs), at(0.10), 1);
+        let j = judge_100_tok_s(at(0.10));
         assert_eq!(j.call, Call::Worse, "{}", j.reason);
         assert!(
             (j.min_effect - 0.20).abs() < 1e-12 && j.reason.contains("twice the study's ±10.0 % noise"),
@@ -306,7 +306,7 @@ mod tests {
             j.reason
         );
         // With ±20 % a second run of the same configuration could show as much: it holds.
-        let j = judge(&samples, wall, &ServerSide::default(), (&objective, &slos, &rs), at(0.20), 1);
+        let j = judge_100_tok_s(at(0.20));
         assert_eq!(j.call, Call::Holds, "{}", j.reason);
         // A quiet study keeps the 3 % floor.
         assert_eq!(at(0.01).min_effect(), crate::measure::ratio::MIN_EFFECT);
@@ -314,15 +314,10 @@ mod tests {
 
     #[test]
     fn the_operator_s_worse_by_raises_the_floor_and_is_named() {
-        let (objective, slos) = goal(5000.0);
-        let rs = RequestSlo::from_slos(&slos);
-        let samples = run(20, 50);
-        let wall = Duration::from_secs(2);
         // 100 tok/s against 150 (33 % worse) is worse at 3 %, and holds under --worse-by 50 %.
-        let j = judge(&samples, wall, &ServerSide::default(), (&objective, &slos, &rs), exact(150.0), 1);
-        assert_eq!(j.call, Call::Worse, "{}", j.reason);
+        assert_eq!(judge_100_tok_s(exact(150.0)).call, Call::Worse);
         let lenient = exact(150.0).worse_by(Some(0.5));
-        let j = judge(&samples, wall, &ServerSide::default(), (&objective, &slos, &rs), lenient, 1);
+        let j = judge_100_tok_s(lenient);
         assert_eq!(j.call, Call::Holds, "{}", j.reason);
         assert!(j.reason.contains("worse means by 50 % or more: --worse-by"), "{}", j.reason);
         // The study's noise still wins when twice it is more; none given keeps the 3 %.
