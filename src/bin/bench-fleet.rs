@@ -6,17 +6,17 @@
 //! `daemon::worker::propose` (the strategy rebuilt from the stored trials, every running trial
 //! pending), up to `--workers` trials are in flight, and they finish in the order they started
 //! (equal durations). `sequential` is one strategy kept across trials, as `tune` runs it (the
-//! `tpe` row of `scripts/bench-search`); `1 worker` is the fleet path with one worker. Each seed
-//! observes one of a point's recorded runs; truth and observations are kept apart (truth = run
-//! 1, observations = the others: one fixed cut, the same for both rows, where bench-search cuts
-//! per seed; the synthetic landscapes: the noise-free values, observed noise-free or with seeded
-//! noise). Prints the share of seeds
-//! whose incumbent is within 5 % of the optimum at 20, 40 and 60 trials.
+//! `tpe` row of `scripts/bench-search`); `1 worker` is the fleet path with one worker. Truth and
+//! observations are kept apart: on a recording each seed cuts every point's runs as bench-search
+//! does (`Landscape::split`: half, rounded up, define the truth, the rest are observed), the same
+//! cut for every row of that seed, and each seed is judged against its own truth's optimum; the
+//! synthetic landscapes: the noise-free values, observed noise-free or with seeded noise. Prints
+//! the share of seeds whose incumbent is within 5 % of the optimum at 20, 40 and 60 trials.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -46,8 +46,9 @@ struct Args {
 /// Each trial's candidate and the index of the observed run, in the order trials finished.
 type Steps = Vec<(Candidate, usize)>;
 
-/// A row of the table: its name and how one seed runs (space with the seed set, seed).
-type Row<'a> = (String, Box<dyn Fn(&Space, u64) -> Steps + 'a>);
+/// A row of the table: its name and how one seed runs (what it observes, space with the seed
+/// set, seed).
+type Row = (String, Box<dyn Fn(&Landscape, &Space, u64) -> Steps>);
 
 /// One strategy across all trials (`tune` on SQLite).
 fn sequential(observed: &Landscape, space: &Space, seed: u64, budget: usize) -> Steps {
@@ -117,23 +118,38 @@ fn within_at(observed: &Landscape, truth: &Landscape, steps: &Steps, k: usize, o
     })
 }
 
-/// (observed, truth) for each landscape: a recording's run 1 is the truth (one fixed cut).
-fn landscapes(args: &Args) -> Result<Vec<(Landscape, Landscape)>> {
-    let mut out = vec![
-        (Landscape::synthetic(), Landscape::synthetic()),
-        (Landscape::synthetic_noisy(32, 15), Landscape::synthetic()),
-    ];
+/// A landscape as the benchmark plays it: its name and its space, and per seed what the
+/// strategies observe and the truth they are judged by.
+struct Source {
+    name: String,
+    space: Space,
+    /// Seed -> (observed, truth).
+    cut: Box<dyn Fn(u64) -> (Landscape, Landscape)>,
+}
+
+/// The synthetic landscapes (truth: the noise-free values) and the recordings (cut per seed; one
+/// run a point: truth and observation are that run).
+fn sources(args: &Args) -> Result<Vec<Source>> {
+    let generated = |observed: Landscape| -> Result<Source> {
+        let (name, space) = (observed.name.clone(), observed.space()?);
+        Ok(Source { name, space, cut: Box::new(move |_| (observed.clone(), Landscape::synthetic())) })
+    };
+    let mut out = vec![generated(Landscape::synthetic())?, generated(Landscape::synthetic_noisy(32, 15))?];
     for path in &args.landscapes {
         let mut l = Landscape::load(path)?;
         if l.optimum(l.space()?.objective.direction).is_none() {
             println!("note: no point of '{}' met its SLOs; compared on the objective alone", l.name);
             l = l.without_slos();
         }
-        let runs = l.points.iter().map(|p| p.runs.len()).min().unwrap_or(0);
-        out.push(match runs {
-            0 | 1 => (l.clone(), l),
-            _ => (l.with_runs(|i| i > 0), l.with_runs(|i| i == 0)),
-        });
+        let (name, space) = (l.name.clone(), l.space()?);
+        let cut: Box<dyn Fn(u64) -> (Landscape, Landscape)> = match l.points.iter().all(|p| p.runs.len() < 2) {
+            true => Box::new(move |_| (l.clone(), l.clone())),
+            false => Box::new(move |seed| {
+                let (truth, observed) = l.split(seed);
+                (observed, truth)
+            }),
+        };
+        out.push(Source { name, space, cut });
     }
     Ok(out)
 }
@@ -142,35 +158,47 @@ fn main() -> Result<()> {
     let args = Args::parse();
     println!("{:<22} {:<12} {:>6} {:>6} {:>6}", "landscape", "tpe", "@20", "@40", "@60");
     let mut worst_gap = f64::NEG_INFINITY;
-    for (observed, truth) in landscapes(&args)? {
-        let mut space = observed.space()?;
+    for source in sources(&args)? {
+        let mut space = source.space.clone();
         space.strategy = StrategyKind::Tpe;
-        let optimum = truth.optimum(space.objective.direction).context("no feasible point")?;
+        let workers = args.workers;
         let rows: [Row; 3] = [
-            ("sequential".into(), Box::new(|s, seed| sequential(&observed, s, seed, 60))),
-            ("1 worker".into(), Box::new(|s, seed| fleet(&observed, s, seed, 60, 1))),
-            (format!("{} workers", args.workers), Box::new(|s, seed| fleet(&observed, s, seed, 60, args.workers))),
+            ("sequential".into(), Box::new(|o, s, seed| sequential(o, s, seed, 60))),
+            ("1 worker".into(), Box::new(|o, s, seed| fleet(o, s, seed, 60, 1))),
+            (format!("{workers} workers"), Box::new(move |o, s, seed| fleet(o, s, seed, 60, workers))),
         ];
-        let mut at60 = Vec::new();
-        for (name, run) in &rows {
-            let runs: Vec<Steps> = (0..args.seeds)
-                .map(|seed| {
-                    let mut s = space.clone();
-                    s.seed = seed;
-                    run(&s, seed)
-                })
-                .collect();
-            let shares: Vec<f64> = CHECKPOINTS
-                .iter()
-                .map(|&k| {
-                    let hit = runs.iter().filter(|r| within_at(&observed, &truth, r, k, optimum)).count();
-                    hit as f64 / runs.len() as f64
-                })
-                .collect();
-            println!("{:<22} {:<12} {:>6.2} {:>6.2} {:>6.2}", observed.name, name, shares[0], shares[1], shares[2]);
-            at60.push(shares[2]);
+        // hits[row][checkpoint]
+        let mut hits = [[0usize; CHECKPOINTS.len()]; 3];
+        let mut judged = 0usize;
+        for seed in 0..args.seeds {
+            let (observed, truth) = (source.cut)(seed);
+            let Some(optimum) = truth.optimum(space.objective.direction) else { continue };
+            judged += 1;
+            let mut s = space.clone();
+            s.seed = seed;
+            for ((_, run), row_hits) in rows.iter().zip(hits.iter_mut()) {
+                let steps = run(&observed, &s, seed);
+                for (&k, hit) in CHECKPOINTS.iter().zip(row_hits.iter_mut()) {
+                    *hit += usize::from(within_at(&observed, &truth, &steps, k, optimum));
+                }
+            }
         }
-        worst_gap = worst_gap.max(at60[0] - at60[2]);
+        if judged == 0 {
+            anyhow::bail!("no seed's truth of '{}' has a feasible point", source.name);
+        }
+        if judged < args.seeds as usize {
+            println!(
+                "note: {} of {} seeds of '{}' have no feasible point in their truth",
+                args.seeds as usize - judged,
+                args.seeds,
+                source.name
+            );
+        }
+        let shares: Vec<[f64; 3]> = hits.iter().map(|h| h.map(|n| n as f64 / judged as f64)).collect();
+        for ((name, _), share) in rows.iter().zip(&shares) {
+            println!("{:<22} {:<12} {:>6.2} {:>6.2} {:>6.2}", source.name, name, share[0], share[1], share[2]);
+        }
+        worst_gap = worst_gap.max(shares[0][2] - shares[2][2]);
     }
     println!(
         "summary: largest drop of the {}-worker share within 5 % at 60 trials below sequential: {worst_gap:.2} (target <= 0.05)",
