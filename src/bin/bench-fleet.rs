@@ -5,8 +5,9 @@
 //! A fleet run is simulated as the workers run it: each proposal comes from
 //! `daemon::worker::propose` (the strategy rebuilt from the stored trials, every running trial
 //! pending), up to `--workers` trials are in flight, and they finish in the order they started
-//! (equal durations). `sequential` is one strategy kept across trials, as `tune` runs it (the
-//! `tpe` row of `scripts/bench-search`); `1 worker` is the fleet path with one worker. Truth and
+//! (equal durations). `sequential` is one strategy kept across trials, what runs next decided as
+//! `tune` decides it (`intensify::next`, as the workers do); `1 worker` is the fleet path with
+//! one worker. Every row names the best observed trial meeting every SLO. Truth and
 //! observations are kept apart: on a recording each seed cuts every point's runs as bench-search
 //! does (`Landscape::split`: half, rounded up, define the truth, the rest are observed), the same
 //! cut for every row of that seed, and each seed is judged against its own truth's optimum; the
@@ -21,7 +22,7 @@ use clap::Parser;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-use infertune::daemon::worker;
+use infertune::daemon::{intensify, worker};
 use infertune::search::landscape::Landscape;
 use infertune::search::{self, Strategy};
 use infertune::space::{Candidate, Direction, Space, StrategyKind};
@@ -50,16 +51,21 @@ type Steps = Vec<(Candidate, usize)>;
 /// set, seed).
 type Row = (String, Box<dyn Fn(&Landscape, &Space, u64) -> Steps>);
 
-/// One strategy across all trials (`tune` on SQLite).
+/// One strategy across all trials, what runs next decided as `tune` decides it
+/// (`intensify::next`: a re-measure, else the strategy's proposal), one trial at a time.
 fn sequential(observed: &Landscape, space: &Space, seed: u64, budget: usize) -> Steps {
     let mut strategy: Box<dyn Strategy> = search::from_space(space);
     let mut answers = StdRng::seed_from_u64(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xbe4c);
+    let mut trials: Vec<Trial> = Vec::new();
     let mut steps = Vec::new();
     for n in 1..=budget {
-        let Some(c) = strategy.propose(space) else { break };
+        let Some(next) = intensify::next(&trials, strategy.as_mut(), space, &[]) else { break };
+        let c = next.candidate;
         let point = observed.point(&c).expect("a grid point");
         let run = rand::RngExt::random_range(&mut answers, 0..point.runs.len());
-        strategy.observe(&Landscape::trial(n as i64, &c, &point.runs[run]));
+        let trial = Landscape::trial(n as i64, &c, &point.runs[run]);
+        strategy.observe(&trial);
+        trials.push(trial);
         steps.push((c, run));
     }
     steps
