@@ -133,8 +133,8 @@ struct Source {
     cut: Box<dyn Fn(u64) -> (Landscape, Landscape)>,
 }
 
-/// The synthetic landscapes (truth: the noise-free values) and the recordings (cut per seed; one
-/// run a point: truth and observation are that run).
+/// The synthetic landscapes (truth: the noise-free values) and the recordings (cut per seed by
+/// `Landscape::split`, which gives a point's only run to both sides).
 fn sources(args: &Args) -> Result<Vec<Source>> {
     let generated = |observed: Landscape| -> Result<Source> {
         let (name, space) = (observed.name.clone(), observed.space()?);
@@ -148,13 +148,10 @@ fn sources(args: &Args) -> Result<Vec<Source>> {
             l = l.without_slos();
         }
         let (name, space) = (l.name.clone(), l.space()?);
-        let cut: Box<dyn Fn(u64) -> (Landscape, Landscape)> = match l.points.iter().all(|p| p.runs.len() < 2) {
-            true => Box::new(move |_| (l.clone(), l.clone())),
-            false => Box::new(move |seed| {
-                let (truth, observed) = l.split(seed);
-                (observed, truth)
-            }),
-        };
+        let cut = Box::new(move |seed| {
+            let (truth, observed) = l.split(seed);
+            (observed, truth)
+        });
         out.push(Source { name, space, cut });
     }
     Ok(out)

@@ -42,9 +42,9 @@ pub struct Reference {
     pub objective: f64,
     /// The study's run-to-run noise (relative SD, `trial::noise`), when it re-measured a point.
     pub noise: Option<f64>,
-    /// The least relative change called worse whatever the noise: 3 %, or the operator's
-    /// `--worse-by` (a machine whose load the study did not see).
-    pub floor: f64,
+    /// The operator's least relative change called worse whatever the noise (`--worse-by`: a
+    /// machine whose load the study did not see); `None`: 3 %.
+    pub worse_by: Option<f64>,
 }
 
 impl Reference {
@@ -56,25 +56,30 @@ impl Reference {
     /// `objective`, with the noise the study's trials measured.
     pub fn with_study_noise(trials: &[crate::trial::Trial], objective: f64) -> Reference {
         let noise = crate::trial::noise(trials).map(|n| n.relative_sd);
-        Reference { objective, noise, floor: ratio::MIN_EFFECT }
+        Reference { objective, noise, worse_by: None }
     }
 
     /// This reference with the operator's least change called worse (`--worse-by`), when given.
-    pub fn worse_by(self, floor: Option<f64>) -> Reference {
-        Reference { floor: floor.unwrap_or(self.floor), ..self }
+    pub fn worse_by(self, worse_by: Option<f64>) -> Reference {
+        Reference { worse_by: worse_by.or(self.worse_by), ..self }
+    }
+
+    /// The least change called worse whatever the noise: `--worse-by`, else 3 %.
+    fn floor(&self) -> f64 {
+        self.worse_by.unwrap_or(ratio::MIN_EFFECT)
     }
 
     /// The smallest change called worse: the floor (3 %, or `--worse-by`), or twice the study's
     /// noise when that is more.
     pub fn min_effect(&self) -> f64 {
-        self.floor.max(2.0 * self.noise.unwrap_or(0.0))
+        self.floor().max(2.0 * self.noise.unwrap_or(0.0))
     }
 
     /// Which of the two set [`Reference::min_effect`], for the reason text.
     fn min_effect_source(&self) -> String {
-        match self.noise {
-            Some(n) if 2.0 * n > self.floor => format!(": twice the study's ±{:.1} % noise", n * 100.0),
-            _ if self.floor != ratio::MIN_EFFECT => ": --worse-by".to_string(),
+        match (self.noise, self.worse_by) {
+            (Some(n), _) if 2.0 * n > self.floor() => format!(": twice the study's ±{:.1} % noise", n * 100.0),
+            (_, Some(_)) => ": --worse-by".to_string(),
             _ => String::new(),
         }
     }
@@ -252,7 +257,7 @@ mod tests {
 
     /// A reference from a study that re-measured nothing.
     fn exact(objective: f64) -> Reference {
-        Reference { objective, noise: None, floor: crate::measure::ratio::MIN_EFFECT }
+        Reference { objective, noise: None, worse_by: None }
     }
 
     fn run(n: u64, ttft: u64) -> Vec<Sample> {
@@ -296,7 +301,7 @@ mod tests {
 
     #[test]
     fn a_drop_within_twice_the_study_noise_is_not_called_worse() {
-        let at = |noise| Reference { objective: 150.0, noise: Some(noise), floor: crate::measure::ratio::MIN_EFFECT };
+        let at = |noise| Reference { objective: 150.0, noise: Some(noise), worse_by: None };
         // 100 tok/s against 150: 33 % worse. With ±10 % run-to-run noise that is past twice it.
         let j = judge_100_tok_s(at(0.10));
         assert_eq!(j.call, Call::Worse, "{}", j.reason);

@@ -266,21 +266,6 @@ impl Landscape {
         self.with_points(&format!("{}-noslo", self.name), points)
     }
 
-    /// The same landscape keeping, of each point's runs, only those `keep` selects (by index):
-    /// to keep the runs that define a point's true value apart from the runs a strategy
-    /// observes. Provenance and name stay.
-    pub fn with_runs(&self, keep: impl Fn(usize) -> bool) -> Landscape {
-        let points = self
-            .points
-            .iter()
-            .map(|p| Point {
-                params: p.params.clone(),
-                runs: p.runs.iter().enumerate().filter(|(i, _)| keep(*i)).map(|(_, r)| r.clone()).collect(),
-            })
-            .collect();
-        self.with_points(&self.name, points)
-    }
-
     /// This recording with `later`'s runs appended at each point (a later session over the same
     /// grid, or part of it): the points and the space stay this file's, and the provenance says
     /// both, earlier first. Every point of `later` must be one of this recording's.
